@@ -1,0 +1,36 @@
+"""resilient_tg: keep a Telethon MTProto client alive inside a service.
+
+The session survives restarts, the link is watched and rebuilt forever with a sane
+policy, a dead link is found in seconds, no update is lost across a reconnect, and
+health tells the truth. The offline MTProtoTestServer and FaultProxy live in
+:mod:`resilient_tg.testing`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._errors import (
+    AuthLostError,
+    LeaseLostError,
+    NotConnectedError,
+    ResilientTgError,
+    ResultLostError,
+    SessionCorruptError,
+    SessionInUseError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AuthLostError",
+    "LeaseLostError",
+    "NotConnectedError",
+    "ResilientTgError",
+    "ResultLostError",
+    "SessionCorruptError",
+    "SessionInUseError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

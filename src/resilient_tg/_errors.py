@@ -1,0 +1,75 @@
+"""The exceptions raised by resilient_tg, under one root.
+
+    ResilientTgError
+    ├── SessionCorruptError   a stored session cannot be read; nothing was overwritten
+    ├── SessionInUseError     another live process holds the session's lease
+    ├── LeaseLostError        our lease was taken over or could not be renewed
+    ├── AuthLostError         the server no longer accepts the auth key (revoked, duplicated, -404)
+    ├── NotConnectedError     the link stayed down for longer than the request could wait
+    └── ResultLostError       the request took effect on the server but its answer was lost
+
+Each error keeps what caused it as attributes (``store``, ``holder``, ``reason``...),
+never a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthLostError",
+    "LeaseLostError",
+    "NotConnectedError",
+    "ResilientTgError",
+    "ResultLostError",
+    "SessionCorruptError",
+    "SessionInUseError",
+]
+
+
+class ResilientTgError(Exception):
+    """Root of every error this library raises on purpose."""
+
+
+class SessionCorruptError(ResilientTgError):
+    """A stored session exists but cannot be read: it is reported, never replaced by a new login."""
+
+    def __init__(self, message: str, *, store: str = "") -> None:
+        super().__init__(message)
+        self.store = store
+
+
+class SessionInUseError(ResilientTgError):
+    """Another live holder has the session's lease: two users of one auth key get it revoked."""
+
+    def __init__(
+        self, message: str, *, store: str = "", holder: str = "", expires_at: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.store = store
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaseLostError(ResilientTgError):
+    """Our lease on the session expired or was taken by another holder."""
+
+    def __init__(self, message: str, *, store: str = "", holder: str = "") -> None:
+        super().__init__(message)
+        self.store = store
+        self.holder = holder
+
+
+class AuthLostError(ResilientTgError):
+    """The server no longer accepts the auth key; retrying cannot help and may hurt."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class NotConnectedError(ResilientTgError):
+    """The request waited for the link within its timeout and the link did not come back."""
+
+
+class ResultLostError(ResilientTgError):
+    """The request took effect on the server (it answered RANDOM_ID_DUPLICATE to our resend),
+    but the original answer was lost with the link."""

@@ -1,0 +1,479 @@
+"""The Telegram API methods the test server implements, on top of :mod:`._world`.
+
+Each handler takes the request and the calling context and returns a response value
+(a TL object, a list for a Vector, a bool) or raises :class:`RpcFailure`, answered as
+rpc_error. Behaviour follows Telegram where it is known.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from telethon.tl import functions, types
+from telethon.tl.types import auth as auth_t
+from telethon.tl.types import contacts as contacts_t
+from telethon.tl.types import messages as messages_t
+from telethon.tl.types import updates as updates_t
+from telethon.tl.types import users as users_t
+
+from ._world import Account, AuthKeyRecord, LoginCode, StoredMessage, World, normalize_phone
+
+if TYPE_CHECKING:
+    from ._server import MTProtoTestServer
+
+# The most messages one getDifference answers before it slices (Telegram uses about 100).
+DIFFERENCE_LIMIT = 100
+LOGIN_CODE_TTL = 300.0
+
+
+class RpcFailure(Exception):  # noqa: N818 - it is an answer, not a failure of ours
+    """An rpc_error to answer."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code} {message}")
+        self.code = code
+        self.message = message
+
+
+@attrs.define(eq=False)
+class CallContext:
+    """Who is calling: the auth key and the session the request came on."""
+
+    record: AuthKeyRecord
+    session_id: int
+
+    @property
+    def user_id(self) -> int | None:
+        return self.record.user_id
+
+
+Handler = Callable[["Api", Any, CallContext], Any]
+_HANDLERS: dict[type, Handler] = {}
+# Methods that work before login, as on Telegram.
+_NO_AUTH: set[type] = set()
+
+
+def _method(cls: type, *, needs_auth: bool = True) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        _HANDLERS[cls] = fn
+        if not needs_auth:
+            _NO_AUTH.add(cls)
+        return fn
+
+    return register
+
+
+def implemented_methods() -> frozenset[type]:
+    return frozenset(_HANDLERS)
+
+
+class Api:
+    """Answers API requests for one server, pushing updates through the server."""
+
+    def __init__(self, server: MTProtoTestServer) -> None:
+        self._server = server
+
+    @property
+    def world(self) -> World:
+        return self._server._world
+
+    def call(self, request: Any, ctx: CallContext) -> Any:
+        handler = _HANDLERS.get(type(request))
+        if handler is None:
+            raise RpcFailure(400, "METHOD_NOT_IMPLEMENTED")
+        if type(request) not in _NO_AUTH:
+            self.me(ctx)
+        return handler(self, request, ctx)
+
+    # Helpers ----------------------------------------------------------------------
+
+    def me(self, ctx: CallContext) -> Account:
+        if ctx.user_id is None or ctx.user_id not in self.world.accounts:
+            raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
+        return self.world.accounts[ctx.user_id]
+
+    def tl_user(self, account: Account, viewer: Account | None) -> types.User:
+        is_self = viewer is not None and viewer.id == account.id
+        return types.User(
+            id=account.id,
+            is_self=is_self or None,
+            bot=account.bot or None,
+            access_hash=account.access_hash,
+            first_name=account.first_name,
+            username=account.username,
+            phone=account.phone if is_self else None,
+            status=None if account.bot else types.UserStatusRecently(),
+            bot_info_version=1 if account.bot else None,
+        )
+
+    def tl_message(self, message: StoredMessage) -> types.Message:
+        return types.Message(
+            id=message.id,
+            peer_id=types.PeerUser(message.peer_id),
+            date=_date(message.date),
+            message=message.text,
+            out=message.out or None,
+            from_id=types.PeerUser(message.from_id),
+        )
+
+    def resolve_peer(self, peer: Any, me: Account) -> Account:
+        if isinstance(peer, (types.InputPeerSelf, types.InputUserSelf)):
+            return me
+        if isinstance(peer, (types.InputPeerUser, types.InputUser)):
+            account = self.world.accounts.get(peer.user_id)
+            if account is None or account.access_hash != peer.access_hash:
+                raise RpcFailure(400, "PEER_ID_INVALID")
+            return account
+        raise RpcFailure(400, "PEER_ID_INVALID")
+
+    def state(self, me: Account) -> updates_t.State:
+        return updates_t.State(pts=me.pts, qts=0, date=_now(), seq=0, unread_count=0)
+
+    def new_message_updates(
+        self, message: StoredMessage, owner: Account, other: Account
+    ) -> types.Updates:
+        return types.Updates(
+            updates=[
+                types.UpdateNewMessage(message=self.tl_message(message), pts=message.pts, pts_count=1)
+            ],
+            users=[self.tl_user(other, owner), self.tl_user(owner, owner)],
+            chats=[],
+            date=_date(message.date),
+            seq=0,
+        )
+
+    def check_app(self, api_id: int, api_hash: str | None) -> None:
+        if api_id != self._server.api_id or (
+            api_hash is not None and api_hash != self._server.api_hash
+        ):
+            raise RpcFailure(400, "API_ID_INVALID")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(tz=dt.timezone.utc)
+
+
+def _date(timestamp: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+
+
+# help ---------------------------------------------------------------------------------
+
+
+@_method(functions.help.GetConfigRequest, needs_auth=False)
+def _get_config(api: Api, request: Any, ctx: CallContext) -> types.Config:
+    server = api._server
+    now = int(time.time())
+    return types.Config(
+        date=_date(now),
+        expires=_date(now + 3600),
+        test_mode=False,
+        this_dc=server.dc_id,
+        dc_options=[types.DcOption(id=server.dc_id, ip_address=server.host, port=server.port)],
+        dc_txt_domain_name="localhost",
+        chat_size_max=200,
+        megagroup_size_max=200000,
+        forwarded_count_max=100,
+        online_update_period_ms=210000,
+        offline_blur_timeout_ms=5000,
+        offline_idle_timeout_ms=30000,
+        online_cloud_timeout_ms=300000,
+        notify_cloud_delay_ms=30000,
+        notify_default_delay_ms=1500,
+        push_chat_period_ms=60000,
+        push_chat_limit=2,
+        edit_time_limit=172800,
+        revoke_time_limit=2147483647,
+        revoke_pm_time_limit=2147483647,
+        rating_e_decay=2419200,
+        stickers_recent_limit=200,
+        channels_read_media_period=604800,
+        call_receive_timeout_ms=20000,
+        call_ring_timeout_ms=90000,
+        call_connect_timeout_ms=30000,
+        call_packet_timeout_ms=10000,
+        me_url_prefix="https://t.me/",
+        caption_length_max=1024,
+        message_length_max=4096,
+        webfile_dc_id=server.dc_id,
+    )
+
+
+@_method(functions.help.GetNearestDcRequest, needs_auth=False)
+def _get_nearest_dc(api: Api, request: Any, ctx: CallContext) -> types.NearestDc:
+    dc = api._server.dc_id
+    return types.NearestDc(country="ZZ", this_dc=dc, nearest_dc=dc)
+
+
+# auth ---------------------------------------------------------------------------------
+
+
+@_method(functions.auth.SendCodeRequest, needs_auth=False)
+def _send_code(api: Api, request: Any, ctx: CallContext) -> auth_t.SentCode:
+    api.check_app(request.api_id, request.api_hash)
+    phone = normalize_phone(request.phone_number)
+    if not 5 <= len(phone) <= 15:
+        raise RpcFailure(400, "PHONE_NUMBER_INVALID")
+    code = LoginCode(
+        phone=phone,
+        phone_code_hash=secrets.token_hex(9),
+        code=f"{secrets.randbelow(100000):05d}",
+        sent_at=time.monotonic(),
+    )
+    api.world.login_codes[phone] = code
+    return auth_t.SentCode(
+        type=auth_t.SentCodeTypeApp(length=5), phone_code_hash=code.phone_code_hash
+    )
+
+
+def _check_code(
+    api: Api, phone_number: str, phone_code_hash: str, phone_code: str | None, *, need_code: bool
+) -> str:
+    phone = normalize_phone(phone_number)
+    code = api.world.login_codes.get(phone)
+    if code is None or code.phone_code_hash != phone_code_hash:
+        raise RpcFailure(400, "PHONE_CODE_HASH_EMPTY" if not phone_code_hash else "PHONE_CODE_EXPIRED")
+    if time.monotonic() - code.sent_at > LOGIN_CODE_TTL:
+        raise RpcFailure(400, "PHONE_CODE_EXPIRED")
+    if not need_code:
+        return phone
+    if not phone_code:
+        raise RpcFailure(400, "PHONE_CODE_EMPTY")
+    if phone_code != code.code:
+        raise RpcFailure(400, "PHONE_CODE_INVALID")
+    return phone
+
+
+def _authorize(api: Api, ctx: CallContext, account: Account) -> auth_t.Authorization:
+    ctx.record.user_id = account.id
+    api._server._on_world_changed()
+    return auth_t.Authorization(user=api.tl_user(account, account))
+
+
+@_method(functions.auth.SignInRequest, needs_auth=False)
+def _sign_in(api: Api, request: Any, ctx: CallContext) -> Any:
+    phone = _check_code(
+        api, request.phone_number, request.phone_code_hash, request.phone_code, need_code=True
+    )
+    account = api.world.by_phone(phone)
+    if account is None:
+        return auth_t.AuthorizationSignUpRequired()
+    api.world.login_codes.pop(phone, None)
+    return _authorize(api, ctx, account)
+
+
+@_method(functions.auth.SignUpRequest, needs_auth=False)
+def _sign_up(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorization:
+    phone = _check_code(
+        api, request.phone_number, request.phone_code_hash, None, need_code=False
+    )
+    if api.world.by_phone(phone) is not None:
+        raise RpcFailure(400, "PHONE_NUMBER_OCCUPIED")
+    if not request.first_name.strip():
+        raise RpcFailure(400, "FIRSTNAME_INVALID")
+    account = api.world.new_account(
+        first_name=request.first_name, phone=phone, username=None, bot=False
+    )
+    api.world.login_codes.pop(phone, None)
+    return _authorize(api, ctx, account)
+
+
+@_method(functions.auth.ImportBotAuthorizationRequest, needs_auth=False)
+def _import_bot(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorization:
+    api.check_app(request.api_id, request.api_hash)
+    account = api.world.by_token(request.bot_auth_token)
+    if account is None:
+        raise RpcFailure(400, "ACCESS_TOKEN_INVALID")
+    return _authorize(api, ctx, account)
+
+
+@_method(functions.auth.LogOutRequest)
+def _log_out(api: Api, request: Any, ctx: CallContext) -> auth_t.LoggedOut:
+    ctx.record.user_id = None
+    api._server._on_world_changed()
+    return auth_t.LoggedOut()
+
+
+# users --------------------------------------------------------------------------------
+
+
+@_method(functions.users.GetUsersRequest)
+def _get_users(api: Api, request: Any, ctx: CallContext) -> list[types.User]:
+    me = api.me(ctx)
+    found: list[types.User] = []
+    for input_user in request.id:
+        try:
+            found.append(api.tl_user(api.resolve_peer(input_user, me), me))
+        except RpcFailure:
+            continue  # Telegram leaves out what it cannot resolve
+    return found
+
+
+@_method(functions.users.GetFullUserRequest)
+def _get_full_user(api: Api, request: Any, ctx: CallContext) -> users_t.UserFull:
+    me = api.me(ctx)
+    try:
+        account = api.resolve_peer(request.id, me)
+    except RpcFailure:
+        raise RpcFailure(400, "USER_ID_INVALID") from None
+    return users_t.UserFull(
+        full_user=types.UserFull(
+            id=account.id,
+            settings=types.PeerSettings(),
+            notify_settings=types.PeerNotifySettings(),
+            common_chats_count=0,
+        ),
+        chats=[],
+        users=[api.tl_user(account, me)],
+    )
+
+
+# contacts, account --------------------------------------------------------------------
+
+
+@_method(functions.contacts.ResolveUsernameRequest)
+def _resolve_username(api: Api, request: Any, ctx: CallContext) -> contacts_t.ResolvedPeer:
+    me = api.me(ctx)
+    if not request.username or len(request.username) > 32:
+        raise RpcFailure(400, "USERNAME_INVALID")
+    account = api.world.by_username(request.username)
+    if account is None:
+        raise RpcFailure(400, "USERNAME_NOT_OCCUPIED")
+    return contacts_t.ResolvedPeer(
+        peer=types.PeerUser(account.id), chats=[], users=[api.tl_user(account, me)]
+    )
+
+
+@_method(functions.account.UpdateStatusRequest)
+def _update_status(api: Api, request: Any, ctx: CallContext) -> bool:
+    api.me(ctx)
+    return True
+
+
+# updates ------------------------------------------------------------------------------
+
+
+@_method(functions.updates.GetStateRequest)
+def _get_state(api: Api, request: Any, ctx: CallContext) -> updates_t.State:
+    return api.state(api.me(ctx))
+
+
+@_method(functions.updates.GetDifferenceRequest)
+def _get_difference(api: Api, request: Any, ctx: CallContext) -> Any:
+    me = api.me(ctx)
+    if request.pts > me.pts:
+        # A client ahead of the server (e.g. after a restart that lost state).
+        return updates_t.DifferenceTooLong(pts=me.pts)
+    missed = [m for m in me.box if m.pts > request.pts]
+    if not missed:
+        return updates_t.DifferenceEmpty(date=_now(), seq=0)
+    limit = DIFFERENCE_LIMIT
+    if request.pts_total_limit:
+        limit = min(limit, request.pts_total_limit)
+    batch = missed[:limit]
+    peers = {m.peer_id for m in batch} | {m.from_id for m in batch}
+    users = [api.tl_user(api.world.accounts[p], me) for p in sorted(peers) if p in api.world.accounts]
+    new_messages = [api.tl_message(m) for m in batch]
+    if len(batch) < len(missed):
+        last = batch[-1]
+        return updates_t.DifferenceSlice(
+            new_messages=new_messages,
+            new_encrypted_messages=[],
+            other_updates=[],
+            chats=[],
+            users=users,
+            intermediate_state=updates_t.State(
+                pts=last.pts, qts=0, date=_date(last.date), seq=0, unread_count=0
+            ),
+        )
+    return updates_t.Difference(
+        new_messages=new_messages,
+        new_encrypted_messages=[],
+        other_updates=[],
+        chats=[],
+        users=users,
+        state=api.state(me),
+    )
+
+
+# messages -----------------------------------------------------------------------------
+
+
+@_method(functions.messages.SendMessageRequest)
+def _send_message(api: Api, request: Any, ctx: CallContext) -> types.UpdateShortSentMessage:
+    me = api.me(ctx)
+    peer = api.resolve_peer(request.peer, me)
+    if not request.message or not request.message.strip():
+        raise RpcFailure(400, "MESSAGE_EMPTY")
+    if len(request.message) > 4096:
+        raise RpcFailure(400, "MESSAGE_TOO_LONG")
+    if request.random_id in me.random_ids:
+        raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
+    if me.bot and peer.bot:
+        raise RpcFailure(400, "USER_IS_BOT")
+    out, incoming = api.world.deliver(me, peer, request.message, request.random_id)
+    api._server._on_world_changed()
+    api._server._push_new_message(me, peer, out, incoming, skip_session=ctx.session_id)
+    return types.UpdateShortSentMessage(
+        id=out.id, pts=out.pts, pts_count=1, date=_date(out.date), out=True
+    )
+
+
+def _history(box: list[StoredMessage], peer_id: int, request: Any) -> list[StoredMessage]:
+    chat = [m for m in reversed(box) if m.peer_id == peer_id]  # newest first
+    if request.offset_id:
+        chat = [m for m in chat if m.id < request.offset_id]
+    if request.max_id:
+        chat = [m for m in chat if m.id < request.max_id]
+    if request.min_id:
+        chat = [m for m in chat if m.id > request.min_id]
+    start = max(0, request.add_offset)
+    limit = max(0, min(request.limit or 100, 100))
+    return chat[start : start + limit]
+
+
+@_method(functions.messages.GetHistoryRequest)
+def _get_history(api: Api, request: Any, ctx: CallContext) -> messages_t.Messages:
+    me = api.me(ctx)
+    peer = api.resolve_peer(request.peer, me)
+    found = _history(me.box, peer.id, request)
+    return messages_t.Messages(
+        messages=[api.tl_message(m) for m in found],
+        topics=[],
+        chats=[],
+        users=[api.tl_user(peer, me), api.tl_user(me, me)],
+    )
+
+
+@_method(functions.messages.GetDialogsRequest)
+def _get_dialogs(api: Api, request: Any, ctx: CallContext) -> messages_t.Dialogs:
+    me = api.me(ctx)
+    last_by_peer: dict[int, StoredMessage] = {}
+    for message in me.box:
+        last_by_peer[message.peer_id] = message
+    tops = sorted(last_by_peer.values(), key=lambda m: m.id, reverse=True)
+    tops = tops[: max(0, min(request.limit or 100, 100))]
+    dialogs = [
+        types.Dialog(
+            peer=types.PeerUser(m.peer_id),
+            top_message=m.id,
+            read_inbox_max_id=0,
+            read_outbox_max_id=0,
+            unread_count=0,
+            unread_mentions_count=0,
+            unread_reactions_count=0,
+            unread_poll_votes_count=0,
+            notify_settings=types.PeerNotifySettings(),
+        )
+        for m in tops
+    ]
+    users = [api.tl_user(api.world.accounts[m.peer_id], me) for m in tops]
+    return messages_t.Dialogs(
+        dialogs=dialogs, messages=[api.tl_message(m) for m in tops], chats=[], users=users
+    )
+

@@ -1,0 +1,262 @@
+"""What the test server knows: accounts, auth keys, messages and update state.
+
+Kept in plain records so that it can be written to ``data_dir`` as JSON and read
+back on restart; TL objects are built from these records when a request needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+FIRST_USER_ID = 7_000_000_001
+
+
+@attrs.define(eq=False)
+class Account:
+    """A user or a bot. ``token`` is set for bots only."""
+
+    id: int
+    access_hash: int
+    first_name: str
+    phone: str | None = None
+    username: str | None = None
+    bot: bool = False
+    token: str | None = None
+    pts: int = 1
+    next_message_id: int = 1
+    # Messages that changed this account's pts, oldest first: the getDifference log.
+    box: list[StoredMessage] = attrs.field(factory=list)
+    # random_id values of messages this account sent (RANDOM_ID_DUPLICATE on reuse).
+    random_ids: set[int] = attrs.field(factory=set)
+
+
+@attrs.define(eq=False)
+class StoredMessage:
+    """One private message as one account sees it; ``pts`` is the box's pts after it."""
+
+    id: int
+    pts: int
+    date: int
+    peer_id: int
+    from_id: int
+    out: bool
+    text: str
+
+
+@attrs.define(eq=False)
+class AuthKeyRecord:
+    """A permanent auth key and what the server remembers about it."""
+
+    key: bytes
+    key_id: bytes
+    created: float
+    salt: int
+    user_id: int | None = None
+    layer: int | None = None
+    # The api_id given in initConnection; requests need it once per key.
+    api_id: int | None = None
+
+
+@attrs.define(eq=False)
+class LoginCode:
+    phone: str
+    phone_code_hash: str
+    code: str
+    sent_at: float
+
+
+@attrs.define(eq=False)
+class World:
+    """All durable server state."""
+
+    accounts: dict[int, Account] = attrs.field(factory=dict)
+    auth_keys: dict[bytes, AuthKeyRecord] = attrs.field(factory=dict)
+    login_codes: dict[str, LoginCode] = attrs.field(factory=dict)
+    next_user_id: int = FIRST_USER_ID
+
+    def new_account(
+        self, *, first_name: str, phone: str | None, username: str | None, bot: bool
+    ) -> Account:
+        if phone is not None:
+            phone = normalize_phone(phone)
+            if not phone:
+                raise ValueError("a phone number needs digits")
+        if phone is not None and self.by_phone(phone) is not None:
+            raise ValueError(f"an account with phone {phone!r} exists already")
+        if username is not None and self.by_username(username) is not None:
+            raise ValueError(f"the username {username!r} is taken")
+        account = Account(
+            id=self.next_user_id,
+            access_hash=secrets.randbits(63),
+            first_name=first_name,
+            phone=phone,
+            username=username,
+            bot=bot,
+        )
+        if bot:
+            account.token = f"{account.id}:{secrets.token_urlsafe(26)}"
+        self.next_user_id += 1
+        self.accounts[account.id] = account
+        return account
+
+    def by_phone(self, phone: str) -> Account | None:
+        phone = normalize_phone(phone)
+        return next((a for a in self.accounts.values() if a.phone == phone), None)
+
+    def by_username(self, username: str) -> Account | None:
+        wanted = username.lower().lstrip("@")
+        return next(
+            (a for a in self.accounts.values() if a.username and a.username.lower() == wanted),
+            None,
+        )
+
+    def by_token(self, token: str) -> Account | None:
+        return next((a for a in self.accounts.values() if a.bot and a.token == token), None)
+
+    def deliver(
+        self, sender: Account, recipient: Account, text: str, random_id: int | None
+    ) -> tuple[StoredMessage, StoredMessage | None]:
+        """Store a private message in both boxes; return (sender's copy, recipient's copy)."""
+        now = int(time.time())
+        if random_id is not None:
+            sender.random_ids.add(random_id)
+        out = _append(sender, peer_id=recipient.id, from_id=sender.id, out=True, text=text, now=now)
+        if recipient is sender:
+            return out, None
+        incoming = _append(
+            recipient, peer_id=sender.id, from_id=sender.id, out=False, text=text, now=now
+        )
+        return out, incoming
+
+    # Persistence -----------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "next_user_id": self.next_user_id,
+            "accounts": [_account_to_json(a) for a in self.accounts.values()],
+            "auth_keys": [
+                {
+                    "key": r.key.hex(),
+                    "created": r.created,
+                    "salt": r.salt,
+                    "user_id": r.user_id,
+                    "layer": r.layer,
+                    "api_id": r.api_id,
+                }
+                for r in self.auth_keys.values()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> World:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported test server state version {data.get('version')!r}")
+        from ._crypto import auth_key_id
+
+        world = cls(next_user_id=int(data["next_user_id"]))
+        for raw in data["accounts"]:
+            account = _account_from_json(raw)
+            world.accounts[account.id] = account
+        for raw in data["auth_keys"]:
+            key = bytes.fromhex(raw["key"])
+            record = AuthKeyRecord(
+                key=key,
+                key_id=auth_key_id(key),
+                created=float(raw["created"]),
+                salt=int(raw["salt"]),
+                user_id=raw["user_id"],
+                layer=raw["layer"],
+                api_id=raw["api_id"],
+            )
+            world.auth_keys[record.key_id] = record
+        return world
+
+    def save(self, data_dir: Path) -> None:
+        """Write atomically: a crash mid-write leaves the previous state readable."""
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        payload = json.dumps(self.to_json()).encode()
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".state-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, data_dir / STATE_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, data_dir: Path) -> World:
+        path = data_dir / STATE_FILE
+        if not path.exists():
+            return cls()
+        try:
+            return cls.from_json(json.loads(path.read_bytes()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"test server state {path} is unreadable: {exc}") from exc
+
+
+def normalize_phone(phone: str) -> str:
+    return "".join(ch for ch in phone if ch.isdigit())
+
+
+def _append(
+    account: Account, *, peer_id: int, from_id: int, out: bool, text: str, now: int
+) -> StoredMessage:
+    account.pts += 1
+    message = StoredMessage(
+        id=account.next_message_id,
+        pts=account.pts,
+        date=now,
+        peer_id=peer_id,
+        from_id=from_id,
+        out=out,
+        text=text,
+    )
+    account.next_message_id += 1
+    account.box.append(message)
+    return message
+
+
+def _account_to_json(a: Account) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "access_hash": a.access_hash,
+        "first_name": a.first_name,
+        "phone": a.phone,
+        "username": a.username,
+        "bot": a.bot,
+        "token": a.token,
+        "pts": a.pts,
+        "next_message_id": a.next_message_id,
+        "random_ids": sorted(a.random_ids),
+        "box": [attrs.asdict(m) for m in a.box],
+    }
+
+
+def _account_from_json(raw: dict[str, Any]) -> Account:
+    return Account(
+        id=int(raw["id"]),
+        access_hash=int(raw["access_hash"]),
+        first_name=str(raw["first_name"]),
+        phone=raw["phone"],
+        username=raw["username"],
+        bot=bool(raw["bot"]),
+        token=raw["token"],
+        pts=int(raw["pts"]),
+        next_message_id=int(raw["next_message_id"]),
+        random_ids={int(r) for r in raw["random_ids"]},
+        box=[StoredMessage(**m) for m in raw["box"]],
+    )
