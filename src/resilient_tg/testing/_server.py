@@ -189,6 +189,11 @@ class _Link:
     def close(self) -> None:
         self.scope.cancel()
 
+    def dispose(self) -> None:
+        """Release the outbox once the link's tasks are done."""
+        self._send.close()
+        self._receive.close()
+
     def push(self, item: _Out) -> None:
         """Queue without waiting; a peer that cannot keep up is dropped, as Telegram does."""
         try:
@@ -282,6 +287,7 @@ class MTProtoTestServer:
             collections.OrderedDict()
         )
         self._links: set[_Link] = set()
+        self._links_total = 0
         self._injected: dict[str, collections.deque[_Injected]] = {}
         self._requests: collections.deque[RequestRecord] = collections.deque(
             maxlen=MAX_RECORDED_REQUESTS
@@ -453,6 +459,11 @@ class MTProtoTestServer:
         )
 
     @property
+    def links_total(self) -> int:
+        """TCP links accepted since the server object was created (restarts included)."""
+        return self._links_total
+
+    @property
     def requests(self) -> list[RequestRecord]:
         """API requests received so far, oldest first (the last 100,000)."""
         return list(self._requests)
@@ -560,6 +571,7 @@ class MTProtoTestServer:
     async def _handle_link(self, stream: SocketStream) -> None:
         link = _Link(self, stream)
         self._links.add(link)
+        self._links_total += 1
         try:
             with link.scope:
                 await self._serve_link(link)
@@ -567,6 +579,7 @@ class MTProtoTestServer:
             log.exception("test server failed on a link from %s:%d", *link.peer)
         finally:
             self._links.discard(link)
+            link.dispose()
             for session in self._sessions.values():
                 if session.link is link:
                     session.link = None

@@ -1,0 +1,617 @@
+"""FaultProxy: a TCP proxy that injects network faults between a client and a server.
+
+Tests put it between a Telethon client and the MTProto test server (or any TCP
+server) to make the network misbehave on cue: silently eat bytes, reset links,
+refuse connects, add latency, throttle, or cut a link mid-frame. Every fault is
+switched on by a plain method call, takes effect on live links at once, and is
+ended by :meth:`FaultProxy.heal`.
+
+    async with MTProtoTestServer() as server, FaultProxy(server.host, server.port) as proxy:
+        client = TelegramClient(session, api_id, api_hash)
+        client.session.set_dc(2, proxy.host, proxy.port)   # talk through the proxy
+        proxy.blackhole()                                   # the link goes silent
+        proxy.heal()                                        # and the network is back
+
+Semantics in one place:
+
+* A *link* is one accepted client connection plus its upstream connection.
+* Counters count bytes *forwarded* (handed to the receiving socket):
+  ``bytes_up`` client->server, ``bytes_down`` server->client; ``bytes_dropped``
+  counts bytes a blackhole ate (both directions).
+* Faults apply per link and per direction: ``latency(s)`` delays every chunk by
+  ``s`` one way (a round trip takes at least ``2*s``); ``bandwidth(r)`` paces each
+  direction of each link to ``r`` bytes/s; ``cut_after(n)`` closes a link once ``n``
+  more bytes have been forwarded on it, both directions counted together.
+* A blackhole drops bytes; dropped bytes are never delivered. When it heals, links
+  that lost nothing flow on as if nothing happened, while links that lost bytes (or a
+  close) are aborted with a TCP RST: their byte stream has a hole that real TCP would
+  have retransmitted, and handing the peer a stream with a hole would test garbage
+  framing rather than a network fault. A NAT or middlebox that forgot the flow during
+  an outage behaves the same way.
+* A half-close (EOF) is forwarded as a half-close; a link ends when both directions
+  have ended, or at once with a RST when either side fails or resets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import struct
+from types import TracebackType
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["FaultProxy"]
+
+_log = logging.getLogger("resilient_tg.testing.proxy")
+
+_CHUNK = 65536  # largest read from a socket
+_QUEUE_CHUNKS = 16  # chunks read ahead per direction before the reader waits
+_PACE_SLICES_PER_SECOND = 20  # bandwidth() releases bytes in slices of ~50 ms worth
+_UP = "up"  # client -> server
+_DOWN = "down"  # server -> client
+
+
+@attrs.frozen
+class _Chunk:
+    """Bytes read from one side (``b""`` means EOF) and when they were read."""
+
+    read_at: float
+    data: bytes
+
+
+@attrs.define(eq=False)
+class _Link:
+    """One proxied connection: the accepted client socket and its upstream socket."""
+
+    id: int
+    client: socket.socket
+    budget: int | None  # bytes left before cut_after() closes the link; None: no cut
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    server: socket.socket | None = None
+    lost_data: bool = False  # a blackhole dropped bytes (or an EOF) of this link
+    rst: bool = False  # close with SO_LINGER 0 so the peers see a reset
+
+    def close(self, *, rst: bool) -> None:
+        """Ask the link's task to end; the sockets are closed once its waits unwind."""
+        self.rst = self.rst or rst
+        self.scope.cancel()
+
+
+def _check_seconds(name: str, value: float, *, allow_inf: bool = False) -> float:
+    value = float(value)
+    if math.isnan(value) or value < 0 or (math.isinf(value) and not allow_inf):
+        kind = "a number" if allow_inf else "a finite number"
+        raise ValueError(f"{name} must be {kind} >= 0, got {value!r}")
+    return value
+
+
+async def _recv(sock: socket.socket) -> bytes:
+    """Read up to one chunk; ``b""`` at EOF. Raises OSError on a reset."""
+    while True:
+        await anyio.wait_readable(sock)
+        try:
+            return sock.recv(_CHUNK)
+        except BlockingIOError:
+            continue
+
+
+async def _send_all(sock: socket.socket, data: memoryview) -> None:
+    """Hand all of ``data`` to the kernel. Raises OSError when the peer is gone."""
+    while data:
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            await anyio.wait_writable(sock)
+            continue
+        data = data[sent:]
+    await checkpoint()  # a send that never blocks still lets other tasks run
+
+
+class FaultProxy:
+    """A TCP proxy to ``upstream_host:upstream_port`` whose network can be broken on cue.
+
+    Listens on ``host:port`` (port 0 picks a free port; read :attr:`port` after
+    entering). Fault methods are synchronous and may be called from any task in the
+    event loop; they act on live links immediately and stay on until :meth:`heal`.
+    Leaving the ``async with`` block closes the listener and every link and cancels
+    every task the proxy started.
+    """
+
+    def __init__(
+        self,
+        upstream_host: str,
+        upstream_port: int,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._upstream_host = upstream_host
+        self._upstream_port = upstream_port
+        self._host = host
+        self._port = port
+        self._bound = False
+        self._entered = False
+        self._closing = False
+        self._family = socket.AF_INET
+        self._sockaddr: tuple[object, ...] = (host, port)
+        self._listener: socket.socket | None = None
+        self._tg: TaskGroup | None = None
+        self._changed: anyio.Event | None = None  # set and replaced on every fault change
+        self._links: dict[int, _Link] = {}
+        self._next_link_id = 0
+        # fault state
+        self._blackholed = False
+        self._latency = 0.0
+        self._bandwidth: int | None = None
+        self._cut_after: int | None = None
+        self._refused_until: float | None = None
+        # counters
+        self._links_total = 0
+        self._bytes_up = 0
+        self._bytes_down = 0
+        self._bytes_dropped = 0
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def host(self) -> str:
+        """The address the proxy listens on."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (the same across refuse() periods); known after entering."""
+        if not self._bound:
+            raise RuntimeError("FaultProxy has no port yet: enter it with 'async with' first")
+        return self._port
+
+    @property
+    def links_total(self) -> int:
+        """Client connections accepted since start (including those accepted while
+        blackholed)."""
+        return self._links_total
+
+    @property
+    def links_open(self) -> int:
+        """Links not yet closed."""
+        return len(self._links)
+
+    @property
+    def bytes_up(self) -> int:
+        """Bytes forwarded client -> server."""
+        return self._bytes_up
+
+    @property
+    def bytes_down(self) -> int:
+        """Bytes forwarded server -> client."""
+        return self._bytes_down
+
+    @property
+    def bytes_dropped(self) -> int:
+        """Bytes a blackhole dropped, both directions together."""
+        return self._bytes_dropped
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> FaultProxy:
+        if self._entered:
+            raise RuntimeError("a FaultProxy can only be entered once")
+        self._entered = True
+        infos = await anyio.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = infos[0]
+        self._family = family
+        self._sockaddr = tuple(sockaddr)
+        listener = self._bind()
+        self._listener = listener
+        self._host, self._port = listener.getsockname()[:2]
+        self._bound = True
+        self._changed = anyio.Event()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._serve, name=f"FaultProxy {self._host}:{self._port} accept")
+        _log.info(
+            "FaultProxy listening on %s:%d -> %s:%d",
+            self._host,
+            self._port,
+            self._upstream_host,
+            self._upstream_port,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None, "FaultProxy exited without being entered"
+        self._closing = True
+        self._close_listener()
+        for link in self._links.values():
+            link.close(rst=False)
+        tg.cancel_scope.cancel()
+        try:
+            return await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._tg = None
+            for link in list(self._links.values()):  # links whose task never ran
+                self._finish_link(link)
+            _log.info("FaultProxy %s:%d closed", self._host, self._port)
+
+    # ------------------------------------------------------------------ faults
+
+    def blackhole(self) -> None:
+        """Silently drop every byte in both directions, on live and new links.
+
+        Links stay open (no EOF, no reset). New connections are accepted but not
+        connected upstream until heal(). See the module docstring for what heal() does
+        to links that lost bytes.
+        """
+        self._blackholed = True
+        self._notify()
+        _log.info("FaultProxy :%d: blackhole on (%d live links)", self._port, len(self._links))
+
+    def reset(self) -> None:
+        """Abort every live link now with a TCP RST to both peers; new links work."""
+        links = list(self._links.values())
+        for link in links:
+            link.close(rst=True)
+        _log.info("FaultProxy :%d: reset %d links", self._port, len(links))
+
+    def refuse(self, seconds: float) -> None:
+        """Close the listening socket for ``seconds`` so connects are refused.
+
+        Live links are untouched. Afterwards (or on heal()) the proxy listens again on
+        the same port. ``math.inf`` refuses until heal().
+        """
+        seconds = _check_seconds("seconds", seconds, allow_inf=True)
+        self._refused_until = anyio.current_time() + seconds
+        self._close_listener()
+        self._notify()
+        _log.info("FaultProxy :%d: refusing connects for %s s", self._port, seconds)
+
+    def latency(self, seconds: float) -> None:
+        """Delay every chunk by ``seconds`` in each direction, order preserved."""
+        self._latency = _check_seconds("seconds", seconds)
+        self._notify()
+        _log.info("FaultProxy :%d: latency %s s each way", self._port, self._latency)
+
+    def bandwidth(self, bytes_per_second: int) -> None:
+        """Limit each direction of each link to ``bytes_per_second`` (> 0)."""
+        if isinstance(bytes_per_second, bool) or bytes_per_second <= 0:
+            raise ValueError(f"bytes_per_second must be > 0, got {bytes_per_second!r}")
+        self._bandwidth = int(bytes_per_second)
+        self._notify()
+        _log.info("FaultProxy :%d: bandwidth %d B/s per direction", self._port, self._bandwidth)
+
+    def cut_after(self, n_bytes: int) -> None:
+        """Close each live and new link after ``n_bytes`` more bytes are forwarded on it.
+
+        Both directions count against one budget per link. The close lands wherever the
+        budget runs out, mid-frame included (FIN, or RST if the kernel still holds
+        unread bytes). A later call replaces the budget of live links.
+        """
+        if isinstance(n_bytes, bool) or n_bytes < 0:
+            raise ValueError(f"n_bytes must be >= 0, got {n_bytes!r}")
+        self._cut_after = int(n_bytes)
+        for link in self._links.values():
+            link.budget = self._cut_after
+            if link.budget == 0:
+                link.close(rst=False)
+        self._notify()
+        _log.info("FaultProxy :%d: cut links after %d more bytes", self._port, n_bytes)
+
+    def heal(self) -> None:
+        """End every fault at once and listen again if refusing.
+
+        Links that lost bytes to a blackhole are aborted with a RST; all other links
+        carry on (see the module docstring).
+        """
+        ended = [
+            name
+            for name, on in (
+                ("blackhole", self._blackholed),
+                ("latency", self._latency > 0),
+                ("bandwidth", self._bandwidth is not None),
+                ("cut_after", self._cut_after is not None),
+                ("refuse", self._refused_until is not None),
+            )
+            if on
+        ]
+        self._blackholed = False
+        self._latency = 0.0
+        self._bandwidth = None
+        self._cut_after = None
+        if self._refused_until is not None:
+            self._refused_until = None
+            self._try_listen()
+        aborted = 0
+        for link in self._links.values():
+            link.budget = None
+            if link.lost_data:
+                link.close(rst=True)
+                aborted += 1
+        self._notify()
+        _log.info(
+            "FaultProxy :%d: healed (%s); aborted %d links that lost data",
+            self._port,
+            ", ".join(ended) or "nothing to heal",
+            aborted,
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _notify(self) -> None:
+        """Wake every task waiting on a fault change."""
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def _sleep_until(self, deadline: float) -> bool:
+        """Sleep until ``deadline``; False if a fault change woke us first."""
+        changed = self._changed
+        assert changed is not None
+        delay = deadline - anyio.current_time()
+        if delay <= 0:
+            return True
+        with anyio.move_on_after(delay):
+            await changed.wait()
+            return False
+        return True
+
+    async def _wait_for_change(self) -> None:
+        changed = self._changed
+        assert changed is not None
+        await changed.wait()
+
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if os.name != "nt":
+                # so refuse() can listen again on the port while links still use it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            port = self._port if self._bound else self._sockaddr[1]
+            sock.bind((self._sockaddr[0], port, *self._sockaddr[2:]))
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _try_listen(self) -> bool:
+        """Listen again on the same port; False if that is not possible right now."""
+        if self._listener is not None:
+            return True
+        if self._closing:
+            return False
+        try:
+            self._listener = self._bind()
+        except OSError as exc:
+            _log.warning("FaultProxy :%d: cannot listen again yet: %s", self._port, exc)
+            return False
+        return True
+
+    def _close_listener(self) -> None:
+        sock, self._listener = self._listener, None
+        if sock is not None:
+            anyio.notify_closing(sock)  # wakes the accept loop with ClosedResourceError
+            sock.close()
+
+    async def _serve(self) -> None:
+        """Accept loop; sits out refusal periods and re-listens on the same port."""
+        while not self._closing:
+            while (until := self._refused_until) is not None:
+                if await self._sleep_until(until) and self._refused_until == until:
+                    self._refused_until = None
+                    _log.info("FaultProxy :%d: refusal over, listening again", self._port)
+            if not self._try_listen():
+                await anyio.sleep(0.05)
+                continue
+            listener = self._listener
+            assert listener is not None
+            try:
+                await anyio.wait_readable(listener)
+            except anyio.ClosedResourceError:
+                continue  # refuse() or exit closed it
+            if listener is not self._listener:
+                continue
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # e.g. out of file descriptors: back off a little
+                _log.warning("FaultProxy :%d: accept failed: %s", self._port, exc)
+                await anyio.sleep(0.05)
+                continue
+            self._start_link(conn)
+
+    def _start_link(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._next_link_id += 1
+        self._links_total += 1
+        link = _Link(id=self._next_link_id, client=conn, budget=self._cut_after)
+        self._links[link.id] = link
+        if link.budget == 0:
+            link.close(rst=False)
+        _log.debug(
+            "FaultProxy :%d: link %d accepted%s",
+            self._port,
+            link.id,
+            " into the blackhole" if self._blackholed else "",
+        )
+        assert self._tg is not None
+        self._tg.start_soon(self._run_link, link, name=f"FaultProxy link {link.id}")
+
+    def _finish_link(self, link: _Link) -> None:
+        """Close the link's sockets (RST if asked) and forget it. Never awaits."""
+        self._links.pop(link.id, None)
+        for sock in (link.client, link.server):
+            if sock is None or sock.fileno() == -1:
+                continue
+            if link.rst:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        _log.debug(
+            "FaultProxy :%d: link %d closed%s", self._port, link.id, " (RST)" if link.rst else ""
+        )
+
+    async def _run_link(self, link: _Link) -> None:
+        up_send, up_recv = anyio.create_memory_object_stream[_Chunk](_QUEUE_CHUNKS)
+        down_send, down_recv = anyio.create_memory_object_stream[_Chunk](_QUEUE_CHUNKS)
+        try:
+            with link.scope, up_send, up_recv, down_send, down_recv:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read, link, link.client, up_send)
+                    while self._blackholed:  # a blackhole lets no SYN through
+                        await self._wait_for_change()
+                    server = await self._connect_upstream(link)
+                    if server is None:
+                        link.close(rst=True)
+                        return
+                    tg.start_soon(self._write, link, up_recv, server, _UP)
+                    tg.start_soon(self._read, link, server, down_send)
+                    tg.start_soon(self._write, link, down_recv, link.client, _DOWN)
+        finally:
+            self._finish_link(link)
+
+    async def _connect_upstream(self, link: _Link) -> socket.socket | None:
+        try:
+            infos = await anyio.getaddrinfo(
+                self._upstream_host, self._upstream_port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            _log.debug("FaultProxy :%d: link %d: resolve failed: %s", self._port, link.id, exc)
+            return None
+        for family, _, _, _, sockaddr in infos:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            link.server = sock  # owned by the link from here on: _finish_link closes it
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    sock.connect(sockaddr)
+                except BlockingIOError:
+                    await anyio.wait_writable(sock)
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err)) from None
+            except OSError as exc:
+                _log.debug(
+                    "FaultProxy :%d: link %d: upstream connect failed: %s",
+                    self._port,
+                    link.id,
+                    exc,
+                )
+                link.server = None
+                sock.close()
+                continue
+            return sock
+        return None
+
+    async def _read(
+        self, link: _Link, src: socket.socket, out: MemoryObjectSendStream[_Chunk]
+    ) -> None:
+        """Read one side into the queue; a blackhole drops what is read."""
+        while True:
+            try:
+                data = await _recv(src)
+            except (OSError, anyio.ClosedResourceError):
+                link.close(rst=True)
+                return
+            if self._blackholed:
+                link.lost_data = True
+                if not data:
+                    await anyio.sleep_forever()  # the FIN is lost too; heal() aborts
+                self._bytes_dropped += len(data)
+                continue
+            await out.send(_Chunk(anyio.current_time(), data))
+            if not data:
+                return
+
+    async def _write(
+        self,
+        link: _Link,
+        inp: MemoryObjectReceiveStream[_Chunk],
+        dst: socket.socket,
+        direction: str,
+    ) -> None:
+        """Deliver queued chunks to ``dst`` under latency, blackhole, bandwidth, cut."""
+        pacer = -math.inf  # when the previous paced slice was due
+        while True:
+            chunk = await inp.receive()
+            while not await self._sleep_until(chunk.read_at + self._latency):
+                pass  # latency changed: recompute the due time
+            if self._blackholed:
+                link.lost_data = True
+                if not chunk.data:
+                    await anyio.sleep_forever()
+                self._bytes_dropped += len(chunk.data)
+                continue
+            if not chunk.data:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    link.close(rst=True)
+                return
+            try:
+                pacer = await self._forward(link, dst, memoryview(chunk.data), direction, pacer)
+            except (OSError, anyio.ClosedResourceError):
+                link.close(rst=True)
+                return
+
+    async def _forward(
+        self, link: _Link, dst: socket.socket, view: memoryview, direction: str, pacer: float
+    ) -> float:
+        """Send ``view`` slice by slice, re-checking faults before every slice."""
+        start: float | None = None  # when the slice being paced started its turn
+        while view:
+            if self._blackholed:
+                link.lost_data = True
+                self._bytes_dropped += len(view)
+                break
+            if link.budget == 0:  # the other direction spent it; the cut is under way
+                await self._wait_for_change()
+                continue
+            n = len(view)
+            rate = self._bandwidth
+            if rate is not None:
+                n = min(n, max(1, rate // _PACE_SLICES_PER_SECOND))
+                if link.budget is not None:
+                    n = min(n, link.budget)
+                if start is None:
+                    start = max(pacer, anyio.current_time())
+                due = start + n / rate
+                if not await self._sleep_until(due):
+                    continue  # a fault changed: re-plan this slice
+                pacer, start = due, None
+            if link.budget is not None:
+                # The other direction may have spent budget while we were pacing:
+                # clamp now, and reserve before sending so both directions share it.
+                if link.budget == 0:
+                    continue
+                n = min(n, link.budget)
+                link.budget -= n
+            await _send_all(dst, view[:n])
+            view = view[n:]
+            if direction == _UP:
+                self._bytes_up += n
+            else:
+                self._bytes_down += n
+            if link.budget == 0:
+                _log.debug("FaultProxy :%d: link %d cut", self._port, link.id)
+                link.close(rst=False)
+                await anyio.sleep_forever()
+        return pacer
