@@ -25,10 +25,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = STEP_TIMEOUT) -> None:
+async def wait_until(predicate: Callable[[], bool], limit: float = STEP_TIMEOUT) -> None:
     """Wait for a condition that no event announces (checked every 10 ms, bounded)."""
-    with anyio.fail_after(timeout):
-        while not predicate():
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - the condition lives in another component
             await anyio.sleep(0.01)
 
 

@@ -34,6 +34,7 @@ class EchoServer:
         self.port = 0
         self.streams: list[SocketStream] = []  # server side of every accepted connection
         self.finished = 0  # connections whose handler has ended
+        self._send_locks: list[anyio.Lock] = []  # the echo and push() take turns
         self._changed = anyio.Event()
 
     @property
@@ -49,13 +50,21 @@ class EchoServer:
             while not predicate():
                 await self._changed.wait()
 
+    async def push(self, index: int, data: bytes) -> None:
+        """Send ``data`` from the server side of connection ``index`` unprompted."""
+        async with self._send_locks[index]:
+            await self.streams[index].send(data)
+
     async def handle(self, stream: SocketStream) -> None:
+        lock = anyio.Lock()
         self.streams.append(stream)
+        self._send_locks.append(lock)
         self._notify()
         try:
             async with stream:
                 async for chunk in stream:
-                    await stream.send(chunk)
+                    async with lock:
+                        await stream.send(chunk)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             pass
         finally:
@@ -180,7 +189,7 @@ async def test_forwards_both_ways_and_counts() -> None:
             tg.start_soon(client.send, payload)
             assert await recv_exactly(client, len(payload)) == payload
 
-        await echo.streams[0].send(b"push")  # server speaks first
+        await echo.push(0, b"push")  # server speaks first
         assert await recv_exactly(client, 4) == b"push"
 
         second = await connect(stack, proxy)
@@ -210,7 +219,7 @@ async def test_blackhole_drops_bytes_on_live_and_new_links() -> None:
         proxy.blackhole()
 
         await live.send(b"lost")  # client -> server is dropped
-        await echo.streams[0].send(b"gone")  # and so is server -> client
+        await echo.push(0, b"gone")  # and so is server -> client
         new = await connect(stack, proxy)  # accepted, but never connected through
         await new.send(b"x")
         await assert_silent(live, new)
@@ -412,7 +421,7 @@ async def test_cut_after_budget_is_shared_by_both_directions() -> None:
         proxy.bandwidth(20_000)  # 1000-byte slices: both directions pace at once
         proxy.cut_after(1500)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(echo.streams[0].send, bytes(5000))
+            tg.start_soon(echo.push, 0, bytes(5000))
             tg.start_soon(client.send, bytes(5000))
             received = await recv_until_closed(client)
         assert proxy.bytes_up + proxy.bytes_down == 2 + 1500

@@ -180,7 +180,9 @@ async def test_get_difference_slices_long_gaps(mtproto_server: MTProtoTestServer
         state = await b(functions.updates.GetStateRequest())
         for i in range(130):
             await mtproto_server.send_message(alice.id, bob.id, f"m{i}")
-        first = await b(functions.updates.GetDifferenceRequest(pts=state.pts, date=state.date, qts=0))
+        first = await b(
+            functions.updates.GetDifferenceRequest(pts=state.pts, date=state.date, qts=0)
+        )
         assert isinstance(first, types.updates.DifferenceSlice)
         assert len(first.new_messages) == 100
         second = await b(
@@ -250,7 +252,7 @@ async def test_injected_flood_wait_surfaces_as_flood_wait_error(
 
 async def test_injected_error_names_are_checked() -> None:
     server = MTProtoTestServer()
-    with pytest.raises(ValueError, match="unknown TL method name 'messages.sendmessage'"):
+    with pytest.raises(ValueError, match=r"unknown TL method name 'messages\.sendmessage'"):
         server.inject_rpc_error("messages.sendmessage", "FLOOD_WAIT_3")
     with pytest.raises(ValueError, match="times must be >= 1"):
         server.inject_rpc_error("messages.sendMessage", "FLOOD_WAIT_3", times=0)
@@ -298,7 +300,8 @@ async def test_restart_with_data_dir_keeps_the_auth_key_valid(tmp_path: Path) ->
         assert server.port == port
         async with telethon_client(server, session=session) as client:
             me = await client.get_me()
-            assert me is not None and me.id == alice.id
+            assert me is not None
+            assert me.id == alice.id
             assert [m.text for m in await client.get_messages("me", limit=3)] == ["before restart"]
 
 
@@ -314,7 +317,8 @@ async def test_state_survives_a_new_server_process_on_the_same_data_dir(tmp_path
         session.set_dc(server.dc_id, server.host, server.port)
         async with telethon_client(server, session=session) as client:
             me = await client.get_me()
-            assert me is not None and me.id == alice.id
+            assert me is not None
+            assert me.id == alice.id
 
 
 async def test_restart_without_data_dir_makes_telethon_see_auth_key_not_found(
@@ -350,7 +354,9 @@ async def test_reused_random_id_never_creates_a_second_message(
         request = functions.messages.SendMessageRequest(peer=peer, message="once", random_id=42)
         await client(request)
         with pytest.raises(errors.RandomIdDuplicateError):
-            await client(functions.messages.SendMessageRequest(peer=peer, message="once", random_id=42))
+            await client(
+                functions.messages.SendMessageRequest(peer=peer, message="once", random_id=42)
+            )
         history = await client.get_messages(peer, limit=10)
         assert [m.text for m in history] == ["once"]
         # The first send, then the repeat and Telethon's retry of the 500: three requests,
@@ -396,7 +402,9 @@ async def test_log_out_unbinds_the_key(mtproto_server: MTProtoTestServer) -> Non
     assert all(r.user_id is None for r in mtproto_server._world.auth_keys.values())
 
 
-async def test_ping_delay_disconnect_closes_a_silent_link(mtproto_server: MTProtoTestServer) -> None:
+async def test_ping_delay_disconnect_closes_a_silent_link(
+    mtproto_server: MTProtoTestServer,
+) -> None:
     async with telethon_client(mtproto_server) as client:
         first_session = client._sender._state.id
         assert mtproto_server.links_total == 1
@@ -462,7 +470,9 @@ async def test_unknown_auth_key_gets_transport_error_404(mtproto_server: MTProto
         await client.disconnect()
 
 
-async def test_requests_are_recorded_with_key_and_session(mtproto_server: MTProtoTestServer) -> None:
+async def test_requests_are_recorded_with_key_and_session(
+    mtproto_server: MTProtoTestServer,
+) -> None:
     alice = mtproto_server.create_user("+15550001", "Alice")
     session = session_for(mtproto_server)
     async with telethon_client(mtproto_server, session=session) as client:

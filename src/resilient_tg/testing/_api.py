@@ -31,7 +31,7 @@ DIFFERENCE_LIMIT = 100
 LOGIN_CODE_TTL = 300.0
 
 
-class RpcFailure(Exception):  # noqa: N818 - it is an answer, not a failure of ours
+class RpcFailure(Exception):
     """An rpc_error to answer."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -139,7 +139,9 @@ class Api:
     ) -> types.Updates:
         return types.Updates(
             updates=[
-                types.UpdateNewMessage(message=self.tl_message(message), pts=message.pts, pts_count=1)
+                types.UpdateNewMessage(
+                    message=self.tl_message(message), pts=message.pts, pts_count=1
+                )
             ],
             users=[self.tl_user(other, owner), self.tl_user(owner, owner)],
             chats=[],
@@ -237,7 +239,9 @@ def _check_code(
     phone = normalize_phone(phone_number)
     code = api.world.login_codes.get(phone)
     if code is None or code.phone_code_hash != phone_code_hash:
-        raise RpcFailure(400, "PHONE_CODE_HASH_EMPTY" if not phone_code_hash else "PHONE_CODE_EXPIRED")
+        raise RpcFailure(
+            400, "PHONE_CODE_HASH_EMPTY" if not phone_code_hash else "PHONE_CODE_EXPIRED"
+        )
     if time.monotonic() - code.sent_at > LOGIN_CODE_TTL:
         raise RpcFailure(400, "PHONE_CODE_EXPIRED")
     if not need_code:
@@ -269,9 +273,7 @@ def _sign_in(api: Api, request: Any, ctx: CallContext) -> Any:
 
 @_method(functions.auth.SignUpRequest, needs_auth=False)
 def _sign_up(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorization:
-    phone = _check_code(
-        api, request.phone_number, request.phone_code_hash, None, need_code=False
-    )
+    phone = _check_code(api, request.phone_number, request.phone_code_hash, None, need_code=False)
     if api.world.by_phone(phone) is not None:
         raise RpcFailure(400, "PHONE_NUMBER_OCCUPIED")
     if not request.first_name.strip():
@@ -377,7 +379,9 @@ def _get_difference(api: Api, request: Any, ctx: CallContext) -> Any:
         limit = min(limit, request.pts_total_limit)
     batch = missed[:limit]
     peers = {m.peer_id for m in batch} | {m.from_id for m in batch}
-    users = [api.tl_user(api.world.accounts[p], me) for p in sorted(peers) if p in api.world.accounts]
+    users = [
+        api.tl_user(api.world.accounts[p], me) for p in sorted(peers) if p in api.world.accounts
+    ]
     new_messages = [api.tl_message(m) for m in batch]
     if len(batch) < len(missed):
         last = batch[-1]
@@ -476,4 +480,3 @@ def _get_dialogs(api: Api, request: Any, ctx: CallContext) -> messages_t.Dialogs
     return messages_t.Dialogs(
         dialogs=dialogs, messages=[api.tl_message(m) for m in tops], chats=[], users=users
     )
-

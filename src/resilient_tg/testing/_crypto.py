@@ -20,8 +20,7 @@ try:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(
-        "resilient_tg.testing needs the 'cryptography' package: "
-        "pip install 'resilient-tg[testing]'"
+        "resilient_tg.testing needs the 'cryptography' package: pip install 'resilient-tg[testing]'"
     ) from exc
 
 # Telegram's published 2048-bit safe prime and generator (core.telegram.org/mtproto/auth_key).

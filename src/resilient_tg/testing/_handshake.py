@@ -114,7 +114,7 @@ class Handshakes:
             reader = BinaryReader(rest)
             inner = reader.tgread_object()
             length = reader.tell_position()
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a broken handshake
+        except Exception as exc:
             raise HandshakeError("unreadable p_q_inner_data") from exc
         if c.sha1(rest[:length]) != digest:
             raise HandshakeError("p_q_inner_data hash mismatch")
@@ -147,9 +147,7 @@ class Handshakes:
             encrypted_answer=c.ige_encrypt(plain, key, iv),
         )
 
-    def _set_client_dh_params(
-        self, req: SetClientDHParamsRequest
-    ) -> tuple[types.DhGenOk, NewKey]:
+    def _set_client_dh_params(self, req: SetClientDHParamsRequest) -> tuple[types.DhGenOk, NewKey]:
         pending = self._lookup(req.nonce, req.server_nonce)
         if not pending.new_nonce or pending.done:
             raise HandshakeError("set_client_DH_params out of order")
@@ -162,10 +160,11 @@ class Handshakes:
             reader = BinaryReader(plain[20:])
             inner = reader.tgread_object()
             length = reader.tell_position()
-        except Exception as exc:  # noqa: BLE001 - any parse failure is a broken handshake
+        except Exception as exc:
             raise HandshakeError("unreadable client_DH_inner_data") from exc
-        if not isinstance(inner, types.ClientDHInnerData) or c.sha1(plain[20 : 20 + length]) != (
-            plain[:20]
+        if (
+            not isinstance(inner, types.ClientDHInnerData)
+            or c.sha1(plain[20 : 20 + length]) != (plain[:20])
         ):
             raise HandshakeError("client_DH_inner_data hash mismatch")
         if inner.nonce != pending.nonce or inner.server_nonce != pending.server_nonce:

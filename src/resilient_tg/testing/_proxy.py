@@ -77,6 +77,7 @@ class _Link:
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
     server: socket.socket | None = None
     lost_data: bool = False  # a blackhole dropped bytes (or an EOF) of this link
+    sending: int = 0  # directions in the middle of sending budgeted bytes
     rst: bool = False  # close with SO_LINGER 0 so the peers see a reset
 
     def close(self, *, rst: bool) -> None:
@@ -101,18 +102,6 @@ async def _recv(sock: socket.socket) -> bytes:
             return sock.recv(_CHUNK)
         except BlockingIOError:
             continue
-
-
-async def _send_all(sock: socket.socket, data: memoryview) -> None:
-    """Hand all of ``data`` to the kernel. Raises OSError when the peer is gone."""
-    while data:
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            await anyio.wait_writable(sock)
-            continue
-        data = data[sent:]
-    await checkpoint()  # a send that never blocks still lets other tasks run
 
 
 class FaultProxy:
@@ -582,7 +571,7 @@ class FaultProxy:
                 link.lost_data = True
                 self._bytes_dropped += len(view)
                 break
-            if link.budget == 0:  # the other direction spent it; the cut is under way
+            if link.budget == 0:  # spent; the cut follows once in-flight bytes are out
                 await self._wait_for_change()
                 continue
             n = len(view)
@@ -604,14 +593,31 @@ class FaultProxy:
                     continue
                 n = min(n, link.budget)
                 link.budget -= n
-            await _send_all(dst, view[:n])
+            link.sending += 1
+            try:
+                await self._send_all(dst, view[:n], direction)
+            finally:
+                link.sending -= 1
             view = view[n:]
-            if direction == _UP:
-                self._bytes_up += n
-            else:
-                self._bytes_down += n
-            if link.budget == 0:
+            if link.budget == 0 and not link.sending:  # the last reserved byte is out
                 _log.debug("FaultProxy :%d: link %d cut", self._port, link.id)
                 link.close(rst=False)
-                await anyio.sleep_forever()
+            await checkpoint()  # a send that never blocks still lets other tasks run
         return pacer
+
+    async def _send_all(self, sock: socket.socket, data: memoryview, direction: str) -> None:
+        """Hand all of ``data`` to the kernel, counting bytes as they go out.
+
+        Raises OSError when the peer is gone.
+        """
+        while data:
+            try:
+                sent = sock.send(data)
+            except BlockingIOError:
+                await anyio.wait_writable(sock)
+                continue
+            data = data[sent:]
+            if direction == _UP:
+                self._bytes_up += sent
+            else:
+                self._bytes_down += sent

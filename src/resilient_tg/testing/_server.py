@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
@@ -36,7 +37,7 @@ from telethon.tl import TLRequest, functions, types
 from . import _crypto as c
 from . import _tl
 from ._api import Api, CallContext, RpcFailure
-from ._handshake import Handshakes, HandshakeError
+from ._handshake import HandshakeError, Handshakes
 from ._transport import Framing, TransportError, open_framing
 from ._trust import trusted_key
 from ._world import Account, AuthKeyRecord, StoredMessage, World
@@ -173,8 +174,8 @@ class _Link:
         self.server = server
         self.stream = stream
         try:
-            host, port = stream.extra(SocketAttribute.remote_address)  # type: ignore[misc]
-            self.peer = (str(host), int(port))
+            address = stream.extra(SocketAttribute.remote_address)
+            self.peer = (str(address[0]), int(address[1]))
         except (TypeError, ValueError):
             self.peer = ("?", 0)
         self.scope = anyio.CancelScope()
@@ -315,7 +316,9 @@ class MTProtoTestServer:
             await self._close_task_group()
             raise
         self._running = True
-        log.info("MTProto test server listening on %s:%d (dc %d)", self._host, self._port, self._dc_id)
+        log.info(
+            "MTProto test server listening on %s:%d (dc %d)", self._host, self._port, self._dc_id
+        )
         return self
 
     async def __aexit__(
@@ -521,7 +524,7 @@ class MTProtoTestServer:
             raise ValueError("text must not be empty")
         out, incoming = self._world.deliver(sender, recipient, text, None)
         self._push_new_message(sender, recipient, out, incoming, skip_session=None)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         return (incoming or out).id
 
     def revoke_auth_keys(self, user_id: int) -> int:
@@ -555,7 +558,9 @@ class MTProtoTestServer:
         if times < 1:
             raise ValueError(f"times must be >= 1, got {times}")
         if not error or not error.replace("_", "").isalnum() or error.upper() != error:
-            raise ValueError(f"error must be a Telegram error string like 'FLOOD_WAIT_3', got {error!r}")
+            raise ValueError(
+                f"error must be a Telegram error string like 'FLOOD_WAIT_3', got {error!r}"
+            )
         self._injected.setdefault(method, collections.deque()).append(
             _Injected(error=error, code=code or _tl.error_code_for(error), remaining=times)
         )
@@ -600,7 +605,7 @@ class MTProtoTestServer:
                 while True:
                     packet = await link.framing.read_packet()
                     self._on_packet(link, packet)
-                    await anyio.sleep(0)  # let the writer and other links run
+                    await anyio.lowlevel.checkpoint()  # let the writer and other links run
             except _LINK_ERRORS as exc:
                 log.debug("link from %s:%d closed: %s", *link.peer, _describe(exc))
             tg.cancel_scope.cancel()
@@ -621,7 +626,7 @@ class MTProtoTestServer:
             raise TransportError("plain message length out of range")
         try:
             request = BinaryReader(packet[20 : 20 + length]).tgread_object()
-        except Exception as exc:  # noqa: BLE001 - garbage from the peer
+        except Exception as exc:
             raise HandshakeError("unreadable plain message") from exc
         assert self._handshakes is not None
         response, new_key = self._handshakes.handle(request)
@@ -665,7 +670,10 @@ class MTProtoTestServer:
             self._notify(
                 session,
                 types.BadServerSalt(
-                    bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=48, new_server_salt=record.salt
+                    bad_msg_id=msg_id,
+                    bad_msg_seqno=seqno,
+                    error_code=48,
+                    new_server_salt=record.salt,
                 ),
             )
             return
@@ -716,7 +724,8 @@ class MTProtoTestServer:
                 code = 17
         if code:
             self._notify(
-                session, types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=code)
+                session,
+                types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=code),
             )
             return False
         return True
@@ -736,7 +745,8 @@ class MTProtoTestServer:
                 offset += size
         except (struct.error, ValueError):
             self._notify(
-                session, types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=64)
+                session,
+                types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=64),
             )
             return
         for inner_id, inner_seq, inner_body in inner:
@@ -764,24 +774,33 @@ class MTProtoTestServer:
             return
         if isinstance(obj, TLRequest) and seqno % 2 == 0:
             self._notify(
-                session, types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=35)
+                session,
+                types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=35),
             )
             return
         if isinstance(obj, functions.PingRequest):
-            self._send(session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True)
+            self._send(
+                session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True
+            )
         elif isinstance(obj, functions.PingDelayDisconnectRequest):
             if session.link is not None:
                 session.link.set_disconnect_delay(obj.disconnect_delay)
-            self._send(session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True)
+            self._send(
+                session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True
+            )
         elif isinstance(obj, functions.DestroySessionRequest):
             self._destroy_session(session, obj.session_id)
         elif isinstance(obj, functions.GetFutureSaltsRequest):
             self._future_salts(session, msg_id, obj.num)
         elif isinstance(obj, (types.MsgsStateReq, types.MsgResendReq)):
             info = bytes([1]) * len(obj.msg_ids)
-            self._send(session, bytes(types.MsgsStateInfo(req_msg_id=msg_id, info=info)), response=True)
+            self._send(
+                session, bytes(types.MsgsStateInfo(req_msg_id=msg_id, info=info)), response=True
+            )
         elif isinstance(obj, functions.RpcDropAnswerRequest):
-            self._send(session, _tl.rpc_result(msg_id, bytes(types.RpcAnswerUnknown())), response=True)
+            self._send(
+                session, _tl.rpc_result(msg_id, bytes(types.RpcAnswerUnknown())), response=True
+            )
         elif isinstance(obj, TLRequest):
             self._rpc(session, msg_id, obj)
         # Anything else (msgs_state_info, msgs_all_info...) needs no answer.
@@ -831,7 +850,9 @@ class MTProtoTestServer:
             queue.popleft()
         raise RpcFailure(injected.code, injected.error)
 
-    def _answer_error(self, session: _Session, msg_id: int, seqno: int, code: int, msg: str) -> None:
+    def _answer_error(
+        self, session: _Session, msg_id: int, seqno: int, code: int, msg: str
+    ) -> None:
         if seqno % 2:  # only content-related messages expect an answer
             self._send(session, _tl.rpc_error(msg_id, code, msg), response=True)
 
@@ -858,13 +879,20 @@ class MTProtoTestServer:
             for i in range(max(1, min(num, 64)))
         ]
         self._send(
-            session, bytes(types.FutureSalts(req_msg_id=msg_id, now=now, salts=salts)), response=True
+            session,
+            bytes(types.FutureSalts(req_msg_id=msg_id, now=now, salts=salts)),
+            response=True,
         )
 
     # Sending --------------------------------------------------------------------------
 
     def _send(
-        self, session: _Session, body: bytes, *, content_related: bool = True, response: bool = False
+        self,
+        session: _Session,
+        body: bytes,
+        *,
+        content_related: bool = True,
+        response: bool = False,
     ) -> None:
         if session.link is not None:
             session.link.push(
@@ -887,9 +915,10 @@ class MTProtoTestServer:
         record = session.record
         msg_id = session.next_msg_id(response=item.response)
         seqno = session.next_seqno(content_related=item.content_related)
-        plain = struct.pack(
-            "<qqqii", record.salt, session.session_id, msg_id, seqno, len(item.body)
-        ) + item.body
+        plain = (
+            struct.pack("<qqqii", record.salt, session.session_id, msg_id, seqno, len(item.body))
+            + item.body
+        )
         plain += c.random_padding(len(plain))
         msg_key = c.msg_key_for(record.key, plain, from_client=False)
         aes_key, aes_iv = c.message_key_iv(record.key, msg_key, from_client=False)
@@ -963,4 +992,3 @@ def _process_key() -> c.ServerKey:
     if _PROCESS_KEY is None:
         _PROCESS_KEY = c.ServerKey()
     return _PROCESS_KEY
-

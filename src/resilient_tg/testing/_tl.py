@@ -58,8 +58,10 @@ def rpc_result(req_msg_id: int, body: bytes) -> bytes:
 
 
 def rpc_error(req_msg_id: int, code: int, message: str) -> bytes:
-    return struct.pack("<Iq", RPC_RESULT, req_msg_id) + struct.pack("<Ii", RPC_ERROR, code) + (
-        tl_bytes(message.encode())
+    return (
+        struct.pack("<Iq", RPC_RESULT, req_msg_id)
+        + struct.pack("<Ii", RPC_ERROR, code)
+        + (tl_bytes(message.encode()))
     )
 
 

@@ -156,10 +156,7 @@ class AbridgedFraming(Framing):
 
     async def read_packet(self) -> bytes:
         first = (await self._reader.read(1))[0] & 0x7F  # top bit: quick-ack request
-        if first == 0x7F:
-            words = int.from_bytes(await self._reader.read(3), "little")
-        else:
-            words = first
+        words = first if first < 0x7F else int.from_bytes(await self._reader.read(3), "little")
         self._check_length(words * 4)
         return await self._reader.read(words * 4)
 

@@ -26,8 +26,10 @@ def _load(pem: str) -> tuple[int, object]:
         )
     try:
         key = telethon_rsa.rsa.PublicKey.load_pkcs1(pem.encode("ascii"))
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the same bad input
-        raise ValueError("trust_test_server(): the PEM does not hold a valid RSA public key") from exc
+    except Exception as exc:
+        raise ValueError(
+            "trust_test_server(): the PEM does not hold a valid RSA public key"
+        ) from exc
     return telethon_rsa._compute_fingerprint(key), key
 
 
