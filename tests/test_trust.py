@@ -55,9 +55,7 @@ async def run_child(server: MTProtoTestServer, token: str, *, trust: bool) -> tu
     }
     env = {**os.environ, "TEST_SERVER": json.dumps(cfg)}
     with anyio.fail_after(60):
-        result = await anyio.run_process(
-            [sys.executable, "-c", CHILD], env=env, check=False
-        )
+        result = await anyio.run_process([sys.executable, "-c", CHILD], env=env, check=False)
     return result.returncode, result.stdout.decode(), result.stderr.decode()
 
 

@@ -1,0 +1,23 @@
+"""Every example runs as a user would run it, against the local test server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_test_server_demo_delivers_every_message_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "test_server_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every message arrived exactly once" in result.stdout
+    for fault in ("reset", "refuse 2s", "server restart (kept)"):
+        assert fault in result.stdout
