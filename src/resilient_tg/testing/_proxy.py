@@ -7,15 +7,15 @@ switched on by a plain method call, takes effect on live links at once, and is
 ended by :meth:`FaultProxy.heal`.
 
     async with MTProtoTestServer() as server, FaultProxy(server.host, server.port) as proxy:
-        client = TelegramClient(session, api_id, api_hash)
-        client.session.set_dc(2, proxy.host, proxy.port)   # talk through the proxy
-        proxy.blackhole()                                   # the link goes silent
-        proxy.heal()                                        # and the network is back
+        session = MemorySession()
+        session.set_dc(server.dc_id, proxy.host, proxy.port)  # talk through the proxy
+        client = TelegramClient(session, server.api_id, server.api_hash)
+        proxy.blackhole()  # ...the link goes silent; later proxy.heal() brings it back
 
 Semantics in one place:
 
 * A *link* is one accepted client connection plus its upstream connection.
-* Counters count bytes *forwarded* (handed to the receiving socket):
+* Counters count bytes *forwarded* (handed to the kernel for the receiving peer):
   ``bytes_up`` client->server, ``bytes_down`` server->client; ``bytes_dropped``
   counts bytes a blackhole ate (both directions).
 * Faults apply per link and per direction: ``latency(s)`` delays every chunk by
@@ -28,8 +28,11 @@ Semantics in one place:
   have retransmitted, and handing the peer a stream with a hole would test garbage
   framing rather than a network fault. A NAT or middlebox that forgot the flow during
   an outage behaves the same way.
+* A blackhole also swallows the TCP handshake: a link accepted during it is connected
+  upstream only after heal(), and only if it lost nothing meanwhile.
 * A half-close (EOF) is forwarded as a half-close; a link ends when both directions
-  have ended, or at once with a RST when either side fails or resets.
+  have ended, or at once with a RST when either side fails or resets, or when the
+  upstream cannot be reached.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ class _Link:
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
     server: socket.socket | None = None
     lost_data: bool = False  # a blackhole dropped bytes (or an EOF) of this link
-    sending: int = 0  # directions in the middle of sending budgeted bytes
+    sending: int = 0  # sends in progress; a cut waits until they are out
     rst: bool = False  # close with SO_LINGER 0 so the peers see a reset
 
     def close(self, *, rst: bool) -> None:
@@ -110,8 +113,9 @@ class FaultProxy:
     Listens on ``host:port`` (port 0 picks a free port; read :attr:`port` after
     entering). Fault methods are synchronous and may be called from any task in the
     event loop; they act on live links immediately and stay on until :meth:`heal`.
-    Leaving the ``async with`` block closes the listener and every link and cancels
-    every task the proxy started.
+    Leaving the ``async with`` block closes the listener and every link (FIN) and
+    cancels every task the proxy started. Not thread-safe: use it from the event loop's
+    thread.
     """
 
     def __init__(
@@ -204,7 +208,11 @@ class FaultProxy:
         self._bound = True
         self._changed = anyio.Event()
         tg = anyio.create_task_group()
-        await tg.__aenter__()
+        try:
+            await tg.__aenter__()
+        except BaseException:
+            self._close_listener()
+            raise
         self._tg = tg
         tg.start_soon(self._serve, name=f"FaultProxy {self._host}:{self._port} accept")
         _log.info(
@@ -350,12 +358,10 @@ class FaultProxy:
         """Sleep until ``deadline``; False if a fault change woke us first."""
         changed = self._changed
         assert changed is not None
-        delay = deadline - anyio.current_time()
-        if delay <= 0:
-            return True
-        with anyio.move_on_after(delay):
-            await changed.wait()
-            return False
+        while (delay := deadline - anyio.current_time()) > 0:  # timers may fire a hair early
+            with anyio.move_on_after(delay):
+                await changed.wait()
+                return False
         return True
 
     async def _wait_for_change(self) -> None:
