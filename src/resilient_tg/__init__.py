@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from ._client import ResilientClient
 from ._errors import (
     AuthLostError,
     LeaseLostError,
@@ -19,17 +20,28 @@ from ._errors import (
     SessionCorruptError,
     SessionInUseError,
 )
+from ._policy import KeepalivePolicy, ReconnectPolicy
+from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason, StoreInfo
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuthLostError",
+    "ConnectionState",
+    "Health",
+    "KeepalivePolicy",
+    "LeaseInfo",
     "LeaseLostError",
     "NotConnectedError",
+    "ReconnectPolicy",
+    "ResilientClient",
     "ResilientTgError",
     "ResultLostError",
     "SessionCorruptError",
     "SessionInUseError",
+    "StateChange",
+    "StateReason",
+    "StoreInfo",
     "__version__",
 ]
 

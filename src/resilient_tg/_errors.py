@@ -66,8 +66,11 @@ class AuthLostError(ResilientTgError):
         self.reason = reason
 
 
-class NotConnectedError(ResilientTgError):
-    """The request waited for the link within its timeout and the link did not come back."""
+class NotConnectedError(ResilientTgError, ConnectionError):
+    """The request waited for the link within its timeout and the link did not come back.
+
+    It is also a ``ConnectionError`` so that code (Telethon's update loop included)
+    that already handles network errors handles it too."""
 
 
 class ResultLostError(ResilientTgError):

@@ -1,0 +1,1087 @@
+"""ResilientClient: a Telethon client that never stays down while recovery is possible.
+
+It owns an anyio task group (supervisor, keepalive, lease renewal, session flushing,
+callback dispatch). Telethon's sender stays "user-connected" and re-sends its queue
+on every reconnect; the ``connection=`` class from :mod:`._connection` paces each
+attempt by the ReconnectPolicy and reports the link going up and down; after every
+reconnect the client probes authorization and fetches what it missed (CATCHING_UP)
+before it reports CONNECTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+from telethon import TelegramClient, errors, events
+from telethon.tl import functions
+from telethon.tl.types import auth as auth_types
+
+from . import _compat
+from ._callbacks import Callback, CallbackRegistry
+from ._connection import LinkAborted, make_connection_class
+from ._errors import (
+    AuthLostError,
+    LeaseLostError,
+    NotConnectedError,
+    ResultLostError,
+    SessionInUseError,
+)
+from ._keepalive import run_keepalive
+from ._policy import KeepalivePolicy, ReconnectPolicy
+from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason, StoreInfo
+from .stores import SessionStore, StoreSession, default_holder, open_store
+from .stores._base import Lease
+
+__all__ = ["ResilientClient"]
+
+log = logging.getLogger("resilient_tg.client")
+
+C = TypeVar("C", bound=Callback)
+T = TypeVar("T")
+
+# Telethon arguments that a policy owns: passing one is a TypeError naming the field.
+_OWNED_KWARGS = {
+    "connection_retries": "ReconnectPolicy.max_attempts",
+    "retry_delay": "ReconnectPolicy.initial_delay / max_delay",
+    "auto_reconnect": "ReconnectPolicy (reconnection is always on)",
+    "catch_up": "ResilientClient (missed updates are always fetched after a reconnect)",
+    "timeout": "ReconnectPolicy.connect_timeout",
+    "request_retries": "ResilientClient(request_timeout=...) (transient errors retry within it)",
+    "raise_last_call_error": "ResilientClient (the real error is always raised)",
+}
+# Errors after which retrying cannot help and may hurt (the key is dead).
+_KEY_DEAD = (
+    errors.SessionRevokedError,
+    errors.AuthKeyDuplicatedError,
+    errors.UserDeactivatedError,
+    errors.UserDeactivatedBanError,
+    errors.SessionExpiredError,
+)
+_TRANSIENT_RPC = (errors.ServerError, errors.RpcCallFailError, errors.TimedOutError)
+_FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
+_LOGIN_REQUESTS = (
+    functions.auth.SignInRequest,
+    functions.auth.SignUpRequest,
+    functions.auth.ImportBotAuthorizationRequest,
+    functions.auth.CheckPasswordRequest,
+    functions.auth.ImportAuthorizationRequest,
+)
+
+
+class _Telegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
+    """TelegramClient whose calls wait for the link and map errors (see ResilientClient)."""
+
+    _rtg_owner: ResilientClient
+
+    async def __call__(
+        self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
+    ) -> Any:
+        return await self._rtg_owner._call(request, ordered)
+
+    async def _rtg_raw_call(self, request: Any, ordered: bool = False) -> Any:
+        return await TelegramClient.__call__(self, request, ordered=ordered)
+
+
+class ResilientClient:
+    """Keeps one Telethon session connected, watched and caught up; says what state it is in.
+
+    ``async with ResilientClient(store, api_id, api_hash) as client:`` loads the
+    session from ``store`` (a SessionStore or a URL for ``open_store``) and takes its
+    lease, then returns while the link comes up in the background: a service can start
+    while Telegram is unreachable and say so in its health. ``client.telegram`` is the
+    whole Telethon API; ``await client.wait_connected()`` waits for CONNECTED.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | str,
+        api_id: int,
+        api_hash: str,
+        *,
+        reconnect: ReconnectPolicy | None = None,
+        keepalive: KeepalivePolicy | None = None,
+        request_timeout: float = 60.0,
+        shutdown_timeout: float = 10.0,
+        lease_ttl: float = 30.0,
+        flush_interval: float = 1.0,
+        flood_sleep_threshold: float = 60.0,
+        holder: str | None = None,
+        rng: random.Random | None = None,
+        **telethon_kwargs: Any,
+    ) -> None:
+        for name, owner in _OWNED_KWARGS.items():
+            if name in telethon_kwargs:
+                raise TypeError(f"ResilientClient does not take {name!r}: use {owner} instead")
+        for name, value in (
+            ("request_timeout", request_timeout),
+            ("shutdown_timeout", shutdown_timeout),
+            ("lease_ttl", lease_ttl),
+            ("flush_interval", flush_interval),
+        ):
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"ResilientClient({name}=...) must be > 0, got {value!r}")
+        if not isinstance(flood_sleep_threshold, (int, float)) or flood_sleep_threshold < 0:
+            raise ValueError(
+                "ResilientClient(flood_sleep_threshold=...) must be >= 0, "
+                f"got {flood_sleep_threshold!r}"
+            )
+        if not api_id or not api_hash:
+            raise ValueError("ResilientClient needs api_id and api_hash")
+        self._store = open_store(store) if isinstance(store, str) else store
+        if not isinstance(self._store, SessionStore):
+            raise TypeError(f"store must be a SessionStore or a URL, got {type(store).__name__}")
+        self._api_id = int(api_id)
+        self._api_hash = api_hash
+        self.reconnect_policy = reconnect or ReconnectPolicy()
+        self.keepalive_policy = keepalive or KeepalivePolicy()
+        self.request_timeout = float(request_timeout)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.lease_ttl = float(lease_ttl)
+        self.flush_interval = float(flush_interval)
+        self.flood_sleep_threshold = float(flood_sleep_threshold)
+        self.holder = holder or default_holder()
+        self._rng = rng or random.Random()
+        self._connection_base = telethon_kwargs.pop("connection", None)
+        self._telethon_kwargs = telethon_kwargs
+        self._callbacks = CallbackRegistry()
+
+        self._state = ConnectionState.IDLE
+        self._reason: StateReason | None = None
+        self._detail = ""
+        self._since = time.time()
+        self._state_changed = anyio.Event()
+        self._telegram: _Telegram | None = None
+        self._session: StoreSession | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._closing = False
+        self._entered = False
+
+        # Link bookkeeping (see the LinkObserver methods below).
+        self._conn: Any = None
+        self._transport_up = False
+        self._generation = 0
+        self._attempt = 0
+        self._attempt_started: float | None = None
+        self._next_attempt_at: float | None = None
+        self._outage_started: float | None = None
+        self._connected_since: float | None = None
+        self._first_attempt = True
+        self._hold_attempts = anyio.Event()  # set: attempts may proceed
+        # Set when telegram.connect() has returned in this connect cycle.
+        self._sender_ready = asyncio.Event()
+        # Set while the current link has answered our probe (the keepalive pings then).
+        self._established = asyncio.Event()
+        self._post_connect: asyncio.Task[None] | None = None
+        self._gave_up = False
+
+        # Health.
+        self._authorized: bool | None = None
+        self._was_authorized = False
+        self._last_pong_at: float | None = None
+        self._last_update_at: float | None = None
+        self._last_request_ok_at: float | None = None
+        self._rtt: float | None = None
+        self._reconnects_total = 0
+        self._last_error: str | None = None
+
+        # Lease.
+        self._lease: Lease | None = None
+        self._foreign_lease: LeaseInfo | None = None
+        self._have_lease = anyio.Event()
+        self._lease_lost_flag = False
+
+    # Public API -------------------------------------------------------------------
+
+    @property
+    def telegram(self) -> Any:
+        """The ``telethon.TelegramClient``: the whole Telethon API (available once entered)."""
+        if self._telegram is None:
+            raise RuntimeError("client.telegram exists once the client is entered (async with)")
+        return self._telegram
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def store(self) -> SessionStore:
+        return self._store
+
+    def on_connected(self, callback: C) -> C:
+        """Call ``callback(StateChange)`` on every transition to CONNECTED (also a decorator)."""
+        return self._callbacks.add("connected", callback)
+
+    def on_disconnected(self, callback: C) -> C:
+        """Call ``callback`` whenever a live link (CATCHING_UP/CONNECTED) is lost."""
+        return self._callbacks.add("disconnected", callback)
+
+    def on_reconnecting(self, callback: C) -> C:
+        """Call ``callback`` before each reconnect attempt (e.g. to rotate a proxy)."""
+        return self._callbacks.add("reconnecting", callback)
+
+    def on_state_change(self, callback: C) -> C:
+        """Call ``callback`` on every transition."""
+        return self._callbacks.add("state_change", callback)
+
+    def on_auth_lost(self, callback: C) -> C:
+        """Call ``callback`` when the server stops accepting the auth key (AUTH_LOST)."""
+        return self._callbacks.add("auth_lost", callback)
+
+    def health(self) -> Health:
+        """A snapshot of the link, the session and the lease; never does I/O."""
+        now = time.time()
+        bound = self.keepalive_policy.detection_bound
+        pong_fresh = self._last_pong_at is not None and now - self._last_pong_at <= bound
+        session = self._session
+        store_info = StoreInfo(
+            kind=type(self._store).__name__,
+            location=self._store.describe(),
+            last_save_at=(
+                now - (time.monotonic() - session.last_saved_at)
+                if session is not None and session.last_saved_at is not None
+                else None
+            ),
+            last_save_error=(
+                _describe(session.last_save_error)
+                if session is not None and session.last_save_error is not None
+                else None
+            ),
+            save_failures=session.save_failures if session is not None else 0,
+        )
+        lease: LeaseInfo | None = None
+        if self._lease is not None:
+            lease = LeaseInfo(
+                holder=self._lease.holder, expires_at=self._lease.expires_at, ours=True
+            )
+        elif self._foreign_lease is not None:
+            lease = self._foreign_lease
+        state = self._state
+        return Health(
+            state=state,
+            connected=state.link_up,
+            authorized=self._authorized,
+            healthy=state is ConnectionState.CONNECTED and self._authorized is True and pong_fresh,
+            since=self._since,
+            last_pong_at=self._last_pong_at,
+            last_update_at=self._last_update_at,
+            last_request_ok_at=self._last_request_ok_at,
+            rtt=self._rtt,
+            clock_skew=_compat.clock_offset(self._telegram) if self._telegram is not None else None,
+            attempt=self._attempt,
+            reconnects_total=self._reconnects_total,
+            last_error=self._last_error,
+            lease=lease,
+            store=store_info,
+            reason=self._reason,
+            detail=self._detail,
+        )
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait for CONNECTED. Raises AuthLostError in AUTH_LOST, NotConnectedError after
+        GAVE_UP or CLOSED, TimeoutError when ``timeout`` passes first."""
+        with anyio.fail_after(timeout):
+            while True:
+                state = self._state
+                if state is ConnectionState.CONNECTED:
+                    return
+                if state is ConnectionState.AUTH_LOST:
+                    raise AuthLostError(
+                        f"the session's auth key is no longer accepted ({self._detail})",
+                        reason=self._detail,
+                    )
+                if state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED):
+                    raise NotConnectedError(f"the client is {state.value}: {self._detail}")
+                await self._state_changed.wait()
+
+    async def run_until_signal(self) -> int:
+        """Return the signal number on SIGTERM or SIGINT; leaving the block then shuts down."""
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                return int(signum)
+        return 0  # pragma: no cover - the receiver never ends on its own
+
+    # Lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ResilientClient:
+        if self._entered:
+            raise RuntimeError("a ResilientClient can be entered once; create a new one")
+        self._entered = True
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            self._tg.start_soon(self._guarded, "callbacks", self._callbacks.run)
+            # Read once before waiting for the lease: a corrupt session fails fast.
+            await self._store.load()
+            await self._acquire_lease_waiting(StateReason.START)
+            self._session = await StoreSession.open(self._store, flush_interval=self.flush_interval)
+            self._was_authorized = _looks_authorized(self._session)
+            self._telegram = self._build_telegram(self._session)
+            self._tg.start_soon(self._guarded, "supervisor", self._supervise)
+            self._tg.start_soon(self._guarded, "keepalive", run_keepalive, self)
+            self._tg.start_soon(self._guarded, "lease", self._renew_lease_loop)
+            self._tg.start_soon(self._guarded, "flush", self._flush_loop)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._shutdown()
+            await self._close_task_group()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._shutdown()
+        await self._close_task_group()
+
+    async def _close_task_group(self) -> None:
+        # Outside any shielded scope: the task group's scope must be exited where entered.
+        tg, self._tg = self._tg, None
+        if tg is not None:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+
+    async def _shutdown(self) -> None:
+        """Stop the tasks, disconnect, flush the session, release the lease — bounded."""
+        self._closing = True
+        self._hold_attempts.set()
+        started = time.monotonic()
+        auth_lost = self._state is ConnectionState.AUTH_LOST
+        with anyio.move_on_after(self.shutdown_timeout) as scope:
+            if self._post_connect is not None:
+                self._post_connect.cancel()
+            if self._telegram is not None:
+                if auth_lost and self._session is not None:
+                    self._session.discard_changes()
+                try:
+                    await self._telegram.disconnect()
+                except Exception as exc:  # noqa: BLE001 - shutting down anyway
+                    log.warning("disconnect failed during shutdown: %s", _describe(exc))
+            if self._session is not None and not auth_lost:
+                try:
+                    await self._session.aclose()
+                except Exception as exc:  # noqa: BLE001 - reported, the lease is still released
+                    log.error(  # noqa: TRY400 - one line; the cause is in the message
+                        "the session could not be saved to %s on shutdown: %s",
+                        self._store.describe(),
+                        _describe(exc),
+                    )
+            elif self._session is not None:
+                await self._session.aclose()
+            if self._lease is not None:
+                try:
+                    await self._store.release_lease(self.holder)
+                except Exception as exc:  # noqa: BLE001 - it expires by itself
+                    log.warning("could not release the lease: %s", _describe(exc))
+                self._lease = None
+            if not self._state.terminal:
+                self._transition(ConnectionState.CLOSED, StateReason.USER, "client closed")
+            with anyio.move_on_after(1.0):
+                await self._callbacks.drain()
+        if scope.cancelled_caught:
+            log.error(
+                "shutdown did not finish within shutdown_timeout=%.1fs", self.shutdown_timeout
+            )
+            if not self._state.terminal:
+                self._transition(ConnectionState.CLOSED, StateReason.USER, "shutdown timed out")
+        self._callbacks.close()
+        try:
+            await self._store.aclose()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("closing the store failed: %s", _describe(exc))
+        log.debug("shut down in %.2fs", time.monotonic() - started)
+
+    def _build_telegram(self, session: StoreSession) -> _Telegram:
+        connection = make_connection_class(self, self._connection_base)
+        client = _Telegram(
+            session,
+            self._api_id,
+            self._api_hash,
+            connection=connection,
+            connection_retries=-1,  # forever; the policy paces and ends attempts
+            retry_delay=0,
+            auto_reconnect=True,
+            catch_up=True,
+            timeout=self.reconnect_policy.connect_timeout,
+            request_retries=0,
+            raise_last_call_error=True,
+            flood_sleep_threshold=0,
+            **self._telethon_kwargs,
+        )
+        client._rtg_owner = self
+        _compat.check(client)
+        client.add_event_handler(self._on_raw_update, events.Raw)
+        return client
+
+    async def _guarded(self, name: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run a background task; a bug in it is logged, never fatal for the host."""
+        try:
+            await fn(*args)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:
+            self._last_error = _describe(exc)
+            log.exception("resilient_tg %s task failed (a bug); the client carries on", name)
+
+    # State ----------------------------------------------------------------------------
+
+    def _transition(
+        self,
+        new: ConnectionState,
+        reason: StateReason,
+        detail: str = "",
+        *,
+        error: BaseException | None = None,
+        next_delay: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        old = self._state
+        if old.terminal and new is not old and old is not ConnectionState.CLOSED:
+            return  # AUTH_LOST and GAVE_UP are final (only leaving writes CLOSED)
+        if old is ConnectionState.CLOSED:
+            return
+        if old.link_up and new in (ConnectionState.RECONNECTING, ConnectionState.CONNECTING):
+            self._reconnects_total += 1
+        self._state = new
+        self._reason = reason
+        self._detail = detail
+        self._since = time.time()
+        if error is not None:
+            self._last_error = _describe(error)
+        change = StateChange(
+            old=old,
+            new=new,
+            reason=reason,
+            detail=detail,
+            attempt=self._attempt,
+            next_delay=next_delay,
+            error=error,
+        )
+        log.info("%s", message or f"{new.value}: {detail or reason.value}")
+        self._callbacks.emit("state_change", change)
+        if new is ConnectionState.CONNECTED:
+            self._callbacks.emit("connected", change)
+        if old.link_up and not new.link_up:
+            self._callbacks.emit("disconnected", change)
+        if new is ConnectionState.AUTH_LOST:
+            self._callbacks.emit("auth_lost", change)
+        waiter, self._state_changed = self._state_changed, anyio.Event()
+        waiter.set()
+
+    # LinkObserver: called by the connection class ------------------------------------
+
+    async def before_attempt(self, conn: Any) -> None:
+        while True:
+            if self._closing or self._gave_up or self._lease_lost_flag or self._state.terminal:
+                await asyncio.Event().wait()  # cancelled by disconnect()
+            if self._first_attempt:
+                self._first_attempt = False
+                self._attempt = 0
+                self._transition(
+                    ConnectionState.CONNECTING,
+                    StateReason.START,
+                    f"connecting to {_address(conn)}",
+                    message=f"connecting to {_address(conn)}",
+                )
+                break
+            if self._next_attempt_at is None:  # a loss we did not see (defensive)
+                self._schedule_retry(StateReason.TRANSPORT_ERROR, None, "link lost")
+            assert self._next_attempt_at is not None
+            wait = self._next_attempt_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if self._closing or self._lease_lost_flag:
+                continue
+            elapsed = time.monotonic() - (self._outage_started or time.monotonic())
+            if self.reconnect_policy.gives_up(self._attempt, elapsed):
+                self._give_up(elapsed)
+                continue
+            self._next_attempt_at = None
+            change_detail = f"reconnecting to {_address(conn)} (attempt {self._attempt})"
+            self._transition(
+                ConnectionState.CONNECTING, StateReason.START, change_detail, message=change_detail
+            )
+            self._callbacks.emit("reconnecting", self._last_change())
+            with anyio.move_on_after(self.reconnect_policy.connect_timeout):
+                await self._callbacks.drain()
+            break
+        self._attempt_started = time.monotonic()
+        self._conn = conn
+
+    def attempt_failed(self, conn: Any, error: BaseException) -> None:
+        reason = _classify(error)
+        self._schedule_retry(reason, error, f"connect failed: {_describe(error)}")
+
+    def transport_up(self, conn: Any) -> None:
+        self._conn = conn
+        self._transport_up = True
+        generation = self._generation
+        if self._post_connect is not None:
+            self._post_connect.cancel()
+        self._post_connect = asyncio.get_running_loop().create_task(
+            self._run_post_connect(conn, generation), name="resilient_tg post-connect"
+        )
+
+    def transport_down(self, conn: Any, error: BaseException | None) -> None:
+        if conn is not self._conn:
+            return
+        self._transport_up = False
+        self._generation += 1
+        self._established.clear()
+        if self._post_connect is not None:
+            self._post_connect.cancel()
+            self._post_connect = None
+        if self._closing or self._state.terminal or self._lease_lost_flag:
+            return
+        now = time.monotonic()
+        if self._connected_since is not None and now - self._connected_since >= (
+            self.reconnect_policy.reset_after
+        ):
+            self._attempt = 0
+            self._outage_started = None
+        self._connected_since = None
+        reason = _classify(error) if error is not None else StateReason.EOF
+        lived = ""
+        if isinstance(error, LinkAborted):
+            lived = error.detail
+        else:
+            lived = _describe(error) if error is not None else "closed by the server"
+        self._schedule_retry(reason, error, f"link lost: {lived}")
+
+    def packet_received(self, conn: Any) -> None:
+        pass  # kept for observers that count traffic; the keepalive measures liveness
+
+    def _schedule_retry(self, reason: StateReason, error: BaseException | None, what: str) -> None:
+        if self._closing or self._state.terminal:
+            return
+        if self._outage_started is None:
+            self._outage_started = time.monotonic()
+        self._attempt += 1
+        delay = self.reconnect_policy.delay(self._attempt, self._rng)
+        self._next_attempt_at = time.monotonic() + delay
+        self._transition(
+            ConnectionState.RECONNECTING,
+            reason,
+            what,
+            error=error,
+            next_delay=delay,
+            message=f"{what}; reconnecting in {delay:.1f}s (attempt {self._attempt})",
+        )
+
+    def _give_up(self, elapsed: float) -> None:
+        self._gave_up = True
+        policy = self.reconnect_policy
+        limit = (
+            f"max_attempts={policy.max_attempts}"
+            if policy.max_attempts is not None and self._attempt > policy.max_attempts
+            else f"max_elapsed={policy.max_elapsed}s"
+        )
+        self._transition(
+            ConnectionState.GAVE_UP,
+            StateReason.GAVE_UP,
+            f"gave up after {self._attempt - 1} attempts in {elapsed:.1f}s ({limit})",
+        )
+        if self._tg is not None:
+            self._tg.start_soon(self._guarded, "give-up", self._disconnect_telegram)
+
+    def _last_change(self) -> StateChange:
+        return StateChange(
+            old=self._state,
+            new=self._state,
+            reason=self._reason or StateReason.START,
+            detail=self._detail,
+            attempt=self._attempt,
+        )
+
+    def abort_link(self, reason: StateReason, detail: str) -> None:
+        """Close the current socket; Telethon then reconnects (paced by the policy)."""
+        conn = self._conn
+        if conn is not None and self._transport_up:
+            conn.abort(LinkAborted(reason, detail))
+
+    # Post-connect: probe, catch up, CONNECTED --------------------------------------------
+
+    async def _run_post_connect(self, conn: Any, generation: int) -> None:
+        telegram = self._telegram
+        assert telegram is not None
+        timeout = self.reconnect_policy.connect_timeout
+        started = self._attempt_started or time.monotonic()
+        try:
+            with anyio.fail_after(timeout):
+                await self._sender_ready.wait()
+            state = await self._probe(telegram, generation, timeout)
+            if state is None:
+                return
+            if self._state is ConnectionState.AUTH_LOST:
+                return
+            if self._authorized:
+                self._transition(
+                    ConnectionState.CATCHING_UP,
+                    StateReason.CONNECTED,
+                    "link up; fetching missed updates",
+                    message=f"link up to {_address(conn)}; catching up on missed updates",
+                )
+                await self._catch_up(telegram, state.pts, generation)
+            await self._make_durable()
+        except TimeoutError:
+            if generation == self._generation:
+                self.abort_link(
+                    StateReason.CONNECT_TIMEOUT, f"no answer within connect_timeout={timeout:.1f}s"
+                )
+            return
+        except (ConnectionError, OSError):
+            return  # the link went down again; transport_down took over
+        if generation != self._generation or self._closing:
+            return
+        self._established.set()
+        self._connected_since = time.monotonic()
+        self._outage_started = None
+        self._attempt = 0
+        elapsed = time.monotonic() - started
+        auth = "" if self._authorized else "; not logged in"
+        self._transition(
+            ConnectionState.CONNECTED,
+            StateReason.CONNECTED,
+            f"connected to {_address(conn)}{auth}",
+            message=f"connected to {_address(conn)} (dc {_dc(telegram)}) in {elapsed:.2f}s{auth}",
+        )
+
+    async def _probe(self, telegram: _Telegram, generation: int, limit: float) -> Any:
+        """updates.getState: proves the link carries answers and tells if we are authorized."""
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            try:
+                with anyio.fail_after(remaining):
+                    state = await telegram._rtg_raw_call(functions.updates.GetStateRequest())
+            except _FLOOD as exc:
+                seconds = max(1, int(exc.seconds))
+                self._detail = f"FLOOD_WAIT {seconds}s on reconnect"
+                log.info("flood wait of %ds on reconnect; waiting it out", seconds)
+                await asyncio.sleep(seconds)
+                deadline = time.monotonic() + limit
+                continue
+            except _KEY_DEAD as exc:
+                self._auth_lost(_rpc_name(exc), exc)
+                return None
+            except errors.AuthKeyUnregisteredError as exc:
+                if self._was_authorized:
+                    self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
+                    return None
+                self._authorized = False
+                return _NoState()
+            except errors.UnauthorizedError:
+                self._authorized = False
+                return _NoState()
+            except _TRANSIENT_RPC:
+                await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                continue
+            self._authorized = True
+            self._was_authorized = True
+            self._last_request_ok_at = time.time()
+            return state
+
+    async def _catch_up(self, telegram: _Telegram, server_pts: int, generation: int) -> None:
+        """Make Telethon fetch the difference until its pts reaches the server's."""
+        deadline_span = max(self.reconnect_policy.connect_timeout, 5.0)
+        rounds = 0
+        while generation == self._generation:
+            local = _compat.local_pts(telegram)
+            if local is None or local >= server_pts:
+                return
+            rounds += 1
+            await telegram.catch_up()
+            deadline = time.monotonic() + deadline_span
+            while time.monotonic() < deadline and generation == self._generation:
+                local = _compat.local_pts(telegram)
+                if local is not None and local >= server_pts:
+                    return
+                await asyncio.sleep(0.01)
+            if rounds >= 5:
+                log.warning(
+                    "catch-up did not reach pts %d after %d rounds; carrying on", server_pts, rounds
+                )
+                return
+            fresh = await telegram._rtg_raw_call(functions.updates.GetStateRequest())
+            server_pts = fresh.pts
+
+    async def _make_durable(self) -> None:
+        """The auth key must be in the store before the first CONNECTED is reported."""
+        session = self._session
+        assert session is not None
+        delay = 0.2
+        while session.dirty and not self._closing:
+            try:
+                await session.flush()
+            except Exception as exc:  # noqa: BLE001 - any store failure: retry, visible in health
+                log.warning(
+                    "cannot save the session to %s (%s); retrying in %.1fs",
+                    self._store.describe(),
+                    _describe(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                return
+
+    # AUTH_LOST ------------------------------------------------------------------------
+
+    def _auth_lost(self, why: str, error: BaseException | None) -> None:
+        if self._state is ConnectionState.AUTH_LOST or self._closing:
+            return
+        self._authorized = False
+        if self._session is not None:
+            self._session.discard_changes()
+        self._transition(
+            ConnectionState.AUTH_LOST,
+            StateReason.AUTH_ERROR,
+            why,
+            error=error,
+            message=f"auth lost: {why}; not retrying, the store is left as it was",
+        )
+        self._hold_attempts.set()
+        if self._tg is not None:
+            self._tg.start_soon(self._guarded, "auth-lost", self._disconnect_telegram)
+
+    async def _disconnect_telegram(self) -> None:
+        if self._telegram is not None:
+            await self._telegram.disconnect()
+
+    # Supervisor -------------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self._closing or self._state.terminal
+
+    async def _supervise(self) -> None:
+        """Connect cycles: connect, live until Telethon fully disconnects, decide what next."""
+        telegram = self._telegram
+        assert telegram is not None
+        while not self._stopping():
+            await self._have_lease.wait()
+            if self._stopping():
+                return
+            self._sender_ready.clear()
+            self._established.clear()
+            outcome = await self._connect_cycle(telegram)
+            if outcome == "stop":
+                return
+
+    async def _connect_cycle(self, telegram: _Telegram) -> str:
+        """One connect() .. disconnected cycle; returns "again" or "stop"."""
+        try:
+            await telegram.connect()
+        except errors.AuthKeyNotFound as exc:
+            return "again" if await self._key_unknown(exc) else "stop"
+        except (ConnectionError, OSError) as exc:
+            if self._lease_lost_flag:
+                return "again"
+            if self._stopping():
+                return "stop"
+            log.warning("connect ended with %s; starting over", _describe(exc))
+            return "again"
+        self._sender_ready.set()
+        try:
+            await telegram.disconnected
+        except errors.AuthKeyNotFound as exc:
+            return "again" if await self._key_unknown(exc) else "stop"
+        except Exception as exc:  # noqa: BLE001 - Telethon gave the link up; we do not
+            if self._stopping():
+                return "stop"
+            log.warning("Telethon dropped the link (%s); reconnecting", _describe(exc))
+            await telegram.disconnect()
+            self._schedule_retry(_classify(exc), exc, f"link dropped: {_describe(exc)}")
+            return "again"
+        if self._stopping():
+            return "stop"
+        if self._lease_lost_flag:
+            return "again"
+        failure = _compat.updates_error(telegram)
+        if failure is not None and isinstance(
+            failure, (errors.UnauthorizedError, errors.AuthKeyError, *_KEY_DEAD)
+        ):
+            self._auth_lost(_rpc_name(failure), failure)
+            return "stop"
+        # Someone called client.telegram.disconnect() (or log_out()): respect it.
+        self._transition(
+            ConnectionState.CLOSED, StateReason.USER, "disconnected by the application"
+        )
+        return "stop"
+
+    async def _key_unknown(self, exc: BaseException) -> bool:
+        """Transport -404. True to carry on (a never-used key is replaced), False to stop."""
+        if self._was_authorized:
+            self._auth_lost("the server no longer knows the auth key (-404)", exc)
+            return False
+        log.info("the server does not know our (never authorized) auth key; creating a new one")
+        assert self._session is not None
+        assert self._telegram is not None
+        await self._telegram.disconnect()
+        self._session.auth_key = None
+        self._first_attempt = True
+        return True
+
+    # Lease ------------------------------------------------------------------------------
+
+    async def _acquire_lease_waiting(self, reason: StateReason) -> None:
+        poll = min(0.5, self.lease_ttl / 3)
+        while not self._closing:
+            try:
+                self._lease = await self._store.acquire_lease(self.holder, self.lease_ttl)
+            except SessionInUseError as exc:
+                self._foreign_lease = LeaseInfo(
+                    holder=exc.holder, expires_at=exc.expires_at or 0.0, ours=False
+                )
+                if self._state is not ConnectionState.WAITING_LEASE:
+                    self._transition(
+                        ConnectionState.WAITING_LEASE,
+                        StateReason.LEASE,
+                        f"session leased to {exc.holder}",
+                        message=f"waiting for the session lease held by {exc.holder}",
+                    )
+                await anyio.sleep(poll)
+                continue
+            self._foreign_lease = None
+            self._lease_lost_flag = False
+            self._have_lease.set()
+            return
+
+    async def _renew_lease_loop(self) -> None:
+        while not self._closing:
+            await anyio.sleep(self.lease_ttl / 3)
+            if self._lease is None:
+                continue
+            try:
+                self._lease = await self._store.renew_lease(self.holder, self.lease_ttl)
+            except LeaseLostError as exc:
+                await self._lease_lost(_describe(exc))
+            except Exception as exc:  # noqa: BLE001 - store outage: keep trying until expiry
+                margin = self.lease_ttl / 6
+                log.warning("could not renew the session lease: %s", _describe(exc))
+                if self._lease is not None and time.time() >= self._lease.expires_at - margin:
+                    await self._lease_lost("could not renew it before it expired")
+
+    async def _lease_lost(self, why: str) -> None:
+        """Two processes must never use one key: drop the link now, wait, reload, resume."""
+        self._lease_lost_flag = True
+        self._lease = None
+        self._have_lease = anyio.Event()
+        if self._session is not None:
+            self._session.discard_changes()
+        self._transition(
+            ConnectionState.WAITING_LEASE,
+            StateReason.LEASE,
+            f"lease lost: {why}",
+            message=f"lease lost ({why}); dropping the link and waiting for it",
+        )
+        if self._telegram is not None:
+            await self._telegram.disconnect()
+        await self._acquire_lease_waiting(StateReason.LEASE)
+        self._first_attempt = True
+        data = await self._store.load()
+        if self._session is not None:
+            self._session.reload(data)
+            self._was_authorized = self._was_authorized or _looks_authorized(self._session)
+
+    # Background flush ---------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        """Keep the stored update state at most ~flush_interval behind what was handled."""
+        while not self._closing:
+            await anyio.sleep(self.flush_interval)
+            telegram, session = self._telegram, self._session
+            if (
+                telegram is None
+                or session is None
+                or self._state not in (ConnectionState.CONNECTED, ConnectionState.CATCHING_UP)
+                or not self._authorized
+            ):
+                continue
+            await _compat.save_states(telegram)
+            if session.dirty:
+                try:
+                    await session.flush()
+                except Exception as exc:  # noqa: BLE001 - visible in health, retried next time
+                    log.debug("periodic session flush failed: %s", _describe(exc))
+
+    # Requests -------------------------------------------------------------------------------
+
+    async def _call(self, request: Any, ordered: bool) -> Any:
+        """Every request through ``client.telegram``: wait for the link within
+        request_timeout, retry what is transient, map what the caller must not see."""
+        telegram = self._telegram
+        assert telegram is not None
+        deadline = time.monotonic() + self.request_timeout
+        generation = self._generation
+        while True:
+            self._raise_if_final()
+            if not _compat.sender_user_connected(telegram):
+                await self._wait_user_connected(deadline)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout_error()
+            task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
+            try:
+                done, _ = await asyncio.wait({task}, timeout=remaining)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
+            if not done:
+                task.cancel()
+                raise self._timeout_error()
+            if task.cancelled():
+                # Telethon cancelled it (a full disconnect: lease loss, shutdown): never a
+                # CancelledError for the caller.
+                self._raise_if_final()
+                continue
+            exc = task.exception()
+            if exc is None:
+                result = task.result()
+                self._last_request_ok_at = time.time()
+                if isinstance(request, _LOGIN_REQUESTS) and isinstance(
+                    result, auth_types.Authorization
+                ):
+                    self._on_login()
+                elif isinstance(request, functions.auth.LogOutRequest):
+                    self._authorized = False
+                return result
+            if isinstance(exc, _FLOOD):
+                seconds = max(1, int(exc.seconds))
+                if seconds <= self.flood_sleep_threshold and seconds < deadline - time.monotonic():
+                    log.info("flood wait of %ds on %s; sleeping", seconds, type(request).__name__)
+                    await asyncio.sleep(seconds)
+                    continue
+                raise exc
+            if isinstance(exc, errors.RandomIdDuplicateError):
+                if self._generation != generation:
+                    raise ResultLostError(
+                        f"{type(request).__name__} took effect on the server, but its answer was "
+                        "lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
+                    ) from exc
+                raise exc
+            if isinstance(exc, _TRANSIENT_RPC):
+                pause = min(1.0, deadline - time.monotonic())
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    continue
+                raise exc
+            if isinstance(exc, errors.AuthKeyNotFound) or (
+                isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError)
+            ):
+                # Telethon's own "disconnected" errors: wait for the link instead.
+                continue
+            if isinstance(exc, _KEY_DEAD):
+                self._auth_lost(_rpc_name(exc), exc)
+            elif isinstance(exc, errors.AuthKeyUnregisteredError) and self._authorized:
+                self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
+            raise exc
+
+    def _raise_if_final(self) -> None:
+        if self._state is ConnectionState.AUTH_LOST:
+            raise AuthLostError(
+                f"the session's auth key is no longer accepted ({self._detail})",
+                reason=self._detail,
+            )
+        if self._state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED) or self._closing:
+            raise NotConnectedError(f"the client is {self._state.value}; no request can be sent")
+
+    def _timeout_error(self) -> NotConnectedError:
+        return NotConnectedError(
+            f"no answer within request_timeout={self.request_timeout:.1f}s "
+            f"(link {self._state.value}{': ' + self._detail if self._detail else ''})"
+        )
+
+    async def _wait_user_connected(self, deadline: float) -> None:
+        telegram = self._telegram
+        assert telegram is not None
+        while not _compat.sender_user_connected(telegram):
+            self._raise_if_final()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._timeout_error()
+            with anyio.move_on_after(min(remaining, 0.05)):
+                await self._state_changed.wait()
+
+    def _on_login(self) -> None:
+        self._authorized = True
+        self._was_authorized = True
+        if self._session is not None:
+            self._session.save()
+
+    async def _on_raw_update(self, update: Any) -> None:
+        self._last_update_at = time.time()
+
+    # Keepalive hooks (see _keepalive.py) ----------------------------------------------------
+
+    def _record_pong(self, rtt: float) -> None:
+        self._last_pong_at = time.time()
+        self._rtt = rtt
+
+
+class _NoState:
+    """Stands in for updates.State when the session is not logged in."""
+
+    pts = 0
+
+
+def _looks_authorized(session: StoreSession) -> bool:
+    """Whether this session was logged in before: Telethon stores itself as entity 0 and
+    keeps update state only for logged-in accounts."""
+    data = session.snapshot()
+    if data is None or data.auth_key is None:
+        return False
+    return data.update_state is not None or any(e.id == 0 for e in data.entities)
+
+
+def _classify(error: BaseException | None) -> StateReason:
+    if isinstance(error, LinkAborted):
+        reason = error.reason
+        return reason if isinstance(reason, StateReason) else StateReason.TRANSPORT_ERROR
+    if isinstance(error, ConnectionRefusedError):
+        return StateReason.REFUSED
+    if isinstance(error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return StateReason.RESET
+    if isinstance(error, (asyncio.IncompleteReadError, EOFError)):
+        return StateReason.EOF
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
+        return StateReason.CONNECT_TIMEOUT
+    if isinstance(error, errors.RPCError):
+        return StateReason.SERVER_ERROR
+    return StateReason.TRANSPORT_ERROR
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "unknown error"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _rpc_name(error: BaseException) -> str:
+    message = getattr(error, "message", None)
+    return str(message) if message else type(error).__name__
+
+
+def _address(conn: Any) -> str:
+    ip = getattr(conn, "_ip", "?")
+    port = getattr(conn, "_port", "?")
+    return f"{ip}:{port}"
+
+
+def _dc(telegram: Any) -> Any:
+    session = getattr(telegram, "session", None)
+    return getattr(session, "dc_id", "?")

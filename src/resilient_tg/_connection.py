@@ -1,0 +1,104 @@
+"""The Telethon ``connection=`` class through which a ResilientClient owns the link.
+
+Telethon keeps reconnecting on its own (its sender stays "user-connected" and re-sends
+its queue); this class decides *when* each attempt happens (the policy delay is
+waited inside ``connect``), reports every link up and down with its cause, and can
+abort its socket when the keepalive declares the link dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from telethon.network import ConnectionTcpFull
+from telethon.network.connection.connection import Connection
+
+__all__ = ["LinkAborted", "LinkObserver", "make_connection_class"]
+
+
+class LinkAborted(ConnectionResetError):
+    """We closed the socket ourselves (keepalive timeout, connect timeout, lease loss)."""
+
+    def __init__(self, reason: Any, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class LinkObserver(Protocol):
+    """What the connection reports to (the client's supervisor)."""
+
+    async def before_attempt(self, conn: Any) -> None: ...
+
+    def attempt_failed(self, conn: Any, error: BaseException) -> None: ...
+
+    def transport_up(self, conn: Any) -> None: ...
+
+    def transport_down(self, conn: Any, error: BaseException | None) -> None: ...
+
+    def packet_received(self, conn: Any) -> None: ...
+
+
+class _ObservedConnection:
+    """Mixin over a Telethon Connection class; ``_rtg_observer`` is set per client."""
+
+    _rtg_observer: LinkObserver
+    _rtg_error: BaseException | None = None
+    _rtg_up: bool = False
+
+    async def connect(self, timeout: float | None = None, ssl: Any = None) -> None:
+        observer = self._rtg_observer
+        await observer.before_attempt(self)
+        self._rtg_error = None
+        try:
+            await super().connect(timeout=timeout, ssl=ssl)  # type: ignore[misc]
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                observer.attempt_failed(self, exc)
+            raise
+        self._rtg_up = True
+        observer.transport_up(self)
+
+    async def disconnect(self) -> None:
+        try:
+            await super().disconnect()  # type: ignore[misc]
+        finally:
+            if self._rtg_up:
+                self._rtg_up = False
+                self._rtg_observer.transport_down(self, self._rtg_error)
+
+    async def _recv(self) -> bytes:
+        try:
+            data: bytes = await super()._recv()  # type: ignore[misc]
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self._rtg_error is None:
+                self._rtg_error = exc
+            raise
+        self._rtg_observer.packet_received(self)
+        return data
+
+    def abort(self, error: LinkAborted) -> None:
+        """Kill the socket now: pending reads fail with ``error`` (an OSError), so
+        Telethon treats it as a lost link and reconnects."""
+        if self._rtg_error is None:
+            self._rtg_error = error
+        reader = getattr(self, "_reader", None)
+        writer = getattr(self, "_writer", None)
+        if reader is not None:
+            reader.set_exception(error)
+        if writer is not None:
+            transport = writer.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+
+
+def make_connection_class(observer: LinkObserver, base: type | None = None) -> type:
+    """A subclass of ``base`` (default ConnectionTcpFull) reporting to ``observer``."""
+    base = base or ConnectionTcpFull
+    if not (isinstance(base, type) and issubclass(base, Connection)):
+        raise TypeError(f"connection must be a Telethon Connection class, got {base!r}")
+    name = f"Resilient{base.__name__}"
+    return type(name, (_ObservedConnection, base), {"_rtg_observer": observer})

@@ -1,0 +1,154 @@
+"""ReconnectPolicy and KeepalivePolicy: immutable, validated, safe to share.
+
+Like urllib3's ``Retry``, a policy is a value: change it with ``attrs.evolve`` (or
+``policy.evolve(...)``) and every client holding the old one is unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import attrs
+
+__all__ = ["KeepalivePolicy", "ReconnectPolicy"]
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be > 0, got {value!r}")
+    if math.isinf(value) or math.isnan(value):
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be finite, got {value!r}"
+        )
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be >= 0, got {value!r}")
+    if math.isinf(value) or math.isnan(value):
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be finite, got {value!r}"
+        )
+
+
+def _optional_positive_int(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be None (forever) or an int >= 1, "
+            f"got {value!r}"
+        )
+
+
+def _optional_positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
+def _float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+_JITTERS = ("full", "equal", "none")
+
+
+@attrs.frozen
+class ReconnectPolicy:
+    """How a lost link is rebuilt: exponential backoff with jitter, forever by default.
+
+    The n-th consecutive failed attempt waits ``delay(n)``: with full jitter a uniform
+    draw from ``[0, min(max_delay, initial_delay * multiplier**(n-1))]``, so a fleet
+    that lost its link together does not come back in lock-step. ``max_attempts`` and
+    ``max_elapsed`` of None mean never give up. After ``reset_after`` seconds of a
+    healthy link the attempt counter starts again from 1. ``connect_timeout`` bounds
+    each attempt, auth-key exchange and first answer included.
+    """
+
+    initial_delay: float = attrs.field(default=0.5, converter=_float, validator=_positive)
+    max_delay: float = attrs.field(default=30.0, converter=_float, validator=_positive)
+    multiplier: float = attrs.field(default=2.0, converter=_float, validator=_positive)
+    jitter: str = "full"
+    max_attempts: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    max_elapsed: float | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_float), validator=_optional_positive
+    )
+    reset_after: float = attrs.field(default=60.0, converter=_float, validator=_non_negative)
+    connect_timeout: float = attrs.field(default=10.0, converter=_float, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.jitter not in _JITTERS:
+            raise ValueError(
+                f"ReconnectPolicy.jitter must be one of {', '.join(_JITTERS)}, got {self.jitter!r}"
+            )
+        if self.multiplier < 1:
+            raise ValueError(
+                "ReconnectPolicy.multiplier must be >= 1 (delays never shrink), "
+                f"got {self.multiplier!r}"
+            )
+        if self.max_delay < self.initial_delay:
+            raise ValueError(
+                "ReconnectPolicy.max_delay must be >= initial_delay "
+                f"({self.max_delay!r} < {self.initial_delay!r})"
+            )
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay the ``attempt``-th consecutive failure can wait (1-based)."""
+        if attempt < 1:
+            raise ValueError(f"attempt is 1-based, got {attempt!r}")
+        # Cap the exponent: multiplier**n overflows long before it matters.
+        exponent = min(attempt - 1, 1024)
+        try:
+            raw = self.initial_delay * self.multiplier**exponent
+        except OverflowError:
+            raw = math.inf
+        return min(self.max_delay, raw)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before the ``attempt``-th try (1-based). Pure given ``rng``."""
+        ceiling = self.ceiling(attempt)
+        draw = (rng or random).random()
+        if self.jitter == "full":
+            return ceiling * draw
+        if self.jitter == "equal":
+            return ceiling / 2 + ceiling / 2 * draw
+        return ceiling
+
+    def gives_up(self, attempt: int, elapsed: float) -> bool:
+        """Whether the ``attempt``-th try must not be made (``elapsed`` s into the outage)."""
+        if self.max_attempts is not None and attempt > self.max_attempts:
+            return True
+        return self.max_elapsed is not None and elapsed >= self.max_elapsed
+
+    def evolve(self, **changes: Any) -> ReconnectPolicy:
+        """A copy with some fields changed (validated again)."""
+        return attrs.evolve(self, **changes)
+
+
+@attrs.frozen
+class KeepalivePolicy:
+    """How a dead link is found: a ping every ``interval`` seconds, dead when no pong
+    comes within ``timeout``. A black-holed link is noticed within interval + timeout.
+
+    The pings are ``ping_delay_disconnect``, so the server also drops a link that lost
+    us after ``interval + timeout`` (rounded up to whole seconds, at least 1).
+    """
+
+    interval: float = attrs.field(default=5.0, converter=_float, validator=_positive)
+    timeout: float = attrs.field(default=5.0, converter=_float, validator=_positive)
+
+    @property
+    def detection_bound(self) -> float:
+        """The longest a dead link can go unnoticed."""
+        return self.interval + self.timeout
+
+    @property
+    def disconnect_delay(self) -> int:
+        """What we ask the server to wait for our next ping before it closes the link."""
+        return max(1, math.ceil(self.interval + self.timeout))
+
+    def evolve(self, **changes: Any) -> KeepalivePolicy:
+        """A copy with some fields changed (validated again)."""
+        return attrs.evolve(self, **changes)

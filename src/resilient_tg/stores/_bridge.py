@@ -1,0 +1,316 @@
+"""StoreSession: a Telethon Session whose state lives in memory and is persisted
+through a SessionStore.
+
+Telethon calls session methods synchronously from its event loop (an awaitable
+return value makes it warn), so this session changes memory at once and writes in
+the background: auth key and DC changes as soon as possible, entities and update
+state batched at most every ``flush_interval`` seconds. ``await flush()`` makes the
+current state durable; ``aclose()`` flushes and stops the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from telethon.crypto import AuthKey
+from telethon.sessions import MemorySession
+from telethon.tl import types
+
+from ._base import SessionStore
+from ._data import Entity, SessionData, UpdateState
+
+__all__ = ["StoreSession"]
+
+log = logging.getLogger("resilient_tg.stores")
+
+_RETRY_MIN = 0.5
+_RETRY_MAX = 30.0
+
+
+class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
+    """A Telethon session backed by a :class:`SessionStore`. Takes no lease.
+
+    ``session = await StoreSession.open(store)``, then
+    ``TelegramClient(session, api_id, api_hash)``; ``await session.flush()`` whenever
+    the state must be durable, ``await session.aclose()`` at the end.
+    """
+
+    def __init__(self, store: SessionStore, *, flush_interval: float = 1.0) -> None:
+        super().__init__()
+        if not flush_interval > 0:
+            raise ValueError(f"flush_interval must be > 0, got {flush_interval!r}")
+        self.store = store
+        self.flush_interval = flush_interval
+        self._rows: dict[int, tuple[Any, ...]] = {}
+        self._changes = 0  # bumped on every change worth persisting
+        self._saved_changes = 0
+        self._urgent = False
+        self._delete_requested = False
+        self._lock: asyncio.Lock | None = None
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        #: The error of the last failed write (None once a write succeeds), for health.
+        self.last_save_error: BaseException | None = None
+        self.last_saved_at: float | None = None
+        self.last_save_duration: float | None = None
+        self.save_failures = 0
+
+    @classmethod
+    async def open(cls, store: SessionStore, *, flush_interval: float = 1.0) -> StoreSession:
+        """Load the stored session (SessionCorruptError propagates; nothing is overwritten)."""
+        session = cls(store, flush_interval=flush_interval)
+        data = await store.load()
+        if data is not None:
+            session.apply(data)
+        return session
+
+    # Conversion -----------------------------------------------------------------
+
+    def apply(self, data: SessionData) -> None:
+        """Replace the in-memory state with ``data`` (marks nothing dirty)."""
+        self._dc_id = data.dc_id
+        self._server_address = data.server_address
+        self._port = data.port
+        self._auth_key = AuthKey(data.auth_key) if data.auth_key else None
+        self._takeout_id = data.takeout_id
+        self._update_states = {}
+        if data.update_state is not None:
+            state = data.update_state
+            self._update_states[0] = types.updates.State(
+                pts=state.pts, qts=state.qts, date=_date(state.date), seq=state.seq, unread_count=0
+            )
+            for channel_id, pts in state.channels.items():
+                self._update_states[channel_id] = types.updates.State(
+                    pts=pts, qts=0, date=_date(0), seq=0, unread_count=0
+                )
+        self._rows = {
+            e.id: (e.id, e.access_hash, e.username, e.phone, e.name) for e in data.entities
+        }
+        self._entities = set(self._rows.values())
+
+    def snapshot(self) -> SessionData | None:
+        """The current state as SessionData (None before any DC is set)."""
+        if not self._dc_id or not self._server_address or not self._port:
+            return None
+        account = self._update_states.get(0)
+        state = None
+        if account is not None:
+            state = UpdateState(
+                pts=account.pts,
+                qts=account.qts,
+                date=_timestamp(account.date),
+                seq=account.seq,
+                channels={k: v.pts for k, v in self._update_states.items() if k != 0},
+            )
+        return SessionData(
+            dc_id=self._dc_id,
+            server_address=self._server_address,
+            port=self._port,
+            auth_key=self._auth_key.key if self._auth_key else None,
+            takeout_id=self._takeout_id,
+            update_state=state,
+            entities=tuple(
+                Entity(id=r[0], access_hash=r[1], username=r[2], phone=r[3], name=r[4])
+                for r in self._rows.values()
+            ),
+        )
+
+    # Telethon's Session interface -----------------------------------------------------
+
+    def set_dc(self, dc_id: int, server_address: str, port: int) -> None:
+        super().set_dc(dc_id, server_address, port)
+        self._changed(urgent=True)
+
+    @MemorySession.auth_key.setter  # type: ignore[untyped-decorator]
+    def auth_key(self, value: AuthKey | None) -> None:
+        self._auth_key = value
+        self._changed(urgent=True)
+
+    @MemorySession.takeout_id.setter  # type: ignore[untyped-decorator]
+    def takeout_id(self, value: int | None) -> None:
+        self._takeout_id = value
+        self._changed(urgent=True)
+
+    def set_update_state(self, entity_id: int, state: Any) -> None:
+        old = self._update_states.get(entity_id)
+        super().set_update_state(entity_id, state)
+        if old is None or (old.pts, old.qts, old.seq, old.date) != (
+            state.pts,
+            state.qts,
+            state.seq,
+            state.date,
+        ):
+            self._changed(urgent=False)
+
+    def process_entities(self, tlo: Any) -> None:
+        changed = False
+        for row in self._entities_to_rows(tlo):
+            old = self._rows.get(row[0])
+            if old != row:
+                if old is not None:
+                    self._entities.discard(old)
+                self._rows[row[0]] = row
+                self._entities.add(row)
+                changed = True
+        if changed:
+            self._changed(urgent=False)
+
+    def save(self) -> None:
+        """Telethon asks for persistence: write soon, in the background."""
+        self._changed(urgent=True, count=False)
+
+    def close(self) -> None:
+        """Called by Telethon's disconnect(): write what is left, in the background."""
+        self._changed(urgent=True, count=False)
+
+    def delete(self) -> None:
+        """Called by Telethon's log_out(): the stored session is deleted in the background."""
+        self._delete_requested = True
+        self._changed(urgent=True)
+
+    # Persistence ----------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return self._changes != self._saved_changes or self._delete_requested
+
+    async def flush(self) -> None:
+        """Make the current state durable now; raises the store's error if the write fails."""
+        self._ensure_primitives()
+        assert self._lock is not None
+        async with self._lock:
+            await self._write_locked()
+
+    async def aclose(self) -> None:
+        """Flush, then stop the background writer. Raises if the final write fails."""
+        self._closed = True
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        if self.dirty:
+            await self.flush()
+
+    def discard_changes(self) -> None:
+        """Forget unsaved changes and stop writing (used when the key is lost: the store is
+        left as it was, for inspection)."""
+        self._saved_changes = self._changes
+        self._delete_requested = False
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+
+    def reload(self, data: SessionData | None) -> None:
+        """Take the stored state again (after another holder had the lease) and resume
+        writing."""
+        if data is not None:
+            self.apply(data)
+        self._saved_changes = self._changes
+        self._urgent = False
+        self._delete_requested = False
+        self._closed = False
+
+    def _ensure_primitives(self) -> None:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+            self._wake = asyncio.Event()
+
+    def _changed(self, *, urgent: bool, count: bool = True) -> None:
+        if count:
+            self._changes += 1
+        if urgent:
+            self._urgent = True
+        if self._closed:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # set up before a loop runs (e.g. set_dc at construction): flush() writes it
+        self._ensure_primitives()
+        assert self._wake is not None
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"resilient_tg session writer ({self.store.describe()})"
+            )
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        assert self._wake is not None
+        assert self._lock is not None
+        failures = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._urgent and self.last_saved_at is not None:
+                wait = self.last_saved_at + self.flush_interval - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            try:
+                async with self._lock:
+                    await self._write_locked()
+            except Exception as exc:  # noqa: BLE001 - any store failure: keep state, retry
+                failures += 1
+                delay = min(_RETRY_MAX, _RETRY_MIN * 2 ** (failures - 1))
+                log.warning(
+                    "saving the session to %s failed (%s); keeping it in memory, retrying in %.1fs",
+                    self.store.describe(),
+                    type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                self._wake.set()
+            else:
+                failures = 0
+
+    async def _write_locked(self) -> None:
+        if self._delete_requested:
+            started = time.monotonic()
+            await self.store.delete()
+            self._delete_requested = False
+            self._saved_changes = self._changes
+            self._urgent = False
+            self._record_success(started)
+            return
+        if not self.dirty and not self._urgent:
+            return
+        data = self.snapshot()
+        if data is None:
+            self._urgent = False
+            return
+        changes = self._changes
+        self._urgent = False
+        started = time.monotonic()
+        try:
+            await self.store.save(data)
+        except BaseException as exc:
+            self._urgent = True
+            self.last_save_error = exc
+            self.save_failures += 1
+            raise
+        self._saved_changes = max(self._saved_changes, changes)
+        self._record_success(started)
+
+    def _record_success(self, started: float) -> None:
+        now = time.monotonic()
+        self.last_saved_at = now
+        self.last_save_duration = now - started
+        self.last_save_error = None
+
+
+def _date(timestamp: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+
+
+def _timestamp(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return max(0, int(value.timestamp()))
+    if isinstance(value, int):
+        return max(0, value)
+    return 0

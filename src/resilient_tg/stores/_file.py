@@ -1,0 +1,672 @@
+"""FileStore: one session in one file — the embedded default, no extra dependency.
+
+Saves are atomic (temp file in the same directory, fsync, ``os.replace``, fsync of the
+directory), so a crash at any moment leaves the old or the new session, never a mix.
+Files are 0600; a directory the store creates is 0700. All file work runs in a worker
+thread: the event loop never waits for a disk.
+
+The lease is a lock file next to the session (``<path>.lock``) held with ``flock``:
+the kernel drops it when the holding process exits, however it exits. Its content
+(holder, expiry, fencing token) is what other processes see in SessionInUseError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import attrs
+
+from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
+from ._base import Lease, SessionStore, _check_lease_args
+from ._data import AUTH_KEY_SIZE, Entity, SessionData, UpdateState, decode, encode
+from ._encryption import MAGIC, Encryptor, resolve_key
+
+__all__ = ["FileStore"]
+
+log = logging.getLogger("resilient_tg.stores")
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Bound into every sealed file. Deliberately not the path: a backup restored to
+# another directory (or a volume mounted elsewhere) must still open with its key.
+_CRYPTO_CONTEXT = "resilient_tg.FileStore"
+_TMP_MARK = ".tmp."
+_LOCK_READ_TRIES = 5
+
+
+class FileStore(SessionStore):
+    """A session kept in one file (the :func:`~resilient_tg.stores._data.encode` JSON
+    document, or an AES-GCM sealed copy of it when an encryption key is given).
+
+    ``encryption_key`` (32 bytes, or hex/base64 text) or ``encryption_key_env`` (the
+    name of a variable holding it) turn on encryption at rest; it needs the
+    ``crypto`` extra. The constructor does no I/O.
+
+    Lease semantics (``cross_process_lease = True``): the lease is an exclusive
+    ``flock`` on ``<path>.lock``. Another process can take it only once the holding
+    process has released it or exited (a ``kill -9`` included) — then at once, without
+    waiting for the TTL, since a dead process cannot use the key. A live holder that
+    stops renewing keeps the lease past its TTL: FileStore never takes a session from
+    a live process, because two live users of one auth key get it revoked. Other
+    processes see the expired lease in SessionInUseError (``expires_at`` in the past)
+    and keep waiting; end the stuck process to free it. Inside one process, where the
+    holders share the lock, the TTL rules as for the default lease: an expired
+    holder's lease may be taken over, and its next renew raises LeaseLostError.
+    Locks need a local filesystem (flock on network filesystems is unreliable; use
+    SQLStore there). The lock file is left in place on release and on delete().
+    """
+
+    cross_process_lease = True
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        encryption_key: bytes | str | None = None,
+        encryption_key_env: str | None = None,
+    ) -> None:
+        self._path = Path(os.path.abspath(os.fspath(path)))
+        if not self._path.name:
+            raise ValueError("FileStore needs a file path, not a directory")
+        self._lock_path = self._path.with_name(self._path.name + ".lock")
+        key = resolve_key(encryption_key, encryption_key_env)
+        # Only the Encryptor keeps the key; nothing on this object can show it.
+        self._encryptor = Encryptor(key, context=_CRYPTO_CONTEXT) if key is not None else None
+        self._my_holders: set[str] = set()
+
+    @property
+    def path(self) -> Path:
+        """The session file (absolute)."""
+        return self._path
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file that carries the lease."""
+        return self._lock_path
+
+    @property
+    def encrypted(self) -> bool:
+        return self._encryptor is not None
+
+    def describe(self) -> str:
+        return self._path.as_uri()
+
+    def __repr__(self) -> str:
+        extra = " encrypted" if self._encryptor is not None else ""
+        return f"<FileStore {self.describe()}{extra}>"
+
+    # Session data -------------------------------------------------------------------
+
+    async def load(self) -> SessionData | None:
+        """The stored session; None if the file does not exist; SessionCorruptError (naming
+        the file and what is wrong) for anything that exists but cannot be read."""
+        raw = await anyio.to_thread.run_sync(self._read)
+        if raw is None:
+            return None
+        return self._parse(raw)
+
+    async def save(self, data: SessionData) -> None:
+        """Replace the file atomically (temp file, fsync, rename, fsync directory)."""
+        if not isinstance(data, SessionData):
+            raise TypeError(f"FileStore.save() takes SessionData, got {type(data).__name__}")
+        payload = encode(data)
+        if self._encryptor is not None:
+            payload = self._encryptor.seal(payload)
+        await anyio.to_thread.run_sync(self._write, payload)
+        log.debug("saved the session to %s (%d bytes)", self.describe(), len(payload))
+
+    async def delete(self) -> None:
+        """Remove the session file (no-op if missing); the lock file stays."""
+        await anyio.to_thread.run_sync(self._unlink)
+
+    def _read(self) -> bytes | None:
+        try:
+            with open(self._path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise self._corrupt("is a directory, not a session file") from None
+        except OSError as exc:
+            raise self._corrupt(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+
+    def _parse(self, raw: bytes) -> SessionData:
+        source = self.describe()
+        if not raw:
+            raise self._corrupt("is empty (0 bytes): truncated, or not written by resilient_tg")
+        if raw.startswith(_SQLITE_MAGIC):
+            raise self._corrupt(
+                "is a SQLite database, not a resilient_tg session file "
+                "(a Telethon .session? import it with FileStore.import_telethon())"
+            )
+        if self._encryptor is not None:
+            # Encryptor.open says "not encrypted" or "wrong key, or altered" itself.
+            raw = self._encryptor.open(raw, source=source)
+        elif raw.startswith(MAGIC):
+            raise self._corrupt(
+                "is encrypted; give FileStore the key (encryption_key or encryption_key_env)"
+            )
+        try:
+            return decode(raw, source=source)
+        except RecursionError:
+            raise self._corrupt("is not a session document (nested too deeply)") from None
+
+    def _write(self, payload: bytes) -> None:
+        directory = self._path.parent
+        _make_private_dirs(directory)
+        _remove_stale_temp_files(directory, self._path.name)
+        tmp, fd = _create_temp(directory, self._path.name)
+        try:
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+                os.replace(tmp, self._path)
+            finally:
+                os.close(fd)  # after the rename: the flock marks the temp file as live
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(directory)
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self._path)
+        except FileNotFoundError:
+            return
+        _fsync_dir(self._path.parent)
+        log.debug("deleted the session file %s", self.describe())
+
+    def _corrupt(self, what: str) -> SessionCorruptError:
+        source = self.describe()
+        return SessionCorruptError(f"{source}: {what}", store=source)
+
+    # Lease ----------------------------------------------------------------------------
+
+    def lease_key(self) -> str:
+        return str(self._lock_path)
+
+    async def acquire_lease(self, holder: str, ttl: float) -> Lease:
+        """Take the lock file, or raise SessionInUseError (naming the holder) at once."""
+        _check_lease_args(holder, ttl)
+        lease = await anyio.to_thread.run_sync(self._acquire, holder, ttl)
+        self._my_holders.add(holder)
+        return lease
+
+    async def renew_lease(self, holder: str, ttl: float) -> Lease:
+        """Rewrite our expiry; LeaseLostError if we no longer hold the lock."""
+        _check_lease_args(holder, ttl)
+        return await anyio.to_thread.run_sync(self._renew, holder, ttl)
+
+    async def release_lease(self, holder: str) -> None:
+        """Unlock if ``holder`` holds the lease (a no-op otherwise)."""
+        self._my_holders.discard(holder)
+        await anyio.to_thread.run_sync(self._release, holder)
+
+    async def current_lease(self) -> Lease | None:
+        """The lease as seen now: ours or another process's (even past its expiry, since
+        a live process keeps its lock), or None when the lock is free."""
+        return await anyio.to_thread.run_sync(self._current)
+
+    async def aclose(self) -> None:
+        """Release the leases taken through this object."""
+        for holder in list(self._my_holders):
+            await self.release_lease(holder)
+
+    def _acquire(self, holder: str, ttl: float) -> Lease:
+        key = str(self._lock_path)
+        where = self.describe()
+        with _HELD_LOCK:
+            now = time.time()
+            held = _HELD.get(key)
+            if held is not None:
+                # This process holds the lock: the holders in it share it, TTL rules.
+                if held.lease.holder != holder and held.lease.expires_at > now:
+                    raise _in_use(where, held.lease, now)
+                if held.lease.holder != holder:
+                    log.warning(
+                        "%s: lease of %s expired %.1fs ago; %s takes it over",
+                        where,
+                        held.lease.holder,
+                        now - held.lease.expires_at,
+                        holder,
+                    )
+                    token = held.lease.token + 1
+                else:
+                    token = held.lease.token
+                new_holder = held.lease.holder != holder
+                held.lease = Lease(holder=holder, expires_at=now + ttl, token=token)
+                _write_lock_record(held.fd, held.lease, sync=new_holder)
+                return held.lease
+            fd = _open_locked(self._lock_path)
+            for attempt in range(_LOCK_READ_TRIES):
+                if fd is not None:
+                    break
+                other = _read_lock_record_retrying(self._lock_path)
+                if other.expires_at > time.time() or attempt == _LOCK_READ_TRIES - 1:
+                    raise _in_use(where, other, time.time())
+                # Released or expired: the lock may have just been dropped, or be briefly
+                # probed by current_lease() in another process. Look again shortly.
+                time.sleep(0.01 * (attempt + 1))  # runs in a worker thread
+                fd = _open_locked(self._lock_path)
+            assert fd is not None
+            try:
+                previous = _read_lock_record_fd(fd)
+                token = (previous.token if previous is not None else 0) + 1
+                lease = Lease(holder=holder, expires_at=time.time() + ttl, token=token)
+                _write_lock_record(fd, lease, sync=True)
+            except BaseException:
+                os.close(fd)  # closing drops the flock
+                raise
+            _HELD[key] = _Held(fd=fd, lease=lease)
+            log.debug("%s: lease taken by %s (token %d)", where, holder, token)
+            return lease
+
+    def _renew(self, holder: str, ttl: float) -> Lease:
+        key = str(self._lock_path)
+        where = self.describe()
+        with _HELD_LOCK:
+            held = _HELD.get(key)
+            if held is None or held.lease.holder != holder:
+                raise LeaseLostError(
+                    f"{where}: our lease is gone"
+                    + (f" (now held by {held.lease.holder})" if held is not None else ""),
+                    store=where,
+                    holder=holder,
+                )
+            if not _same_file(held.fd, self._lock_path):
+                # Someone removed or replaced the lock file: another process may lock the
+                # new one, so ours protects nothing any more.
+                del _HELD[key]
+                os.close(held.fd)
+                raise LeaseLostError(
+                    f"{where}: the lock file was removed or replaced; our lease is void",
+                    store=where,
+                    holder=holder,
+                )
+            held.lease = Lease(holder=holder, expires_at=time.time() + ttl, token=held.lease.token)
+            _write_lock_record(held.fd, held.lease, sync=False)
+            return held.lease
+
+    def _release(self, holder: str) -> None:
+        key = str(self._lock_path)
+        with _HELD_LOCK:
+            held = _HELD.get(key)
+            if held is None or held.lease.holder != holder:
+                return
+            del _HELD[key]
+            try:
+                released = attrs.evolve(held.lease, expires_at=time.time())
+                with contextlib.suppress(OSError):
+                    _write_lock_record(held.fd, released, sync=True)
+            finally:
+                os.close(held.fd)  # drops the flock
+        log.debug("%s: lease released by %s", self.describe(), holder)
+
+    def _current(self) -> Lease | None:
+        key = str(self._lock_path)
+        with _HELD_LOCK:
+            held = _HELD.get(key)
+            if held is not None:
+                return held.lease if held.lease.expires_at > time.time() else None
+            try:
+                fd = os.open(self._lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return _read_lock_record_fd(fd) or Lease(holder="", expires_at=0.0)
+                return None  # free: closing drops our probe
+            finally:
+                os.close(fd)
+
+    # Telethon import ------------------------------------------------------------------
+
+    @staticmethod
+    async def import_telethon(path: str | os.PathLike[str]) -> SessionData:
+        """Read a Telethon ``.session`` (SQLite) file, read-only and without changing it.
+
+        Returns SessionData so the caller can ``await FileStore(p).save(data)``. A file
+        that is not a Telethon session (or holds none) raises SessionCorruptError
+        naming it; a missing file raises FileNotFoundError.
+        """
+        return await anyio.to_thread.run_sync(_read_telethon, Path(os.path.abspath(path)))
+
+
+# Files and directories ------------------------------------------------------------------
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create missing directories 0700 each (umask notwithstanding); existing ones are
+    left as they are."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            continue  # created meanwhile by someone else: not ours to chmod
+        os.chmod(d, 0o700)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(directory: Path, name: str) -> tuple[Path, int]:
+    """A new 0600 temp file beside the session, flock'ed while it is being written so
+    that a cleaner in another process can tell a live writer from a dead one."""
+    while True:
+        tmp = directory / f".{name}{_TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if _same_file(fd, tmp):
+            return tmp, fd
+        # A cleaner removed it between create and flock: start again.
+        os.close(fd)
+
+
+def _remove_stale_temp_files(directory: Path, name: str) -> None:
+    """Remove temp files left by writers that died mid-save (nobody holds their flock)."""
+    prefix = f".{name}{_TMP_MARK}"
+    try:
+        entries = [e for e in os.listdir(directory) if e.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        path = directory / entry
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue  # renamed or removed meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            if _same_file(fd, path):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    log.debug("removed a temp file left by an interrupted save: %s", entry)
+        finally:
+            os.close(fd)
+
+
+# Lock file ------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Held:
+    fd: int
+    lease: Lease
+
+
+# Lock files this process holds, by path: every FileStore object on one path shares it.
+_HELD: dict[str, _Held] = {}
+_HELD_LOCK = threading.Lock()
+
+
+def _open_locked(lock_path: Path) -> int | None:
+    """An fd holding an exclusive flock on the lock file, or None if another open file
+    (another process, or another fd of ours) holds it."""
+    _make_private_dirs(lock_path.parent)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, lock_path):
+            if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+                os.fchmod(fd, 0o600)
+            return fd
+        os.close(fd)  # the file was replaced between open and flock: lock the new one
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _write_lock_record(fd: int, lease: Lease, *, sync: bool) -> None:
+    record = json.dumps(
+        {
+            "holder": lease.holder,
+            "expires_at": lease.expires_at,
+            "token": lease.token,
+            "pid": os.getpid(),
+        }
+    ).encode()
+    os.pwrite(fd, record, 0)
+    os.ftruncate(fd, len(record))
+    if sync:
+        os.fsync(fd)
+
+
+def _read_lock_record_fd(fd: int) -> Lease | None:
+    try:
+        raw = os.pread(fd, 64 * 1024, 0)
+        doc = json.loads(raw)
+        return Lease(
+            holder=str(doc["holder"]),
+            expires_at=float(doc["expires_at"]),
+            token=int(doc["token"]),
+        )
+    except (OSError, ValueError, TypeError, KeyError, RecursionError):
+        return None
+
+
+def _read_lock_record_retrying(lock_path: Path) -> Lease:
+    """The holder's record; a holder that has just locked may not have written it yet."""
+    for attempt in range(_LOCK_READ_TRIES):
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            break
+        try:
+            lease = _read_lock_record_fd(fd)
+        finally:
+            os.close(fd)
+        if lease is not None:
+            return lease
+        time.sleep(0.01 * (attempt + 1))  # runs in a worker thread
+    return Lease(holder="", expires_at=0.0)
+
+
+def _in_use(where: str, lease: Lease, now: float) -> SessionInUseError:
+    who = lease.holder or "another process (holder not recorded)"
+    if lease.expires_at > now:
+        when = f"for another {lease.expires_at - now:.1f}s"
+    elif lease.expires_at > 0:
+        when = (
+            f"(its lease expired {now - lease.expires_at:.1f}s ago, but its process is alive "
+            "and still holds the lock file)"
+        )
+    else:
+        when = "(still holding the lock file)"
+    return SessionInUseError(
+        f"{where}: the session is leased to {who} {when}",
+        store=where,
+        holder=lease.holder,
+        expires_at=lease.expires_at or None,
+    )
+
+
+# Telethon .session import ---------------------------------------------------------------
+
+
+def _read_telethon(path: Path) -> SessionData:
+    where = str(path)
+
+    def corrupt(what: str) -> SessionCorruptError:
+        return SessionCorruptError(f"Telethon session file {where}: {what}", store=path.as_uri())
+
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "no Telethon session file at this path", where
+        ) from None
+    except OSError as exc:
+        raise corrupt(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if header != _SQLITE_MAGIC:
+        raise corrupt("not a SQLite database, so not a Telethon .session file")
+    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise corrupt(f"cannot be opened read-only ({_sqlite_reason(exc)})") from None
+    try:
+        return _telethon_rows(conn, corrupt)
+    except sqlite3.Error as exc:
+        raise corrupt(f"not a readable Telethon session ({_sqlite_reason(exc)})") from None
+    except RecursionError:  # pragma: no cover - defensive
+        raise corrupt("not a readable Telethon session") from None
+    finally:
+        conn.close()
+
+
+def _telethon_rows(conn: sqlite3.Connection, corrupt: Any) -> SessionData:
+    tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    if not {"version", "sessions"} <= tables:
+        raise corrupt("has no Telethon 'version'/'sessions' tables")
+    cur = conn.execute("select * from sessions")
+    columns = [d[0] for d in cur.description]
+    rows = cur.fetchall()
+    if not rows:
+        raise corrupt("holds no session to import (its sessions table is empty)")
+    if len(rows) > 1:
+        raise corrupt(f"holds {len(rows)} sessions; Telethon writes one")
+    row = dict(zip(columns, rows[0]))
+    missing = {"dc_id", "server_address", "port", "auth_key"} - row.keys()
+    if missing:
+        raise corrupt(f"sessions table lacks column(s) {', '.join(sorted(missing))}")
+    key = row["auth_key"]
+    if key in (None, b""):
+        auth_key = None
+    elif isinstance(key, bytes) and len(key) == AUTH_KEY_SIZE:
+        auth_key = key
+    else:
+        size = len(key) if isinstance(key, bytes) else type(key).__name__
+        raise corrupt(f"auth key has the wrong size or type ({size}, need {AUTH_KEY_SIZE} bytes)")
+
+    state: UpdateState | None = None
+    entities: list[Entity] = []
+    try:
+        if "update_state" in tables:
+            account: tuple[Any, ...] | None = None
+            channels: dict[int, int] = {}
+            for sid, pts, qts, date, seq in conn.execute(
+                "select id, pts, qts, date, seq from update_state"
+            ):
+                if sid == 0:
+                    account = (pts, qts, date, seq)
+                else:
+                    channels[_as_int(sid)] = _as_int(pts)
+            if account is not None or channels:
+                pts, qts, date, seq = account or (0, 0, 0, 0)
+                state = UpdateState(
+                    pts=_as_int(pts),
+                    qts=_as_int(qts),
+                    date=_as_int(date),
+                    seq=_as_int(seq),
+                    channels=channels,
+                )
+        if "entities" in tables:
+            for eid, ehash, username, phone, name in conn.execute(
+                "select id, hash, username, phone, name from entities"
+            ):
+                entities.append(
+                    Entity(
+                        id=_as_int(eid),
+                        access_hash=_as_int(ehash),
+                        username=_as_opt_str(username),
+                        phone=None if phone is None else str(_as_phone(phone)),
+                        name=_as_opt_str(name),
+                    )
+                )
+        takeout = row.get("takeout_id")
+        return SessionData(
+            dc_id=_as_int(row["dc_id"]),
+            server_address=_as_opt_str(row["server_address"]) or "",
+            port=_as_int(row["port"]),
+            auth_key=auth_key,
+            takeout_id=None if takeout is None else _as_int(takeout),
+            update_state=state,
+            entities=tuple(entities),
+        )
+    except (TypeError, ValueError) as exc:
+        # Name the field, never the value (it could be key material).
+        text = str(exc)
+        field = text.split(" must ")[0] if " must " in text else "a value has the wrong type"
+        raise corrupt(f"has an invalid field ({field})") from None
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError("expected a number")
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("a number must be finite")
+        return int(value)
+    return value
+
+
+def _as_phone(value: Any) -> str:
+    # Telethon's phone column has integer affinity: digits come back as an int.
+    if isinstance(value, str):
+        return value
+    return str(_as_int(value))
+
+
+def _as_opt_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("expected text")
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    # SQLite's messages ("file is not a database", "no such column: x") hold no data.
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
