@@ -45,10 +45,11 @@ async def main(mode: str, url: str, prefix: str, name: str, holder: str, ttl: fl
         say(f"WON {lease.token}")
         await asyncio.to_thread(sys.stdin.read)  # hold until the parent closes stdin
         await store.release_lease(holder)
-        return 0
     except Exception as exc:
         say(f"ERROR {type(exc).__name__}: {exc}")
         return 1
+    else:
+        return 0
     finally:
         await store.aclose()
 

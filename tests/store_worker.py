@@ -9,6 +9,8 @@ and reads plain lines on stdin (a login code, "go", "release"). Modes:
 - ``resume``: connect with the stored session; report whether it is authorized; catch
   up and report the messages that arrived while it was away.
 - ``save_loop``: save to a FileStore as fast as possible until killed.
+- ``zygote``: imports everything once, then on each "fork" line forks a ``save_loop``
+  child (it reports its pid) and on "wait PID" reaps it: 200 kills stay cheap.
 - ``lease``: race for a FileStore lease on "go"; hold it (optionally renewing) until
   killed or told to "release".
 """
@@ -252,7 +254,7 @@ async def _save_loop(job: dict[str, Any]) -> None:
     while True:
         await store.save(consistent_data(i, job["entities"]))
         if first:
-            _emit("ready", first=i)
+            _emit("ready", first=i, pid=os.getpid())
             first = False
         i += 1
 
@@ -288,15 +290,48 @@ async def _lease(job: dict[str, Any]) -> None:
         _emit("released")
 
 
-async def _main() -> None:
+def _zygote(job: dict[str, Any]) -> None:
+    import signal
+
+    import resilient_tg.stores  # noqa: F401 - imported once, inherited by every child
+
+    _emit("ready")
+    for line in sys.stdin:
+        command = line.split()
+        if command == ["fork"]:
+            pid = os.fork()
+            if pid == 0:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                try:
+                    asyncio.run(_save_loop(job))
+                except BaseException:
+                    logging.getLogger(__name__).exception("save_loop child failed")
+                finally:
+                    os._exit(1)
+        elif command[:1] == ["wait"]:
+            _, status = os.waitpid(int(command[1]), 0)
+            _emit("dead", pid=int(command[1]), signal=os.WTERMSIG(status)
+                  if os.WIFSIGNALED(status) else None)
+        else:
+            return
+
+
+async def _amain(job: dict[str, Any]) -> None:
+    modes = {"login": _login, "resume": _resume, "save_loop": _save_loop, "lease": _lease}
+    await modes[job["mode"]](job)
+
+
+def main() -> None:
     job = json.loads(os.environ[ENV])
     logging.basicConfig(
         level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("telethon").setLevel(logging.INFO)
-    modes = {"login": _login, "resume": _resume, "save_loop": _save_loop, "lease": _lease}
     try:
-        await modes[job["mode"]](job)
+        if job["mode"] == "zygote":
+            _zygote(job)
+        else:
+            asyncio.run(_amain(job))
     except Exception as exc:
         logging.getLogger(__name__).exception("worker failed")
         _emit("error", error=f"{type(exc).__name__}: {exc}")
@@ -304,4 +339,4 @@ async def _main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main())
+    main()

@@ -36,6 +36,7 @@ from resilient_tg.stores import (
     open_store,
 )
 from resilient_tg.testing import FaultProxy
+from resilient_tg.testing.store_contract import StoreContract
 
 from .conftest import wait_until
 
@@ -159,14 +160,21 @@ def test_name_comes_from_the_url_and_a_conflicting_argument_is_an_error() -> Non
     store = open_store("postgresql://u:pw@h:5433/db?name=bot&table_prefix=app_")
     assert isinstance(store, SQLStore)
     assert (store.name, store.table_prefix) == ("bot", "app_")
-    assert "name" not in store._url.query and "table_prefix" not in store._url.query
+    assert "name" not in store._url.query
+    assert "table_prefix" not in store._url.query
 
 
 def test_constructor_does_no_io_and_validates_its_options() -> None:
     store = SQLStore("postgresql://u@127.0.0.1:1/nowhere")  # nothing listens on port 1
     assert store._engine is None
-    for bad in ({"table_prefix": "x; drop"}, {"retry": (-1.0,)}, {"timeout": 0}, {"name": ""}):
-        with pytest.raises(ValueError):
+    bad_options: list[tuple[dict[str, Any], str]] = [
+        ({"table_prefix": "x; drop"}, "table_prefix"),
+        ({"retry": (-1.0,)}, "retry"),
+        ({"timeout": 0}, "timeout"),
+        ({"name": ""}, "name"),
+    ]
+    for bad, field in bad_options:
+        with pytest.raises(ValueError, match=field):
             SQLStore("sqlite:///x.db", **bad)
     with pytest.raises(ValueError, match="sqlite, postgresql"):
         SQLStore("oracle://u@h/db")
@@ -204,7 +212,7 @@ async def test_many_named_sessions_in_one_database_are_independent(
 ) -> None:
     stores = [make_store(f"bot-{i}") for i in range(5)]
     datas = [sample(i) for i in range(5)]
-    for store, data in zip(stores, datas):
+    for store, data in zip(stores, datas, strict=True):
         await store.save(data)
     leases = [await store.acquire_lease(f"holder-{i}", 30) for i, store in enumerate(stores)]
     assert [lease.token for lease in leases] == [1] * 5
@@ -214,7 +222,11 @@ async def test_many_named_sessions_in_one_database_are_independent(
         fresh = make_store(f"bot-{i}")
         assert await fresh.load() == (None if i == 2 else datas[i])
         current = await fresh.current_lease()
-        assert (current is None) if i == 3 else (current is not None and current.holder == f"holder-{i}")
+        assert (
+            (current is None)
+            if i == 3
+            else (current is not None and current.holder == f"holder-{i}")
+        )
 
 
 async def test_a_corrupt_row_is_a_session_corrupt_error_naming_the_store(
@@ -261,9 +273,11 @@ async def test_encryption_at_rest_hides_the_key_and_needs_the_key_to_read(
         blob = bytes(await conn.scalar(sa.select(table.c.data)))
     assert auth_key not in blob
     assert base64.b64encode(auth_key) not in blob
-    assert b"10.0.0.1" not in blob and key not in blob
+    assert b"10.0.0.1" not in blob
+    assert key not in blob
     loaded = await store.load()
-    assert loaded is not None and loaded.auth_key == auth_key
+    assert loaded is not None
+    assert loaded.auth_key == auth_key
     monkeypatch.setenv("RTG_TEST_KEY", key.hex())
     from_env = make_store(encryption_key_env="RTG_TEST_KEY")
     assert await from_env.load() == loaded
@@ -271,18 +285,17 @@ async def test_encryption_at_rest_hides_the_key_and_needs_the_key_to_read(
         await make_store().load()
     with pytest.raises(SessionCorruptError, match="cannot be decrypted"):
         await make_store(encryption_key=secrets.token_bytes(32)).load()
+    # The name is bound into the ciphertext: a blob copied to another session fails.
+    async with raw_engine(store) as engine, engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                f"INSERT INTO {store.table_prefix}sessions (name, data, updated_at) "
+                "VALUES ('other', :data, 0)"
+            ),
+            {"data": blob},
+        )
     with pytest.raises(SessionCorruptError, match="cannot be decrypted"):
-        # The name is bound into the ciphertext: a blob copied to another session fails.
-        other = make_store("other", encryption_key=key)
-        async with raw_engine(store) as engine, engine.begin() as conn:
-            await conn.execute(
-                sa.text(
-                    f"INSERT INTO {store.table_prefix}sessions (name, data, updated_at) "
-                    "VALUES ('other', :data, 0)"
-                ),
-                {"data": blob},
-            )
-        await other.load()
+        await make_store("other", encryption_key=key).load()
 
 
 async def test_save_is_refused_once_another_holder_took_the_lease(
@@ -302,7 +315,8 @@ async def test_save_is_refused_once_another_holder_took_the_lease(
         await ours.renew_lease("us", 30)
     await theirs.save(sample(3))
     loaded = await theirs.load()
-    assert loaded is not None and loaded.port == 446
+    assert loaded is not None
+    assert loaded.port == 446
     await make_store().save(sample(4))  # a store that took no lease is not fenced
 
 
@@ -325,18 +339,22 @@ async def sleep(seconds: float) -> None:
 async def test_a_live_lease_excludes_other_holders(make_store: Callable[..., SQLStore]) -> None:
     a, b = make_store(), make_store()
     lease = await a.acquire_lease("host-a:1:x", 30)
-    assert lease.token == 1 and 29 < lease.remaining() <= 30
+    assert lease.token == 1
+    assert 29 < lease.remaining() <= 30
     with pytest.raises(SessionInUseError) as info:
         await b.acquire_lease("host-b:2:y", 30)
     assert info.value.holder == "host-a:1:x"
-    assert info.value.expires_at is not None and 25 < info.value.expires_at - time.time() <= 30
+    assert info.value.expires_at is not None
+    assert 25 < info.value.expires_at - time.time() <= 30
     assert info.value.store == b.describe()
     again = await a.acquire_lease("host-a:1:x", 30)  # the same holder: same term, same token
     assert again.token == 1
     renewed = await a.renew_lease("host-a:1:x", 60)
-    assert renewed.token == 1 and renewed.remaining() > 55
+    assert renewed.token == 1
+    assert renewed.remaining() > 55
     current = await b.current_lease()
-    assert current is not None and current.holder == "host-a:1:x"
+    assert current is not None
+    assert current.holder == "host-a:1:x"
     await b.release_lease("host-b:2:y")  # not ours: nothing happens
     assert await b.current_lease() is not None
     await a.release_lease("host-a:1:x")
@@ -432,7 +450,7 @@ def go(started: list[Worker]) -> list[str]:
     ready = [w.line() for w in started]
     assert ready == ["READY"] * len(started), [
         (r, w.proc.stderr.read() if w.proc.stderr and w.proc.poll() is not None else "")
-        for r, w in zip(ready, started)
+        for r, w in zip(ready, started, strict=True)
     ]
     for worker in started:
         worker.send("GO\n")
@@ -498,7 +516,8 @@ async def test_a_save_during_an_outage_is_kept_in_memory_and_lands_after_healing
     caplog.set_level(logging.DEBUG, logger="resilient_tg")
     url = server_url(backend, tmp_path, password=PASSWORD)
     parsed = sa.make_url(url)
-    assert parsed.host is not None and parsed.port is not None
+    assert parsed.host is not None
+    assert parsed.port is not None
     async with FaultProxy(parsed.host, parsed.port) as proxy:
         store = make_store("outage", url=via_proxy(url, proxy.port), retry=(0.05, 0.1), timeout=3)
         session = await StoreSession.open(store, flush_interval=0.05)
@@ -517,17 +536,20 @@ async def test_a_save_during_an_outage_is_kept_in_memory_and_lands_after_healing
         new_key = os.urandom(256)
         session.auth_key = AuthKey(new_key)  # Telethon changes the key: an urgent write
         await wait_until(lambda: session.last_save_error is not None)
-        assert session.dirty and session.snapshot().auth_key == new_key
+        assert session.dirty
+        assert session.snapshot().auth_key == new_key
 
         proxy.heal()
         await wait_until(lambda: not session.dirty and session.last_save_error is None)
         direct = make_store("outage", url=url)
         loaded = await direct.load()
-        assert loaded is not None and loaded.auth_key == new_key
+        assert loaded is not None
+        assert loaded.auth_key == new_key
         await session.aclose()
     for text in (caplog.text, str(info.value), repr(info.value), repr(store)):
         assert PASSWORD not in text
-        assert new_key.hex() not in text and base64.b64encode(new_key).decode() not in text
+        assert new_key.hex() not in text
+        assert base64.b64encode(new_key).decode() not in text
 
 
 async def test_errors_reprs_and_logs_never_show_the_password_or_key(
@@ -548,17 +570,11 @@ async def test_errors_reprs_and_logs_never_show_the_password_or_key(
     with pytest.raises(SessionInUseError) as in_use:
         await b.acquire_lease("b", 30)
     texts += [str(in_use.value), repr(in_use.value)]
-    unreachable = SQLStore(
-        via_proxy(url, 1) if backend != "sqlite" else f"sqlite:///{tmp_path}/no/such/dir/x.db",
-        encryption_key=key,
-        retry=(0.01,),
-        timeout=2,
-    )
-    if backend != "sqlite":
+    if backend != "sqlite":  # nothing listens on port 1
+        unreachable = make_store("secret", url=via_proxy(url, 1), retry=(0.01,), timeout=2)
         with pytest.raises(ConnectionError) as down:
             await unreachable.save(data)
         texts += [str(down.value), repr(down.value), str(down.value.__cause__)]
-    await unreachable.aclose()
     texts.append(caplog.text)
     secrets_ = [PASSWORD, key.hex(), base64.b64encode(key).decode()]
     assert data.auth_key is not None
@@ -566,3 +582,23 @@ async def test_errors_reprs_and_logs_never_show_the_password_or_key(
     for text in texts:
         for secret in secrets_:
             assert secret not in text
+
+
+# The shipped contract suite ----------------------------------------------------------
+
+CONTRACT_KEY = secrets.token_bytes(32)
+
+
+class TestSQLStoreContract(StoreContract):
+    """The suite every store passes, on each backend, with a password and encryption on."""
+
+    @pytest.fixture
+    async def store(
+        self, backend: str, tmp_path: Path, make_store: Callable[..., SQLStore]
+    ) -> SQLStore:
+        url = server_url(backend, tmp_path, password=PASSWORD)
+        return make_store("contract", url=url, encryption_key=CONTRACT_KEY)
+
+    @pytest.fixture
+    def store_secrets(self) -> list[bytes | str]:
+        return [PASSWORD, CONTRACT_KEY]

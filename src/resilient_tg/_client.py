@@ -177,8 +177,10 @@ class ResilientClient:
         self._hold_attempts = anyio.Event()  # set: attempts may proceed
         # Set when telegram.connect() has returned in this connect cycle.
         self._sender_ready = asyncio.Event()
-        # Set while the current link has answered our probe (the keepalive pings then).
+        # Set while the current link has answered our probe.
         self._established = asyncio.Event()
+        # Set while the current link carries requests (the keepalive pings then).
+        self._carrying = asyncio.Event()
         self._post_connect: asyncio.Task[None] | None = None
         self._gave_up = False
 
@@ -540,6 +542,7 @@ class ResilientClient:
         self._transport_up = False
         self._generation += 1
         self._established.clear()
+        self._carrying.clear()
         if self._post_connect is not None:
             self._post_connect.cancel()
             self._post_connect = None
@@ -621,6 +624,9 @@ class ResilientClient:
         try:
             with anyio.fail_after(timeout):
                 await self._sender_ready.wait()
+            if generation != self._generation:
+                return
+            self._carrying.set()
             state = await self._probe(telegram, generation, timeout)
             if state is None:
                 return
@@ -777,6 +783,7 @@ class ResilientClient:
                 return
             self._sender_ready.clear()
             self._established.clear()
+            self._carrying.clear()
             outcome = await self._connect_cycle(telegram)
             if outcome == "stop":
                 return
@@ -831,7 +838,7 @@ class ResilientClient:
         assert self._session is not None
         assert self._telegram is not None
         await self._telegram.disconnect()
-        self._session.auth_key = None
+        _compat.forget_auth_key(self._telegram)
         self._first_attempt = True
         return True
 

@@ -16,6 +16,7 @@ __all__ = [
     "TelethonCompatError",
     "check",
     "clock_offset",
+    "forget_auth_key",
     "local_pts",
     "save_states",
     "sender_user_connected",
@@ -81,6 +82,12 @@ def updates_error(client: Any) -> BaseException | None:
 def sender_user_connected(client: Any) -> bool:
     """True from a successful ``connect()`` until ``disconnect()``, outages included."""
     return bool(client.is_connected())
+
+
+def forget_auth_key(client: Any) -> None:
+    """Drop the key the sender holds, so that the next connect creates a new one."""
+    client._sender.auth_key.key = None
+    client.session.auth_key = client._sender.auth_key
 
 
 def clock_offset(client: Any) -> float | None:

@@ -42,7 +42,7 @@ async def run_keepalive(client: ResilientClient) -> None:
 
 async def _ping_forever(client: ResilientClient, lingering: set[asyncio.Task[object]]) -> None:
     policy = client.keepalive_policy
-    established = client._established
+    established = client._carrying
     telegram = client._telegram
     assert telegram is not None
     last_pong = time.monotonic()

@@ -249,9 +249,13 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             await self._wake.wait()
             self._wake.clear()
             if not self._urgent and self.last_saved_at is not None:
-                wait = self.last_saved_at + self.flush_interval - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                # Batch until the interval has passed, but an urgent change (auth key, DC,
+                # Telethon's save()/close()) arriving meanwhile cuts the wait short.
+                deadline = self.last_saved_at + self.flush_interval
+                while not self._urgent and (wait := deadline - time.monotonic()) > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    self._wake.clear()
             try:
                 async with self._lock:
                     await self._write_locked()

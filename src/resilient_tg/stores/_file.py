@@ -575,8 +575,9 @@ def _telethon_rows(conn: sqlite3.Connection, corrupt: Any) -> SessionData:
     cur = conn.execute("select * from sessions")
     columns = [d[0] for d in cur.description]
     rows = cur.fetchall()
-    if not rows:
-        raise corrupt("holds no session to import (its sessions table is empty)")
+    if not rows or rows[0][columns.index("dc_id") if "dc_id" in columns else 0] in (0, None):
+        # Telethon writes a row with dc_id 0 when it creates the file, before any connect.
+        raise corrupt("holds no session to import (Telethon never connected with it)")
     if len(rows) > 1:
         raise corrupt(f"holds {len(rows)} sessions; Telethon writes one")
     row = dict(zip(columns, rows[0]))

@@ -157,7 +157,9 @@ class SQLStore(SessionStore):
         key = resolve_key(encryption_key, encryption_key_env)
         # The key is bound to the session name, not to the host: a database restored
         # on another server (or reached by another host name) still decrypts.
-        self._encryptor = None if key is None else Encryptor(key, context=f"resilient_tg.SQLStore#{name}")
+        self._encryptor = (
+            None if key is None else Encryptor(key, context=f"resilient_tg.SQLStore#{name}")
+        )
 
         self._meta = sa.MetaData()
         self._schema = sa.Table(
@@ -186,6 +188,7 @@ class SQLStore(SessionStore):
             sa.Column("token", sa.BigInteger, nullable=False),
         )
         self._engine: AsyncEngine | None = None
+        self._engine_loop: asyncio.AbstractEventLoop | None = None
         self._schema_ready = False
         self._setup_lock: asyncio.Lock | None = None
         # (holder, token) of the lease taken through this store: saves are fenced by it.
@@ -229,7 +232,7 @@ class SQLStore(SessionStore):
 
         async def op(conn: AsyncConnection) -> None:
             await self._check_fence(conn, "save")
-            now = sa.literal_column(_DB_NOW[self._dialect(conn)])
+            now: sa.ColumnClause[Any] = sa.literal_column(_DB_NOW[self._dialect(conn)])
             if self._dialect(conn) in ("mysql", "mariadb"):
                 my = sa_mysql.insert(table).values(name=self.name, data=blob, updated_at=now)
                 stmt: Any = my.on_duplicate_key_update(
@@ -358,7 +361,9 @@ class SQLStore(SessionStore):
             ).one_or_none()
             if row is None or not row[0] or float(row[1]) <= now:
                 return None
-            return Lease(holder=str(row[0]), expires_at=_local(float(row[1]), now), token=int(row[2]))
+            return Lease(
+                holder=str(row[0]), expires_at=_local(float(row[1]), now), token=int(row[2])
+            )
 
         return await self._run("read the lease", op)
 
@@ -390,7 +395,7 @@ class SQLStore(SessionStore):
                     ) from exc
                 delay = self._retry[attempt - 1]
                 log.warning(
-                    "%s: could not %s (%s); retrying in %.1fs (attempt %d of %d)",
+                    "%s: could not %s (%s); retrying in %.2fs (attempt %d of %d)",
                     self._display,
                     what,
                     _brief(exc),
@@ -408,7 +413,13 @@ class SQLStore(SessionStore):
     async def _ready(self) -> AsyncEngine:
         """The engine, created on first use, with the schema checked and created."""
         engine = self._engine
-        if engine is not None and self._schema_ready:
+        loop = asyncio.get_running_loop()
+        if engine is not None and self._engine_loop is not loop:
+            # Used from another event loop (e.g. a second asyncio.run()): the pooled
+            # connections belong to the old loop, so drop them unclosed and start over.
+            self._engine, self._setup_lock = None, None
+            await engine.dispose(close=False)
+        elif engine is not None and self._schema_ready:
             return engine
         if self._setup_lock is None:
             self._setup_lock = asyncio.Lock()
@@ -417,6 +428,7 @@ class SQLStore(SessionStore):
                 if self._backend == "sqlite":
                     await asyncio.to_thread(_prepare_sqlite_file, self._url.database)
                 self._engine = self._make_engine()
+                self._engine_loop = loop
             if not self._schema_ready:
                 await self._create_schema(self._engine)
                 self._schema_ready = True
@@ -469,12 +481,13 @@ class SQLStore(SessionStore):
                                 sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key}
                             )
                         await conn.run_sync(self._create_tables)
-                return
             except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
                 # Lost a creation race the locks did not cover: look again.
                 if attempt == 2:
                     raise
                 await asyncio.sleep(0.05)
+            else:
+                return
 
     async def _create_schema_mysql(self, engine: AsyncEngine) -> None:
         # MySQL DDL commits implicitly, so a named lock serialises creators instead.

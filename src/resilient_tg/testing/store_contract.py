@@ -78,7 +78,10 @@ def update_states() -> st.SearchStrategy[UpdateState]:
         qts=_UINT31,
         date=_UINT31,
         seq=_UINT31,
-        channels=st.dictionaries(_INT64, _UINT31, max_size=8),
+        # Channel ids are positive (0 is the account's own entry in Telethon's table).
+        channels=st.dictionaries(
+            st.integers(min_value=1, max_value=2**63 - 1), _UINT31, max_size=8
+        ),
     )
 
 
