@@ -367,10 +367,12 @@ class ResilientClient:
             if self._telegram is not None:
                 if auth_lost and self._session is not None:
                     self._session.discard_changes()
+                log.debug("shutdown: disconnecting")
                 try:
                     await self._telegram.disconnect()
                 except Exception as exc:  # noqa: BLE001 - shutting down anyway
                     log.warning("disconnect failed during shutdown: %s", _describe(exc))
+            log.debug("shutdown: flushing the session")
             if self._session is not None and not auth_lost:
                 try:
                     await self._session.aclose()
@@ -382,6 +384,7 @@ class ResilientClient:
                     )
             elif self._session is not None:
                 await self._session.aclose()
+            log.debug("shutdown: releasing the lease")
             if self._lease is not None:
                 try:
                     await self._store.release_lease(self.holder)

@@ -193,8 +193,8 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            # Bounded: a write in flight finishes or is abandoned; flush() below redoes it.
+            await asyncio.wait({writer}, timeout=5.0)
         if self.dirty:
             await self.flush()
 
@@ -251,10 +251,15 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             if not self._urgent and self.last_saved_at is not None:
                 # Batch until the interval has passed, but an urgent change (auth key, DC,
                 # Telethon's save()/close()) arriving meanwhile cuts the wait short.
+                # (asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow the
+                # cancellation that aclose() sends, leaving this task running for ever.)
                 deadline = self.last_saved_at + self.flush_interval
                 while not self._urgent and (wait := deadline - time.monotonic()) > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), wait)
+                    waiter = asyncio.ensure_future(self._wake.wait())
+                    try:
+                        await asyncio.wait({waiter}, timeout=wait)
+                    finally:
+                        waiter.cancel()
                     self._wake.clear()
             try:
                 async with self._lock:
