@@ -11,7 +11,6 @@ current state durable; ``aclose()`` flushes and stops the writer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
