@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ENV = "RTG_WORKER"
+ROOT = str(Path(__file__).resolve().parent.parent)  # where "python -m tests.store_worker" runs
 STEP = 20.0  # bounds every network step in the child
 
 
@@ -95,16 +96,18 @@ async def start_worker(job: dict[str, Any], log_path: Path) -> AsyncIterator[Wor
     import anyio
 
     env = {**os.environ, ENV: json.dumps(job)}
-    root = str(Path(__file__).resolve().parent.parent)
-    with open(log_path, "ab") as log_file:
+    log_file = await anyio.open_file(log_path, "ab")
+    try:
         process = await anyio.open_process(
             [sys.executable, "-m", "tests.store_worker"],
             stdin=-1,
             stdout=-1,
-            stderr=log_file,
+            stderr=log_file.wrapped,
             env=env,
-            cwd=root,
+            cwd=ROOT,
         )
+    finally:
+        await log_file.aclose()
     worker = Worker(process, log_path)
     try:
         yield worker
@@ -310,8 +313,11 @@ def _zygote(job: dict[str, Any]) -> None:
                     os._exit(1)
         elif command[:1] == ["wait"]:
             _, status = os.waitpid(int(command[1]), 0)
-            _emit("dead", pid=int(command[1]), signal=os.WTERMSIG(status)
-                  if os.WIFSIGNALED(status) else None)
+            _emit(
+                "dead",
+                pid=int(command[1]),
+                signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            )
         else:
             return
 

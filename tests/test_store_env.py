@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import logging
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,9 +51,17 @@ def telethon_string(dc_id: int, ip: str, port: int, key: bytes) -> str:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The environment, with the test variable unset (restored after the test)."""
     monkeypatch.delenv(VAR, raising=False)
-    yield monkeypatch
+    return monkeypatch
+
+
+async def load_or_error(store: EnvStringStore) -> SessionData | SessionCorruptError | None:
+    try:
+        return await store.load()
+    except SessionCorruptError as exc:
+        return exc
 
 
 def errors_in(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -79,7 +86,9 @@ async def test_a_telethon_string_session_loads(
 async def test_surrounding_whitespace_is_ignored(env: pytest.MonkeyPatch) -> None:
     env.setenv(VAR, "  " + telethon_string(4, "127.0.0.1", 8443, KEY) + "\n")
     data = await EnvStringStore(VAR).load()
-    assert data is not None and data.dc_id == 4 and data.port == 8443
+    assert data is not None
+    assert data.dc_id == 4
+    assert data.port == 8443
 
 
 @pytest.mark.parametrize("value", [None, "", "   "])
@@ -108,10 +117,14 @@ async def test_constructor_reads_nothing_and_describe_names_the_variable(
         ("2" + "A" * 351, "version"),
         ("1" + "*" * 351, "base64"),
         ("1" + "AAAA", "3 bytes decoded"),
-        ("1" + base64.urlsafe_b64encode(struct.pack(">B4sH256s", 0, bytes(4), 1, KEY)).decode(),
-         "dc_id"),
-        ("1" + base64.urlsafe_b64encode(struct.pack(">B4sH256s", 2, bytes(4), 0, KEY)).decode(),
-         "port"),
+        (
+            "1" + base64.urlsafe_b64encode(struct.pack(">B4sH256s", 0, bytes(4), 1, KEY)).decode(),
+            "dc_id",
+        ),
+        (
+            "1" + base64.urlsafe_b64encode(struct.pack(">B4sH256s", 2, bytes(4), 0, KEY)).decode(),
+            "port",
+        ),
         ("1ÄÖÜ", "base64"),
     ],
 )
@@ -134,14 +147,13 @@ async def test_random_text_is_our_error_or_a_valid_session(
     if "\x00" in value:
         value = value.replace("\x00", "")  # the environment cannot hold NUL
     env.setenv(VAR, value)
-    try:
-        data = await EnvStringStore(VAR).load()
-    except SessionCorruptError as exc:
+    outcome = await load_or_error(EnvStringStore(VAR))
+    if isinstance(outcome, SessionCorruptError):
         stripped = value.strip()
         if len(stripped) >= 12:
-            assert stripped[1:12] not in str(exc)
-        return
-    assert data is None or isinstance(data, SessionData)
+            assert stripped[1:12] not in str(outcome)
+    else:
+        assert outcome is None or isinstance(outcome, SessionData)
 
 
 @FUZZ
@@ -156,13 +168,12 @@ async def test_a_damaged_telethon_string_is_our_error_or_a_valid_session(
         damaged = damaged[:at] + char + damaged[at + 1 :]
     damaged = damaged.replace("\x00", "")
     env.setenv(VAR, damaged)
-    try:
-        data = await EnvStringStore(VAR).load()
-    except SessionCorruptError as exc:
+    outcome = await load_or_error(EnvStringStore(VAR))
+    if isinstance(outcome, SessionCorruptError):
         for text in [*renderings(KEY), good[1:40]]:
-            assert text not in str(exc)
-        return
-    assert data is None or isinstance(data, SessionData)
+            assert text not in str(outcome)
+    else:
+        assert outcome is None or isinstance(outcome, SessionData)
 
 
 # The fallback -----------------------------------------------------------------------------
@@ -185,7 +196,8 @@ async def test_load_prefers_the_fallback_when_it_holds_a_session(
 async def test_an_empty_fallback_falls_through_to_the_variable(env: pytest.MonkeyPatch) -> None:
     env.setenv(VAR, telethon_string(2, "127.0.0.1", 443, KEY))
     data = await EnvStringStore(VAR, fallback=MemoryStore()).load()
-    assert data is not None and data.auth_key == KEY
+    assert data is not None
+    assert data.auth_key == KEY
 
 
 async def test_entities_and_update_state_go_to_the_fallback_quietly(
@@ -232,7 +244,8 @@ async def test_a_changed_auth_key_is_written_to_the_fallback_and_reported_once(
     assert (await fallback.load()).auth_key == OTHER_KEY  # type: ignore[union-attr]
     errors = errors_in(caplog)
     assert len(errors) == 1
-    assert VAR in errors[0].getMessage() and "memory://" in errors[0].getMessage()
+    assert VAR in errors[0].getMessage()
+    assert "memory://" in errors[0].getMessage()
     # A second change (a DC migration) is a new report.
     await store.save(SessionData(dc_id=4, server_address="10.0.0.4", port=443, auth_key=KEY))
     assert len(errors_in(caplog)) == 2
@@ -351,7 +364,12 @@ async def test_the_string_and_key_never_appear_in_logs_reprs_or_errors(
     await store.load()
     await store.delete()
     errors: list[Exception] = []
-    for broken in (string[:-10], string[:100] + "!" + string[101:], "1" + string[2:], string + "AA"):
+    for broken in (
+        string[:-10],
+        string[:100] + "!" + string[101:],
+        "1" + string[2:],
+        string + "AA",
+    ):
         env.setenv(VAR, broken)
         try:
             await EnvStringStore(VAR).load()
@@ -380,12 +398,11 @@ async def test_a_login_with_a_file_fallback_resumes_in_a_new_process(
     bob = mtproto_server.create_user("+15550002", "Bob")
     fallback = tmp_path / "fallback" / "bob.json"
     spec = {"kind": "env", "var": VAR, "fallback": {"kind": "file", "path": str(fallback)}}
-    logs = await run_login_then_resume(
-        mtproto_server, tmp_path, spec, alice.id, bob.id, bob.phone
-    )
+    logs = await run_login_then_resume(mtproto_server, tmp_path, spec, alice.id, bob.id, bob.phone)
     assert f"ERROR resilient_tg.stores: env://{VAR}" in logs[0]
     stored = await FileStore(fallback).load()
-    assert stored is not None and stored.auth_key is not None
+    assert stored is not None
+    assert stored.auth_key is not None
     for log_text in logs:
         for text in renderings(stored.auth_key):
             assert text not in log_text
@@ -403,7 +420,8 @@ async def test_a_telethon_string_session_resumes_in_new_processes(
     async with telethon_client(mtproto_server, session=string_session) as client:
         await login(client, mtproto_server, bob)
     string = string_session.save()
-    assert string and session_for(mtproto_server) is not None
+    assert string
+    assert session_for(mtproto_server) is not None
     env.setenv(VAR, string)
 
     fallback = tmp_path / "bob.json"
@@ -422,7 +440,8 @@ async def test_a_telethon_string_session_resumes_in_new_processes(
         await first.expect("done")
         assert await first.wait() == 0
     stored = await FileStore(fallback).load()
-    assert stored is not None and stored.update_state is not None
+    assert stored is not None
+    assert stored.update_state is not None
 
     texts = ["one", "two"]
     for text in texts:

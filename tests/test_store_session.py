@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 from hypothesis import HealthCheck, given, settings
 from telethon import TelegramClient, events
@@ -145,13 +146,14 @@ async def test_entities_and_update_state_are_batched_per_flush_interval() -> Non
             session.set_update_state(
                 0, types.updates.State(pts=n + 1, qts=0, date=_now(), seq=0, unread_count=0)
             )
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         await wait_until(lambda: len(store.history[-1][1].entities) == 20)
         batch = store.history[saves_before:]
         assert len(batch) == 1, f"{len(batch)} writes for one batch"
         saved_at, saved = batch[0]
         assert saved_at - first_at >= interval * 0.9
-        assert saved.update_state is not None and saved.update_state.pts == 20
+        assert saved.update_state is not None
+        assert saved.update_state.pts == 20
         assert not session.dirty
     finally:
         await session.aclose()
@@ -180,7 +182,8 @@ async def test_flush_raises_the_store_error_and_keeps_the_state_in_memory(
         session.set_dc(2, "127.0.0.1", 443)
         session.auth_key = AuthKey(KEY)
         await session.flush()
-        assert store.data is not None and store.data.auth_key == KEY
+        assert store.data is not None
+        assert store.data.auth_key == KEY
 
         store.down = True
         session.process_entities(users(user(7, 77, "carol")))
@@ -189,7 +192,8 @@ async def test_flush_raises_the_store_error_and_keeps_the_state_in_memory(
         assert session.dirty
         assert isinstance(session.last_save_error, StoreDownError)
         snapshot = session.snapshot()
-        assert snapshot is not None and snapshot.entities[0].username == "carol"
+        assert snapshot is not None
+        assert snapshot.entities[0].username == "carol"
         assert store.data.entities == ()
         assert session.get_input_entity("carol").user_id == 7  # Telethon still finds it
 
@@ -263,16 +267,16 @@ async def test_a_memory_store_resumes_a_raw_telethon_client_in_process(
             await client.disconnect()
             await session.aclose()
     saved = await store.load()
-    assert saved is not None and saved.auth_key is not None and saved.update_state is not None
+    assert saved is not None
+    assert saved.auth_key is not None
+    assert saved.update_state is not None
 
     texts = ["a", "b", "c"]
     for text in texts:
         await mtproto_server.send_message(alice.id, bob.id, text)
 
     session = await StoreSession.open(store)
-    client = TelegramClient(
-        session, mtproto_server.api_id, mtproto_server.api_hash, catch_up=True
-    )
+    client = TelegramClient(session, mtproto_server.api_id, mtproto_server.api_hash, catch_up=True)
     got: list[str] = []
     all_in = asyncio.Event()
 
@@ -295,7 +299,8 @@ async def test_a_memory_store_resumes_a_raw_telethon_client_in_process(
     assert got == texts
     assert len(mtproto_server.requests_for("auth.signIn")) == 1
     after = await store.load()
-    assert after is not None and after.update_state is not None
+    assert after is not None
+    assert after.update_state is not None
     assert after.update_state.pts > saved.update_state.pts
 
 

@@ -676,7 +676,7 @@ class ResilientClient:
                 raise TimeoutError
             try:
                 with anyio.fail_after(remaining):
-                    state = await telegram._rtg_raw_call(functions.updates.GetStateRequest())
+                    state = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
             except _FLOOD as exc:
                 seconds = max(1, int(exc.seconds))
                 self._detail = f"FLOOD_WAIT {seconds}s on reconnect"
@@ -725,7 +725,7 @@ class ResilientClient:
                     "catch-up did not reach pts %d after %d rounds; carrying on", server_pts, rounds
                 )
                 return
-            fresh = await telegram._rtg_raw_call(functions.updates.GetStateRequest())
+            fresh = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
             server_pts = fresh.pts
 
     async def _make_durable(self) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 from telethon.tl import functions
 
+from . import _compat
 from ._state import StateReason
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ async def _ping_forever(client: ResilientClient, lingering: set[asyncio.Task[obj
         ping = functions.PingDelayDisconnectRequest(
             ping_id=secrets.randbits(63), disconnect_delay=policy.disconnect_delay
         )
-        task: asyncio.Task[object] = asyncio.ensure_future(telegram._rtg_raw_call(ping))
+        task: asyncio.Task[object] = asyncio.ensure_future(_compat.send_raw(telegram, ping))
         done, _ = await asyncio.wait({task}, timeout=policy.timeout)
         if not done:
             lingering.add(task)

@@ -66,7 +66,9 @@ class FileStore(SessionStore):
     holders share the lock, the TTL rules as for the default lease: an expired
     holder's lease may be taken over, and its next renew raises LeaseLostError.
     Locks need a local filesystem (flock on network filesystems is unreliable; use
-    SQLStore there). The lock file is left in place on release and on delete().
+    SQLStore there). The lock file is left in place on release and on delete(). A child
+    made with ``fork()`` shares the lock until it exits or execs; ``aclose()`` releases
+    the leases taken through this object.
     """
 
     cross_process_lease = True
@@ -113,24 +115,32 @@ class FileStore(SessionStore):
     async def load(self) -> SessionData | None:
         """The stored session; None if the file does not exist; SessionCorruptError (naming
         the file and what is wrong) for anything that exists but cannot be read."""
-        raw = await anyio.to_thread.run_sync(self._read)
-        if raw is None:
-            return None
-        return self._parse(raw)
+        return await anyio.to_thread.run_sync(self._read_and_parse)
 
     async def save(self, data: SessionData) -> None:
         """Replace the file atomically (temp file, fsync, rename, fsync directory)."""
         if not isinstance(data, SessionData):
             raise TypeError(f"FileStore.save() takes SessionData, got {type(data).__name__}")
-        payload = encode(data)
-        if self._encryptor is not None:
-            payload = self._encryptor.seal(payload)
-        await anyio.to_thread.run_sync(self._write, payload)
-        log.debug("saved the session to %s (%d bytes)", self.describe(), len(payload))
+        size = await anyio.to_thread.run_sync(self._encode_and_write, data)
+        log.debug("saved the session to %s (%d bytes)", self.describe(), size)
 
     async def delete(self) -> None:
         """Remove the session file (no-op if missing); the lock file stays."""
         await anyio.to_thread.run_sync(self._unlink)
+
+    # The blocking halves, run in a worker thread (encoding a big entity cache and
+    # sealing it are CPU work the event loop should not wait for either).
+
+    def _read_and_parse(self) -> SessionData | None:
+        raw = self._read()
+        return None if raw is None else self._parse(raw)
+
+    def _encode_and_write(self, data: SessionData) -> int:
+        payload = encode(data)
+        if self._encryptor is not None:
+            payload = self._encryptor.seal(payload)
+        self._write(payload)
+        return len(payload)
 
     def _read(self) -> bytes | None:
         try:
@@ -234,6 +244,11 @@ class FileStore(SessionStore):
         with _HELD_LOCK:
             now = time.time()
             held = _HELD.get(key)
+            if held is not None and not _same_file(held.fd, self._lock_path):
+                # The lock file was removed or replaced under us: our lock guards nothing.
+                del _HELD[key]
+                os.close(held.fd)
+                held = None
             if held is not None:
                 # This process holds the lock: the holders in it share it, TTL rules.
                 if held.lease.holder != holder and held.lease.expires_at > now:
@@ -347,7 +362,7 @@ class FileStore(SessionStore):
         that is not a Telethon session (or holds none) raises SessionCorruptError
         naming it; a missing file raises FileNotFoundError.
         """
-        return await anyio.to_thread.run_sync(_read_telethon, Path(os.path.abspath(path)))
+        return await anyio.to_thread.run_sync(_read_telethon, os.fspath(path))
 
 
 # Files and directories ------------------------------------------------------------------
@@ -536,7 +551,8 @@ def _in_use(where: str, lease: Lease, now: float) -> SessionInUseError:
 # Telethon .session import ---------------------------------------------------------------
 
 
-def _read_telethon(path: Path) -> SessionData:
+def _read_telethon(name: str) -> SessionData:
+    path = Path(os.path.abspath(name))
     where = str(path)
 
     def corrupt(what: str) -> SessionCorruptError:
@@ -580,7 +596,7 @@ def _telethon_rows(conn: sqlite3.Connection, corrupt: Any) -> SessionData:
         raise corrupt("holds no session to import (Telethon never connected with it)")
     if len(rows) > 1:
         raise corrupt(f"holds {len(rows)} sessions; Telethon writes one")
-    row = dict(zip(columns, rows[0]))
+    row = dict(zip(columns, rows[0], strict=True))
     missing = {"dc_id", "server_address", "port", "auth_key"} - row.keys()
     if missing:
         raise corrupt(f"sessions table lacks column(s) {', '.join(sorted(missing))}")

@@ -70,6 +70,8 @@ _WRAPPERS = (
 class TestUser:
     """An account created with :meth:`MTProtoTestServer.create_user`."""
 
+    __test__ = False  # not a pytest test class, despite the name
+
     id: int
     phone: str
     first_name: str
@@ -80,6 +82,8 @@ class TestUser:
 @attrs.frozen
 class TestBot:
     """A bot created with :meth:`MTProtoTestServer.create_bot`; log in with ``token``."""
+
+    __test__ = False  # not a pytest test class, despite the name
 
     id: int
     username: str
@@ -355,9 +359,10 @@ class MTProtoTestServer:
             raise RuntimeError("restart() needs a running server (use it inside 'async with')")
         await self._stop_serving()
         await anyio.to_thread.run_sync(self._save)
-        self._world = World()
         self._sessions.clear()
-        await anyio.to_thread.run_sync(self._load)
+        # Swap in the reloaded world at once: control calls made meanwhile (send_message
+        # during a restart) never see a half-loaded state.
+        self._world = await anyio.to_thread.run_sync(self._read_world)
         await self._tg.start(self._serve, self._port)
         log.info("MTProto test server restarted on %s:%d", self._host, self._port)
 
@@ -391,6 +396,9 @@ class MTProtoTestServer:
             self._api_hash = secrets.token_hex(16)
             _write_private(hash_path, self._api_hash.encode())
         self._handshakes = Handshakes(self._key)
+
+    def _read_world(self) -> World:
+        return World.load(self._data_dir) if self._data_dir is not None else World()
 
     def _save(self) -> None:
         if self._data_dir is not None:

@@ -34,8 +34,8 @@ None; save→load keeps every field (hypothesis, with :func:`session_data`); sav
 replaces; delete empties and is a no-op on an empty store; the lease (exclusion,
 renew, release, takeover after expiry, fencing tokens, re-acquire by the same
 holder); and that secrets stay out of reprs. They run in one process; a store with a
-cross-process lease should also be tested with real processes (see our own
-``tests/test_store_file.py``).
+cross-process lease should also be tested with real processes racing for it, as
+resilient_tg's own test suite does for FileStore.
 
 :func:`session_data` is the hypothesis strategy for :class:`SessionData`; use it in
 your own property tests too.
@@ -187,9 +187,7 @@ class StoreContract:
         await store.save(_sample(2))
         assert await store.load() == _sample(2)
 
-    async def test_a_session_without_optional_fields_round_trips(
-        self, store: SessionStore
-    ) -> None:
+    async def test_a_session_without_optional_fields_round_trips(self, store: SessionStore) -> None:
         minimal = SessionData(dc_id=2, server_address="127.0.0.1", port=443)
         await store.save(_sample(1))
         await store.save(minimal)
@@ -326,7 +324,8 @@ class StoreContract:
     async def test_session_data_repr_hides_the_auth_key(self, store: SessionStore) -> None:
         await store.save(_sample())
         loaded = await store.load()
-        assert loaded is not None and loaded.auth_key is not None
+        assert loaded is not None
+        assert loaded.auth_key is not None
         for text in _renderings(loaded.auth_key):
             assert text not in repr(loaded)
             assert text not in str(loaded)
