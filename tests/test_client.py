@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import pytest
-from telethon import errors
 from telethon.tl import functions, types
 
 from resilient_tg import (
@@ -23,8 +22,8 @@ from resilient_tg import (
     ResultLostError,
     StateChange,
     StateReason,
+    _compat,
 )
-from resilient_tg import _compat
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
@@ -204,7 +203,7 @@ async def test_request_fails_with_not_connected_after_request_timeout(
         fault_proxy.reset()
         await rec.left(S.CONNECTED)
         started = time.monotonic()
-        with pytest.raises(NotConnectedError, match="request_timeout=1.0s") as info:
+        with pytest.raises(NotConnectedError, match=r"request_timeout=1\.0s") as info:
             await client.telegram(functions.updates.GetStateRequest())
         assert 0.9 <= time.monotonic() - started < 3.0
         assert isinstance(info.value, ConnectionError)  # code that handles network errors works
@@ -454,7 +453,9 @@ async def test_a_lost_lease_drops_the_link_at_once(
         assert rec.states().count(S.WAITING_LEASE) == 1
 
 
-async def test_corrupt_store_fails_entering_with_our_error(mtproto_server: MTProtoTestServer) -> None:
+async def test_corrupt_store_fails_entering_with_our_error(
+    mtproto_server: MTProtoTestServer,
+) -> None:
     from resilient_tg import SessionCorruptError
 
     class Corrupt(MemoryStore):

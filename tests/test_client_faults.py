@@ -34,9 +34,11 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with MTProtoTestServer(data_dir=tmp_path / "server") as server:
-        async with FaultProxy(server.host, server.port) as proxy:
-            yield World(server, proxy)
+    async with (
+        MTProtoTestServer(data_dir=tmp_path / "server") as server,
+        FaultProxy(server.host, server.port) as proxy,
+    ):
+        yield World(server, proxy)
 
 
 async def until_left_connected(rec: Recorder) -> None:
@@ -133,7 +135,9 @@ async def test_fault_matrix(world: World, fault: str, phase: str) -> None:
         burst: asyncio.Task[None] | None = None
         if phase == "request":
             for i in range(3):
-                requests.append(asyncio.ensure_future(client.telegram.send_message(peer, f"req {i}")))
+                requests.append(
+                    asyncio.ensure_future(client.telegram.send_message(peer, f"req {i}"))
+                )
             requests.append(asyncio.ensure_future(client.telegram.get_me()))
         elif phase == "burst":
             burst = asyncio.ensure_future(send_burst(w, sent, 20, "burst"))
