@@ -364,6 +364,8 @@ class ResilientClient:
         with anyio.move_on_after(self.shutdown_timeout) as scope:
             if self._post_connect is not None:
                 self._post_connect.cancel()
+            if self._telegram is not None and self._transport_up and not auth_lost:
+                await self._quiesce(self._telegram)
             if self._telegram is not None:
                 if auth_lost and self._session is not None:
                     self._session.discard_changes()
@@ -407,6 +409,16 @@ class ResilientClient:
         except Exception as exc:  # noqa: BLE001
             log.warning("closing the store failed: %s", _describe(exc))
         log.debug("shut down in %.2fs", time.monotonic() - started)
+
+    async def _quiesce(self, telegram: _Telegram) -> None:
+        """Stop taking updates, then let the handlers finish the ones already taken, so that
+        the update state saved on the way out covers exactly what was handled."""
+        self.abort_link(StateReason.USER, "shutting down")  # _closing: no reconnect follows
+        limit = time.monotonic() + min(2.0, self.shutdown_timeout / 2)
+        quiet = 0
+        while time.monotonic() < limit and quiet < 2:
+            quiet = quiet + 1 if _compat.handlers_idle(telegram) else 0
+            await asyncio.sleep(0.02)
 
     def _build_telegram(self, session: StoreSession) -> _Telegram:
         connection = make_connection_class(self, self._connection_base)

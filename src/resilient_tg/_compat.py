@@ -17,6 +17,7 @@ __all__ = [
     "check",
     "clock_offset",
     "forget_auth_key",
+    "handlers_idle",
     "local_pts",
     "save_states",
     "send_raw",
@@ -89,6 +90,13 @@ async def send_raw(client: Any, request: Any) -> Any:
     """Send through the sender alone: no entity processing, no flood-wait bookkeeping and
     none of TelegramClient's 2 s pause after a 500 (our probes and pings time themselves)."""
     return await client._sender.send(request)
+
+
+def handlers_idle(client: Any) -> bool:
+    """No update waits in Telethon's queue and no event handler task is running."""
+    queue = getattr(client, "_updates_queue", None)
+    tasks = getattr(client, "_event_handler_tasks", ())
+    return (queue is None or queue.empty()) and not tasks
 
 
 def forget_auth_key(client: Any) -> None:
