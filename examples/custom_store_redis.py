@@ -78,7 +78,9 @@ class RedisStore(SessionStore):
         ms = max(1, int(ttl * 1000))
         token = await self._redis.eval(_RENEW, 2, self._lease, self._token, holder, ms)
         if token < 0:
-            raise LeaseLostError(f"{self._where}: our lease is gone", store=self._where, holder=holder)
+            raise LeaseLostError(
+                f"{self._where}: our lease is gone", store=self._where, holder=holder
+            )
         return Lease(holder=holder, expires_at=time.time() + ttl, token=token)
 
     async def release_lease(self, holder: str) -> None:
@@ -116,7 +118,8 @@ async def main() -> int:
             how = "resumed from Redis without logging in" if resumed else "logged in with a code"
             print(f"{run}: {me.first_name} is authorized ({how})")
             await client.disconnect()
-            await session.aclose()  # flushes to Redis
+            await session.flush()  # durable in Redis now
+            await session.aclose()
             if run == "restart":
                 await store.delete()
             await store.aclose()

@@ -27,6 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+
 try:
     import sqlalchemy as sa
     from sqlalchemy import event
@@ -384,7 +386,10 @@ class SQLStore(SessionStore):
         while True:
             attempt += 1
             try:
-                return await asyncio.wait_for(self._attempt(op), 2 * self._timeout)
+                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+                # arrives as the operation completes.
+                with anyio.fail_after(2 * self._timeout):
+                    return await self._attempt(op)
             except Exception as exc:
                 if not _transient(exc):
                     raise
