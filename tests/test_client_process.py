@@ -53,6 +53,12 @@ class Worker:
                 self._new.clear()
                 await self._new.wait()
 
+    async def until(self, predicate: Any, limit: float = 20) -> None:
+        with anyio.fail_after(limit):
+            while not predicate():
+                self._new.clear()
+                await self._new.wait()
+
     def messages(self) -> list[str]:
         return [" ".join(parts[1:]) for _, parts in self.lines if parts[0] == "MSG"]
 
@@ -110,9 +116,7 @@ async def test_sigterm_exits_zero_in_time_with_the_session_flushed(
     await worker.wait_for("READY")
     for i in range(5):
         await mtproto_server.send_message(bob.id, alice.id, f"hello {i}")
-    for i in range(5):
-        await worker.wait_for("MSG", "hello")
-    await anyio.sleep(0)
+    await worker.until(lambda: len(worker.messages()) == 5)
     started = time.monotonic()
     code = await stop(worker)
     assert code == 0
@@ -163,9 +167,7 @@ async def test_rolling_deploy_hands_the_session_over_and_loses_nothing(
     await anyio.sleep(0.5)
     sending = False
     await anyio.sleep(0.05)
-    with anyio.fail_after(15):
-        while len(set(old.messages()) | set(new.messages())) < len(sent):
-            await anyio.sleep(0.05)
+    await new.until(lambda: len(set(old.messages()) | set(new.messages())) >= len(sent), 15)
     assert await stop(new) == 0
 
     received = collections.Counter(old.messages() + new.messages())

@@ -21,3 +21,17 @@ def test_test_server_demo_delivers_every_message_once() -> None:
     assert "every message arrived exactly once" in result.stdout
     for fault in ("reset", "refuse 2s", "server restart (kept)"):
         assert fault in result.stdout
+
+
+def test_resilient_demo_survives_every_fault_and_loses_nothing() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "resilient_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "lost 0, duplicated 0" in result.stdout
+    for fault in ("reset", "refused 3s", "black hole", "server restart", "process restart"):
+        assert fault in result.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import struct
 from pathlib import Path
 
@@ -36,8 +37,11 @@ pytestmark = pytest.mark.anyio
 VAR = "RTG_TEST_SESSION"
 KEY = bytes((i * 13 + 1) % 256 for i in range(256))
 OTHER_KEY = bytes((i * 17 + 2) % 256 for i in range(256))
+# RTG_FUZZ_EXAMPLES raises the example count for a longer hunt outside CI.
 FUZZ = settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("RTG_FUZZ_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from telethon import TelegramClient
+from telethon.crypto import AuthKey
 from telethon.sessions import SQLiteSession
 
 from resilient_tg import SessionCorruptError, SessionInUseError
@@ -34,8 +35,11 @@ pytestmark = pytest.mark.anyio
 
 KEY = bytes(range(256))
 ENC_KEY = bytes(range(100, 132))
+# RTG_FUZZ_EXAMPLES raises the example count for a longer hunt outside CI.
 FUZZ = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("RTG_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
@@ -437,6 +441,43 @@ async def test_a_removed_lock_file_voids_the_lease_at_the_next_renew(tmp_path: P
     await store.release_lease("holder-b")
 
 
+async def test_writes_are_fenced_once_the_lease_is_taken_over(tmp_path: Path) -> None:
+    from resilient_tg import LeaseLostError
+
+    path = tmp_path / "bot.session"
+    old = FileStore(path)
+    await old.acquire_lease("old", 0.2)
+    await old.save(sample(1))
+    await anyio.sleep(0.25)  # the TTL runs out; in this process the lease can be taken
+    new = FileStore(path)
+    await new.acquire_lease("new", 30)
+    await new.save(sample(2))
+    with pytest.raises(LeaseLostError, match="taken over by new"):
+        await old.save(sample(3))
+    with pytest.raises(LeaseLostError):
+        await old.delete()
+    assert await new.load() == sample(2)
+    await FileStore(path).save(sample(4))  # an object that took no lease is not fenced
+    await new.release_lease("new")
+
+
+async def test_writes_are_fenced_when_the_lock_file_is_removed(tmp_path: Path) -> None:
+    from resilient_tg import LeaseLostError
+
+    store = FileStore(tmp_path / "bot.session")
+    await store.acquire_lease("holder", 30)
+    await store.save(sample(1))
+    os.unlink(store.lock_path)
+    with pytest.raises(LeaseLostError, match="lock file"):
+        await store.save(sample(2))
+    assert await store.load() == sample(1)
+    await store.acquire_lease("holder", 30)  # a new lock file, a new lease
+    await store.save(sample(3))
+    await store.release_lease("holder")
+    await store.save(sample(4))  # released: no longer fenced
+    assert await store.load() == sample(4)
+
+
 async def test_tokens_keep_growing_across_processes_and_releases(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "bot.session")
     tokens = []
@@ -730,7 +771,9 @@ async def test_import_telethon_reports_bad_values_by_field(tmp_path: Path) -> No
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(cut=st.integers(min_value=0), noise=st.binary(max_size=64), position=st.integers(0))
 async def test_a_damaged_telethon_file_is_a_session_corrupt_error(
@@ -740,7 +783,7 @@ async def test_a_damaged_telethon_file_is_a_session_corrupt_error(
     if not source.exists():
         session = SQLiteSession(str(source))
         session.set_dc(2, "127.0.0.1", 443)
-        session.auth_key = __import__("telethon").crypto.AuthKey(KEY)
+        session.auth_key = AuthKey(KEY)
         session.close()
     raw = bytearray(source.read_bytes())
     raw = raw[: 16 + cut % (len(raw) - 16)]

@@ -77,9 +77,7 @@ def users(*items: types.User) -> types.contacts.ResolvedPeer:
     return types.contacts.ResolvedPeer(peer=types.PeerUser(items[0].id), chats=[], users=items)
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=session_data())
 def test_apply_then_snapshot_keeps_every_field(data: SessionData) -> None:
     session = StoreSession(MemoryStore())
@@ -141,15 +139,17 @@ async def test_entities_and_update_state_are_batched_per_flush_interval() -> Non
         await wait_until(lambda: any(d.auth_key == KEY for _, d in store.history))
         first_at = store.history[-1][0]
         saves_before = len(store.history)
-        for n in range(20):  # as updates trickle in
+        started = time.monotonic()
+        for n in range(20):  # as updates trickle in, letting the writer run in between
             session.process_entities(users(user(100 + n, n, f"user{n}")))
             session.set_update_state(
                 0, types.updates.State(pts=n + 1, qts=0, date=_now(), seq=0, unread_count=0)
             )
             await anyio.lowlevel.checkpoint()
+        spread = time.monotonic() - started  # ~0; more only on a very busy machine
         await wait_until(lambda: len(store.history[-1][1].entities) == 20)
         batch = store.history[saves_before:]
-        assert len(batch) == 1, f"{len(batch)} writes for one batch"
+        assert len(batch) <= 1 + int(spread / interval), f"{len(batch)} writes for one batch"
         saved_at, saved = batch[0]
         assert saved_at - first_at >= interval * 0.9
         assert saved.update_state is not None

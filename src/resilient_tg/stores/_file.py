@@ -24,6 +24,7 @@ import stat
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,11 @@ class FileStore(SessionStore):
     SQLStore there). The lock file is left in place on release and on delete(). A child
     made with ``fork()`` shares the lock until it exits or execs; ``aclose()`` releases
     the leases taken through this object.
+
+    Writes are fenced: once this object has taken a lease, ``save()`` and ``delete()``
+    raise LeaseLostError if that lease was taken over (in this process) or its lock
+    file removed, so a writer that lost the session cannot overwrite the new holder's.
+    An object that took no lease (a plain StoreSession user) is not fenced.
     """
 
     cross_process_lease = True
@@ -88,6 +94,8 @@ class FileStore(SessionStore):
         # Only the Encryptor keeps the key; nothing on this object can show it.
         self._encryptor = Encryptor(key, context=_CRYPTO_CONTEXT) if key is not None else None
         self._my_holders: set[str] = set()
+        # The holder whose lease fences this object's writes (the last one it acquired).
+        self._fence: str | None = None
 
     @property
     def path(self) -> Path:
@@ -139,8 +147,38 @@ class FileStore(SessionStore):
         payload = encode(data)
         if self._encryptor is not None:
             payload = self._encryptor.seal(payload)
-        self._write(payload)
+        with self._fenced():
+            self._write(payload)
         return len(payload)
+
+    @contextlib.contextmanager
+    def _fenced(self) -> Iterator[None]:
+        """Writes of a store object that took a lease happen only while it holds it.
+
+        Another process cannot take a live process's lock, but in this process an
+        expired lease can be taken over, and a removed lock file voids ours: a writer
+        that lost its lease must not overwrite the new holder's session.
+        """
+        holder = self._fence
+        if holder is None:
+            yield
+            return
+        with _HELD_LOCK:
+            held = _HELD.get(str(self._lock_path))
+            if held is None or held.lease.holder != holder:
+                raise LeaseLostError(
+                    f"{self.describe()}: not written, the lease of {holder} was taken over"
+                    + (f" by {held.lease.holder}" if held is not None else ""),
+                    store=self.describe(),
+                    holder=holder,
+                )
+            if not _same_file(held.fd, self._lock_path):
+                raise LeaseLostError(
+                    f"{self.describe()}: not written, the lock file was removed or replaced",
+                    store=self.describe(),
+                    holder=holder,
+                )
+            yield
 
     def _read(self) -> bytes | None:
         try:
@@ -196,7 +234,8 @@ class FileStore(SessionStore):
 
     def _unlink(self) -> None:
         try:
-            os.unlink(self._path)
+            with self._fenced():
+                os.unlink(self._path)
         except FileNotFoundError:
             return
         _fsync_dir(self._path.parent)
@@ -216,6 +255,7 @@ class FileStore(SessionStore):
         _check_lease_args(holder, ttl)
         lease = await anyio.to_thread.run_sync(self._acquire, holder, ttl)
         self._my_holders.add(holder)
+        self._fence = holder
         return lease
 
     async def renew_lease(self, holder: str, ttl: float) -> Lease:
@@ -226,6 +266,8 @@ class FileStore(SessionStore):
     async def release_lease(self, holder: str) -> None:
         """Unlock if ``holder`` holds the lease (a no-op otherwise)."""
         self._my_holders.discard(holder)
+        if self._fence == holder:
+            self._fence = None
         await anyio.to_thread.run_sync(self._release, holder)
 
     async def current_lease(self) -> Lease | None:

@@ -141,7 +141,8 @@ def _renderings(secret: bytes | str) -> list[str]:
 _SETTINGS = settings(
     max_examples=30,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    # One store per test serves every example (save replaces); a slow store is no error.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
 
