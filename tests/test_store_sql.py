@@ -7,6 +7,7 @@ and drops them afterwards, so parallel and earlier runs never collide.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import itertools
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
+from telethon import events
 from telethon.crypto import AuthKey
 
 from resilient_tg import LeaseLostError, SessionCorruptError, SessionInUseError
@@ -35,10 +37,10 @@ from resilient_tg.stores import (
     UpdateState,
     open_store,
 )
-from resilient_tg.testing import FaultProxy
+from resilient_tg.testing import FaultProxy, MTProtoTestServer
 from resilient_tg.testing.store_contract import StoreContract
 
-from .conftest import wait_until
+from .conftest import STEP_TIMEOUT, login, telethon_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -188,6 +190,14 @@ def test_describe_shows_the_url_without_password_or_query() -> None:
     assert store.describe() == "postgresql://alice@db.example:5433/app#bot"
     assert PASSWORD not in repr(store)
     assert SQLStore("sqlite:////var/lib/s.db").describe() == "sqlite:////var/lib/s.db#default"
+
+
+async def test_a_new_sqlite_database_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "sessions.db"
+    async with SQLStore(f"sqlite:///{path}") as store:
+        await store.save(sample())
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
 # Sessions ----------------------------------------------------------------------------
@@ -407,6 +417,37 @@ async def test_lease_expiry_uses_the_database_clock(
     assert 3600 + 25 < info.value.expires_at - time.time() <= 3600 + 30
 
 
+# A raw Telethon client ---------------------------------------------------------------
+
+
+async def test_a_raw_telethon_client_resumes_from_the_database_and_catches_up(
+    make_store: Callable[..., SQLStore], mtproto_server: MTProtoTestServer
+) -> None:
+    """Logged in once; a new client built from the database alone is authorized and gets
+    the message sent while no client was running."""
+    server = mtproto_server
+    alice = server.create_user("+15550001", "Alice")
+    bob = server.create_user("+15550002", "Bob")
+    session = await StoreSession.open(make_store("telethon"))
+    session.set_dc(server.dc_id, server.host, server.port)
+    async with telethon_client(server, session=session) as client:
+        await login(client, server, bob)
+    await session.aclose()
+
+    await server.send_message(alice.id, bob.id, "sent while away")
+    texts: list[str] = []
+    resumed = await StoreSession.open(make_store("telethon"))  # a new store object
+    async with telethon_client(server, session=resumed, catch_up=True) as client:
+        client.add_event_handler(
+            lambda event: texts.append(event.raw_text), events.NewMessage(incoming=True)
+        )
+        assert await client.is_user_authorized()
+        assert (await client.get_me()).id == bob.id
+        await asyncio.wait_for(client.catch_up(), STEP_TIMEOUT)
+        await wait_until(lambda: "sent while away" in texts)
+    await resumed.aclose()
+
+
 # Processes ----------------------------------------------------------------------------
 
 
@@ -550,6 +591,29 @@ async def test_a_save_during_an_outage_is_kept_in_memory_and_lands_after_healing
         assert PASSWORD not in text
         assert new_key.hex() not in text
         assert base64.b64encode(new_key).decode() not in text
+
+
+@pytest.mark.parametrize("backend", NETWORK_BACKENDS)
+async def test_a_database_that_does_not_answer_fails_within_the_bound(
+    backend: str, tmp_path: Path, make_store: Callable[..., SQLStore]
+) -> None:
+    url = server_url(backend, tmp_path)
+    parsed = sa.make_url(url)
+    assert parsed.host is not None
+    assert parsed.port is not None
+    async with FaultProxy(parsed.host, parsed.port) as proxy:
+        store = make_store("silent", url=via_proxy(url, proxy.port), retry=(0.05,), timeout=1.0)
+        await store.save(sample())  # connected, schema created
+        proxy.blackhole()  # the pooled link and every new one go silent
+        started = time.monotonic()
+        with pytest.raises(ConnectionError, match="after 2 attempt"):
+            await store.save(sample())
+        assert time.monotonic() - started < 2 * 1.0 + 0.05 + 1.0
+        proxy.heal()
+        await store.save(sample(7))  # and it recovers once the database answers again
+        loaded = await store.load()
+        assert loaded is not None
+        assert loaded.port == 450
 
 
 async def test_errors_reprs_and_logs_never_show_the_password_or_key(

@@ -888,7 +888,9 @@ class ResilientClient:
             if self._lease is None:
                 continue
             try:
-                self._lease = await self._store.renew_lease(self.holder, self.lease_ttl)
+                # Bounded: a renew that hangs (database outage) must not outlive the lease.
+                with anyio.fail_after(self.lease_ttl / 3):
+                    self._lease = await self._store.renew_lease(self.holder, self.lease_ttl)
             except LeaseLostError as exc:
                 await self._lease_lost(_describe(exc))
             except Exception as exc:  # noqa: BLE001 - store outage: keep trying until expiry
@@ -937,6 +939,8 @@ class ResilientClient:
             if session.dirty:
                 try:
                     await session.flush()
+                except LeaseLostError as exc:
+                    await self._lease_lost(_describe(exc))
                 except Exception as exc:  # noqa: BLE001 - visible in health, retried next time
                     log.debug("periodic session flush failed: %s", _describe(exc))
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._base import Lease, SessionStore, default_holder
 from ._bridge import StoreSession
-from ._data import Entity, SessionData, UpdateState
+from ._data import Entity, SessionData, UpdateState, decode, encode
 from ._memory import MemoryStore
 from ._url import open_store
 
@@ -32,7 +32,9 @@ __all__ = [
     "SessionStore",
     "StoreSession",
     "UpdateState",
+    "decode",
     "default_holder",
+    "encode",
     "open_store",
 ]
 

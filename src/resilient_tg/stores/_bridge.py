@@ -20,6 +20,7 @@ from telethon.crypto import AuthKey
 from telethon.sessions import MemorySession
 from telethon.tl import types
 
+from .._errors import LeaseLostError
 from ._base import SessionStore
 from ._data import Entity, SessionData, UpdateState
 
@@ -191,9 +192,14 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self._closed = True
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.cancel()
-            # Bounded: a write in flight finishes or is abandoned; flush() below redoes it.
+            # Let a write in flight finish (some drivers lose a cancellation mid-call);
+            # the loop exits on _closed. Cancel only if it does not end in time.
+            if self._wake is not None:
+                self._wake.set()
             await asyncio.wait({writer}, timeout=5.0)
+            if not writer.done():
+                writer.cancel()
+                await asyncio.wait({writer}, timeout=1.0)
         if self.dirty:
             await self.flush()
 
@@ -215,6 +221,9 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self._urgent = False
         self._delete_requested = False
         self._closed = False
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _ensure_primitives(self) -> None:
         if self._lock is None:
@@ -244,9 +253,11 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         assert self._wake is not None
         assert self._lock is not None
         failures = 0
-        while True:
+        while not self._is_closed():
             await self._wake.wait()
             self._wake.clear()
+            if self._is_closed():
+                return
             if not self._urgent and self.last_saved_at is not None:
                 # Batch until the interval has passed, but an urgent change (auth key, DC,
                 # Telethon's save()/close()) arriving meanwhile cuts the wait short.
@@ -263,6 +274,14 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             try:
                 async with self._lock:
                     await self._write_locked()
+            except LeaseLostError:
+                # Someone else owns the session now: writing on would clobber it.
+                log.error(  # noqa: TRY400 - one line; no traceback for an expected condition
+                    "the session lease on %s was lost; not saving again until it is back",
+                    self.store.describe(),
+                )
+                self._closed = True
+                return
             except Exception as exc:  # noqa: BLE001 - any store failure: keep state, retry
                 failures += 1
                 delay = min(_RETRY_MAX, _RETRY_MIN * 2 ** (failures - 1))

@@ -3,7 +3,9 @@
 Saves are atomic (temp file in the same directory, fsync, ``os.replace``, fsync of the
 directory), so a crash at any moment leaves the old or the new session, never a mix.
 Files are 0600; a directory the store creates is 0700. All file work runs in a worker
-thread: the event loop never waits for a disk.
+thread: the event loop never waits for a disk. A temp file left by a writer that died
+mid-save is harmless and is swept by the next save (a live writer holds a flock on its
+temp file, so only abandoned ones are removed).
 
 The lease is a lock file next to the session (``<path>.lock``) held with ``flock``:
 the kernel drops it when the holding process exits, however it exits. Its content

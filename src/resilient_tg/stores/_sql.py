@@ -86,7 +86,8 @@ class SQLStore(SessionStore):
 
     ``retry`` is the delays (seconds) between attempts when the database cannot be
     reached; after the last one the operation raises ConnectionError (naming the
-    store) and the caller keeps its state. ``timeout`` bounds each attempt.
+    store) and the caller keeps its state. ``timeout`` bounds each attempt (connecting
+    included), so an operation gives up within ``(len(retry) + 1) * timeout + sum(retry)``.
     """
 
     cross_process_lease = True
@@ -99,7 +100,7 @@ class SQLStore(SessionStore):
         encryption_key: bytes | str | None = None,
         encryption_key_env: str | None = None,
         retry: Sequence[float] = (0.2, 0.5, 1.0),
-        timeout: float = 10.0,
+        timeout: float = 5.0,
         table_prefix: str | None = None,
     ) -> None:
         if not isinstance(url, str):
@@ -388,7 +389,7 @@ class SQLStore(SessionStore):
             try:
                 # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
                 # arrives as the operation completes.
-                with anyio.fail_after(2 * self._timeout):
+                with anyio.fail_after(self._timeout):
                     return await self._attempt(op)
             except Exception as exc:
                 if not _transient(exc):
@@ -499,7 +500,8 @@ class SQLStore(SessionStore):
         lock = f"{self.table_prefix}schema"
         async with engine.connect() as conn:
             got = await conn.scalar(
-                sa.text("SELECT GET_LOCK(:lock, :timeout)"), {"lock": lock, "timeout": 10}
+                sa.text("SELECT GET_LOCK(:lock, :timeout)"),
+                {"lock": lock, "timeout": max(1, int(self._timeout))},
             )
             if got != 1:
                 raise TimeoutError(f"{self._display}: timed out waiting to create the schema")
