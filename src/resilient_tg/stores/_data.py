@@ -49,6 +49,11 @@ class UpdateState:
                 raise ValueError(f"UpdateState.{name} must be an int in 0..2^31-1, got {value!r}")
         for channel_id, pts in self.channels.items():
             _check_int64("UpdateState.channels key", channel_id)
+            if channel_id < 1:
+                # 0 is the account's own entry in Telethon's update state.
+                raise ValueError(
+                    f"UpdateState.channels keys are channel ids >= 1, got {channel_id}"
+                )
             if not 0 <= pts < 2**31:
                 raise ValueError(f"UpdateState.channels[{channel_id}] must be in 0..2^31-1")
 

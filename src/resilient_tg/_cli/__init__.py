@@ -1,0 +1,1 @@
+"""Subcommands of the ``resilient-tg`` command line (see :mod:`resilient_tg.cli`)."""

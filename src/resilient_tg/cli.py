@@ -1,0 +1,67 @@
+"""The ``resilient-tg`` command: demo, login, session export/import/copy, status, check,
+test-server.
+
+Exit codes (also in ``resilient-tg --help``):
+
+    0  success (status/check: the link is healthy)
+    1  status/check: not healthy; demo: a message was lost or duplicated
+    2  usage error (bad arguments)
+    3  store error: unreadable/corrupt session, session in use, store unreachable
+    4  authorization error: login failed, the key is no longer accepted
+    5  network error: could not connect within the time allowed
+    130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from ._cli._common import EXIT_CODES_HELP, EXIT_INTERRUPTED, CliError
+
+__all__ = ["main"]
+
+# Each subcommand lives in resilient_tg._cli.<module> and provides register(subparsers).
+_SUBCOMMANDS = ("demo", "login", "session", "status", "check", "test_server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilient-tg",
+        description="Keep a Telegram MTProto client alive: sessions, health, and an offline demo.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"resilient-tg {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in _SUBCOMMANDS:
+        module = importlib.import_module(f"resilient_tg._cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (documented above)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except CliError as exc:
+        print(f"resilient-tg {args.command}: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _entry() -> None:  # pragma: no cover - the console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
