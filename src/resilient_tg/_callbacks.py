@@ -8,6 +8,7 @@ logged and swallowed.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,7 @@ class CallbackRegistry:
         self._send: MemoryObjectSendStream[tuple[str, StateChange]] = send
         self._receive: MemoryObjectReceiveStream[tuple[str, StateChange]] = receive
         self._pending = 0
-        self._idle = anyio.Event()
+        self._idle = asyncio.Event()
         self._idle.set()
 
     def add(self, event: str, callback: C) -> C:
@@ -57,7 +58,7 @@ class CallbackRegistry:
             return
         self._pending += 1
         if self._idle.is_set():
-            self._idle = anyio.Event()
+            self._idle = asyncio.Event()
 
     async def drain(self) -> None:
         """Wait until every queued callback has run."""

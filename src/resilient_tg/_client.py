@@ -157,7 +157,7 @@ class ResilientClient:
         self._reason: StateReason | None = None
         self._detail = ""
         self._since = time.time()
-        self._state_changed = anyio.Event()
+        self._state_changed = asyncio.Event()
         self._telegram: _Telegram | None = None
         self._session: StoreSession | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -174,7 +174,6 @@ class ResilientClient:
         self._outage_started: float | None = None
         self._connected_since: float | None = None
         self._first_attempt = True
-        self._hold_attempts = anyio.Event()  # set: attempts may proceed
         # Set when telegram.connect() has returned in this connect cycle.
         self._sender_ready = asyncio.Event()
         # Set while the current link has answered our probe.
@@ -197,7 +196,7 @@ class ResilientClient:
         # Lease.
         self._lease: Lease | None = None
         self._foreign_lease: LeaseInfo | None = None
-        self._have_lease = anyio.Event()
+        self._have_lease = asyncio.Event()
         self._lease_lost_flag = False
 
     # Public API -------------------------------------------------------------------
@@ -358,7 +357,6 @@ class ResilientClient:
     async def _shutdown(self) -> None:
         """Stop the tasks, disconnect, flush the session, release the lease — bounded."""
         self._closing = True
-        self._hold_attempts.set()
         started = time.monotonic()
         auth_lost = self._state is ConnectionState.AUTH_LOST
         with anyio.move_on_after(self.shutdown_timeout) as scope:
@@ -494,7 +492,7 @@ class ResilientClient:
             self._callbacks.emit("disconnected", change)
         if new is ConnectionState.AUTH_LOST:
             self._callbacks.emit("auth_lost", change)
-        waiter, self._state_changed = self._state_changed, anyio.Event()
+        waiter, self._state_changed = self._state_changed, asyncio.Event()
         waiter.set()
 
     # LinkObserver: called by the connection class ------------------------------------
@@ -775,7 +773,6 @@ class ResilientClient:
             error=error,
             message=f"auth lost: {why}; not retrying, the store is left as it was",
         )
-        self._hold_attempts.set()
         if self._tg is not None:
             self._tg.start_soon(self._guarded, "auth-lost", self._disconnect_telegram)
 
@@ -903,7 +900,7 @@ class ResilientClient:
         """Two processes must never use one key: drop the link now, wait, reload, resume."""
         self._lease_lost_flag = True
         self._lease = None
-        self._have_lease = anyio.Event()
+        self._have_lease = asyncio.Event()
         if self._session is not None:
             self._session.discard_changes()
         self._transition(
