@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The servers the tests use, up and answering: PostgreSQL (5432) and MariaDB (3306), each
-# with a `test` database, and Redis (6379), all on 127.0.0.1. Starts whichever is down,
+# with a `test` database, Redis (6379) and RabbitMQ (5672, guest/guest), all on 127.0.0.1. Starts whichever is down,
 # waits for it (bounded by SERVICES_WAIT, default 60 s) and fails loudly if it does not
-# answer: the store tests never skip a missing server. Idempotent; quick when all run.
+# answer: the store and example tests never skip a missing server. Idempotent; quick when all run.
 set -euo pipefail
 
 HOST=127.0.0.1
@@ -26,6 +26,11 @@ mariadb_up() {
 redis_up() {
     if have redis-cli; then [ "$(redis-cli -h "$HOST" -p 6379 ping 2>/dev/null)" = PONG ]; else tcp_open 6379; fi
 }
+rabbitmq_up() {
+    # The AMQP port is what the tests use; rabbitmq-diagnostics alone can answer before it
+    # listens (and takes seconds to start), so the port decides.
+    tcp_open 5672
+}
 
 pg_start() {
     local version
@@ -40,6 +45,10 @@ redis_start() {
     mkdir -p /var/lib/redis /var/log/redis
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log
+}
+rabbitmq_start() {
+    have rabbitmq-server || die "RabbitMQ is not installed (no rabbitmq-server)"
+    rabbitmq-server -detached
 }
 
 # ensure NAME: start NAME if it does not answer, then wait until it does.
@@ -64,6 +73,7 @@ ensure() {
 ensure pg
 ensure mariadb
 ensure redis
+ensure rabbitmq
 
 # The `test` databases the store tests use.
 if ! psql -h "$HOST" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" |
@@ -74,4 +84,4 @@ if ! psql -h "$HOST" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHE
 fi
 mariadb -h"$HOST" -uroot -e 'CREATE DATABASE IF NOT EXISTS test' ||
     die "cannot create the MariaDB database 'test'"
-say "PostgreSQL, MariaDB and Redis are ready"
+say "PostgreSQL, MariaDB, Redis and RabbitMQ are ready"

@@ -151,6 +151,10 @@ def _store(spec: dict[str, Any]) -> Any:
     if spec["kind"] == "env":
         fallback = _store(spec["fallback"]) if spec.get("fallback") else None
         return EnvStringStore(spec["var"], fallback=fallback)
+    if spec["kind"] == "sql":
+        from resilient_tg.stores import SQLStore
+
+        return SQLStore(spec["url"], name=spec["name"], table_prefix=spec["table_prefix"])
     raise ValueError(f"unknown store kind {spec['kind']!r}")
 
 

@@ -9,13 +9,13 @@ logged and swallowed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._state import StateChange
 
@@ -30,16 +30,19 @@ EVENTS = ("connected", "disconnected", "reconnecting", "state_change", "auth_los
 
 
 class CallbackRegistry:
-    """Callbacks by event, and the queue their dispatcher drains."""
+    """Callbacks by event, and the queue their dispatcher drains.
 
-    def __init__(self) -> None:
+    Holds no I/O resource: a client built and never entered leaves nothing to close.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
         self._callbacks: dict[str, list[Callback]] = {event: [] for event in EVENTS}
-        send, receive = anyio.create_memory_object_stream[tuple[str, StateChange]](10_000)
-        self._send: MemoryObjectSendStream[tuple[str, StateChange]] = send
-        self._receive: MemoryObjectReceiveStream[tuple[str, StateChange]] = receive
-        self._pending = 0
+        self._queue: collections.deque[tuple[str, StateChange]] = collections.deque()
+        self._limit = limit
+        self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closed = False
 
     def add(self, event: str, callback: C) -> C:
         if not callable(callback):
@@ -51,14 +54,12 @@ class CallbackRegistry:
         """Queue the callbacks of ``event`` (never blocks, never raises)."""
         if not self._callbacks[event]:
             return
-        try:
-            self._send.send_nowait((event, change))
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        if self._closed or len(self._queue) >= self._limit:
             log.warning("dropped %s callbacks: the callback queue is full or closed", event)
             return
-        self._pending += 1
-        if self._idle.is_set():
-            self._idle = asyncio.Event()
+        self._queue.append((event, change))
+        self._idle.clear()
+        self._wakeup.set()
 
     async def drain(self) -> None:
         """Wait until every queued callback has run."""
@@ -66,16 +67,18 @@ class CallbackRegistry:
 
     async def run(self) -> None:
         """The dispatcher task: calls callbacks in order until cancelled."""
-        async with self._receive:
-            async for event, change in self._receive:
+        while True:
+            while self._queue:
+                event, change = self._queue.popleft()
                 for callback in list(self._callbacks[event]):
                     await call_safely(callback, change, event)
-                self._pending -= 1
-                if self._pending == 0:
-                    self._idle.set()
+            self._idle.set()
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
     def close(self) -> None:
-        self._send.close()
+        self._closed = True
+        self._queue.clear()
         self._idle.set()
 
 

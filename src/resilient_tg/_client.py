@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from telethon import TelegramClient, errors, events
@@ -37,10 +38,11 @@ from ._errors import (
 from ._keepalive import run_keepalive
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason, StoreInfo
+from ._status import StatusPublisher
 from .stores import SessionStore, StoreSession, default_holder, open_store
 from .stores._base import Lease
 
-__all__ = ["ResilientClient"]
+__all__ = ["ClientListener", "ResilientClient"]
 
 log = logging.getLogger("resilient_tg.client")
 
@@ -76,6 +78,15 @@ _LOGIN_REQUESTS = (
 )
 
 
+class ClientListener(Protocol):
+    """Internal observer (status publisher, metrics): called inline, must be quick and
+    must not raise (a failure is logged and ignored)."""
+
+    def on_transition(self, change: StateChange) -> None: ...
+    def on_pong(self, rtt: float) -> None: ...
+    def on_save(self, duration: float, error: BaseException | None) -> None: ...
+
+
 class _Telegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
     """TelegramClient whose calls wait for the link and map errors (see ResilientClient)."""
 
@@ -98,6 +109,13 @@ class ResilientClient:
     lease, then returns while the link comes up in the background: a service can start
     while Telegram is unreachable and say so in its health. ``client.telegram`` is the
     whole Telethon API; ``await client.wait_connected()`` waits for CONNECTED.
+
+    Health publishing, for probes that must not open the session (``resilient-tg
+    status``): ``status_file=PATH`` keeps a JSON file current (``Health.to_dict()`` plus
+    ``written_at`` and ``pid``; atomic, rewritten on every transition and every second,
+    state "closed" after exit); ``status_address="127.0.0.1:8081"`` serves ``GET /health``
+    (200 when healthy, else 503) and ``GET /status`` (always 200) with the same JSON
+    while the client runs (port 0 picks one; see :attr:`status_url`).
     """
 
     def __init__(
@@ -115,6 +133,8 @@ class ResilientClient:
         flood_sleep_threshold: float = 60.0,
         holder: str | None = None,
         rng: random.Random | None = None,
+        status_file: str | os.PathLike[str] | None = None,
+        status_address: str | None = None,
         **telethon_kwargs: Any,
     ) -> None:
         for name, owner in _OWNED_KWARGS.items():
@@ -135,6 +155,11 @@ class ResilientClient:
             )
         if not api_id or not api_hash:
             raise ValueError("ResilientClient needs api_id and api_hash")
+        self._listeners: list[ClientListener] = []
+        self._status: StatusPublisher | None = None
+        if status_file is not None or status_address is not None:
+            self._status = StatusPublisher(self, file=status_file, address=status_address)
+            self._listeners.append(self._status)
         self._store = open_store(store) if isinstance(store, str) else store
         if not isinstance(self._store, SessionStore):
             raise TypeError(f"store must be a SessionStore or a URL, got {type(store).__name__}")
@@ -215,6 +240,11 @@ class ResilientClient:
     @property
     def store(self) -> SessionStore:
         return self._store
+
+    @property
+    def status_url(self) -> str | None:
+        """``http://host:port`` of the status endpoint once entered (None without one)."""
+        return self._status.url if self._status is not None else None
 
     def on_connected(self, callback: C) -> C:
         """Call ``callback(StateChange)`` on every transition to CONNECTED (also a decorator)."""
@@ -320,10 +350,13 @@ class ResilientClient:
         await self._tg.__aenter__()
         try:
             self._tg.start_soon(self._guarded, "callbacks", self._callbacks.run)
+            if self._status is not None:
+                await self._tg.start(self._status.run)
             # Read once before waiting for the lease: a corrupt session fails fast.
             await self._store.load()
             await self._acquire_lease_waiting(StateReason.START)
             self._session = await StoreSession.open(self._store, flush_interval=self.flush_interval)
+            self._session.save_listeners.append(self._notify_save)
             self._was_authorized = _looks_authorized(self._session)
             self._telegram = self._build_telegram(self._session)
             self._tg.start_soon(self._guarded, "supervisor", self._supervise)
@@ -485,6 +518,7 @@ class ResilientClient:
             error=error,
         )
         log.info("%s", message or f"{new.value}: {detail or reason.value}")
+        self._notify(lambda listener: listener.on_transition(change))
         self._callbacks.emit("state_change", change)
         if new is ConnectionState.CONNECTED:
             self._callbacks.emit("connected", change)
@@ -1053,6 +1087,22 @@ class ResilientClient:
     def _record_pong(self, rtt: float) -> None:
         self._last_pong_at = time.time()
         self._rtt = rtt
+        self._notify(lambda listener: listener.on_pong(rtt))
+
+    # Internal listeners (status publisher, metrics) ------------------------------------------
+
+    def _add_listener(self, listener: ClientListener) -> None:
+        self._listeners.append(listener)
+
+    def _notify(self, call: Callable[[ClientListener], None]) -> None:
+        for listener in self._listeners:
+            try:
+                call(listener)
+            except Exception:
+                log.exception("internal listener %r failed; ignored", listener)
+
+    def _notify_save(self, duration: float, error: BaseException | None) -> None:
+        self._notify(lambda listener: listener.on_save(duration, error))
 
 
 class _NoState:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from ._cli._common import EXIT_CODES_HELP, EXIT_INTERRUPTED, CliError
+from ._cli._common import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, CliError
 
 __all__ = ["main"]
 
@@ -39,9 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in _SUBCOMMANDS:
-        module = importlib.import_module(f"resilient_tg._cli.{name}")
+        try:
+            module = importlib.import_module(f"resilient_tg._cli.{name}")
+        except ImportError as exc:
+            # One broken subcommand (a missing optional dependency) must not take the
+            # others down: a container healthcheck runs `status` whatever else is broken.
+            _register_unavailable(subparsers, name, exc)
+            continue
         module.register(subparsers)
     return parser
+
+
+def _register_unavailable(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, exc: ImportError
+) -> None:
+    command = name.replace("_", "-")
+    reason = f"{type(exc).__name__}: {exc}"
+    parser = subparsers.add_parser(command, help=f"(unavailable: {reason})", add_help=True)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        raise CliError(f"this command is unavailable here ({reason})", EXIT_USAGE)
+
+    parser.set_defaults(run=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from telethon.crypto import AuthKey
@@ -60,6 +61,8 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self.last_saved_at: float | None = None
         self.last_save_duration: float | None = None
         self.save_failures = 0
+        #: Called after every write with its duration and error (None on success).
+        self.save_listeners: list[Callable[[float, BaseException | None], None]] = []
 
     @classmethod
     async def open(cls, store: SessionStore, *, flush_interval: float = 1.0) -> StoreSession:
@@ -318,8 +321,10 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             await self.store.save(data)
         except BaseException as exc:
             self._urgent = True
-            self.last_save_error = exc
-            self.save_failures += 1
+            if isinstance(exc, Exception):  # a cancelled write is no store error
+                self.last_save_error = exc
+                self.save_failures += 1
+                self._report_save(time.monotonic() - started, exc)
             raise
         self._saved_changes = max(self._saved_changes, changes)
         self._record_success(started)
@@ -329,6 +334,14 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self.last_saved_at = now
         self.last_save_duration = now - started
         self.last_save_error = None
+        self._report_save(self.last_save_duration, None)
+
+    def _report_save(self, duration: float, error: BaseException | None) -> None:
+        for listener in self.save_listeners:
+            try:
+                listener(duration, error)
+            except Exception:
+                log.exception("session save listener %r failed; ignored", listener)
 
 
 def _date(timestamp: int) -> dt.datetime:

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from telethon.tl import functions, types
+from telethon.tl.types import account as account_t
 from telethon.tl.types import auth as auth_t
 from telethon.tl.types import contacts as contacts_t
 from telethon.tl.types import messages as messages_t
 from telethon.tl.types import updates as updates_t
 from telethon.tl.types import users as users_t
 
+from . import _srp
+from ._crypto import DH_G
 from ._world import Account, AuthKeyRecord, LoginCode, StoredMessage, World, normalize_phone
 
 if TYPE_CHECKING:
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 # The most messages one getDifference answers before it slices (Telegram uses about 100).
 DIFFERENCE_LIMIT = 100
 LOGIN_CODE_TTL = 300.0
+# Open SRP challenges kept per server; the oldest go first beyond this.
+MAX_SRP_CHALLENGES = 10_000
 
 
 class RpcFailure(Exception):
@@ -94,6 +99,9 @@ class Api:
 
     def me(self, ctx: CallContext) -> Account:
         if ctx.user_id is None or ctx.user_id not in self.world.accounts:
+            if ctx.record.password_pending is not None:
+                # Telegram answers this until auth.checkPassword completes the login.
+                raise RpcFailure(401, "SESSION_PASSWORD_NEEDED")
             raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
         return self.world.accounts[ctx.user_id]
 
@@ -228,6 +236,7 @@ def _send_code(api: Api, request: Any, ctx: CallContext) -> auth_t.SentCode:
         sent_at=time.monotonic(),
     )
     api.world.login_codes[phone] = code
+    api._server._login_code_sent(phone, code.code)
     return auth_t.SentCode(
         type=auth_t.SentCodeTypeApp(length=5), phone_code_hash=code.phone_code_hash
     )
@@ -255,6 +264,7 @@ def _check_code(
 
 def _authorize(api: Api, ctx: CallContext, account: Account) -> auth_t.Authorization:
     ctx.record.user_id = account.id
+    ctx.record.password_pending = None
     api._server._on_world_changed()
     return auth_t.Authorization(user=api.tl_user(account, account))
 
@@ -268,6 +278,11 @@ def _sign_in(api: Api, request: Any, ctx: CallContext) -> Any:
     if account is None:
         return auth_t.AuthorizationSignUpRequired()
     api.world.login_codes.pop(phone, None)
+    if account.password is not None:
+        # The code was right; the login completes with auth.checkPassword on this key.
+        ctx.record.user_id = None
+        ctx.record.password_pending = account.id
+        raise RpcFailure(401, "SESSION_PASSWORD_NEEDED")
     return _authorize(api, ctx, account)
 
 
@@ -291,6 +306,81 @@ def _import_bot(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorizatio
     account = api.world.by_token(request.bot_auth_token)
     if account is None:
         raise RpcFailure(400, "ACCESS_TOKEN_INVALID")
+    return _authorize(api, ctx, account)
+
+
+def _password_account(api: Api, ctx: CallContext) -> Account:
+    """Whose password a key may ask about: its logged-in account, or the one whose
+    login waits for the password on this key."""
+    user_id = ctx.user_id if ctx.user_id is not None else ctx.record.password_pending
+    account = api.world.accounts.get(user_id) if user_id is not None else None
+    if account is None:
+        raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
+    return account
+
+
+def _new_algo() -> types.PasswordKdfAlgoSHA256SHA256PBKDF2HMACSHA512iter100000SHA256ModPow:
+    """What a client should use to set a new password (Telegram's salt1 is a prefix)."""
+    salt1, salt2 = _srp.new_salts()
+    return types.PasswordKdfAlgoSHA256SHA256PBKDF2HMACSHA512iter100000SHA256ModPow(
+        salt1=salt1[: _srp.NEW_SALT1_SIZE], salt2=salt2, g=DH_G, p=_srp.prime_bytes()
+    )
+
+
+@_method(functions.account.GetPasswordRequest, needs_auth=False)
+def _get_password(api: Api, request: Any, ctx: CallContext) -> account_t.Password:
+    account = _password_account(api, ctx)
+    common: dict[str, Any] = {
+        "new_algo": _new_algo(),
+        "new_secure_algo": types.SecurePasswordKdfAlgoPBKDF2HMACSHA512iter100000(
+            salt=secrets.token_bytes(8)
+        ),
+        "secure_random": secrets.token_bytes(256),
+    }
+    password = account.password
+    if password is None:
+        return account_t.Password(has_password=False, **common)
+    challenge = _srp.new_challenge(account.id, ctx.record.key_id, password.verifier)
+    challenges = api.world.srp_challenges
+    # One open challenge per account and key: asking again makes the last one stale.
+    for srp_id, old in list(challenges.items()):
+        if old.account_id == account.id and old.auth_key_id == ctx.record.key_id:
+            del challenges[srp_id]
+    while len(challenges) >= MAX_SRP_CHALLENGES:
+        del challenges[next(iter(challenges))]
+    challenges[challenge.srp_id] = challenge
+    return account_t.Password(
+        has_password=True,
+        current_algo=types.PasswordKdfAlgoSHA256SHA256PBKDF2HMACSHA512iter100000SHA256ModPow(
+            salt1=password.salt1, salt2=password.salt2, g=DH_G, p=_srp.prime_bytes()
+        ),
+        srp_B=challenge.srp_B,
+        srp_id=challenge.srp_id,
+        hint=password.hint,
+        **common,
+    )
+
+
+@_method(functions.auth.CheckPasswordRequest, needs_auth=False)
+def _check_password(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorization:
+    account = _password_account(api, ctx)
+    password = account.password
+    if password is None:
+        raise RpcFailure(400, "PASSWORD_EMPTY")
+    check = request.password
+    if not isinstance(check, types.InputCheckPasswordSRP):
+        raise RpcFailure(400, "PASSWORD_HASH_INVALID")
+    challenge = api.world.srp_challenges.get(check.srp_id)
+    if (
+        challenge is None
+        or challenge.account_id != account.id
+        or challenge.auth_key_id != ctx.record.key_id
+        or challenge.v != password.verifier
+    ):
+        raise RpcFailure(400, "SRP_ID_INVALID")
+    if not _srp.check_m1(challenge, password.salt1, password.salt2, check.A, check.M1):
+        raise RpcFailure(400, "PASSWORD_HASH_INVALID")
+    del api.world.srp_challenges[check.srp_id]
     return _authorize(api, ctx, account)
 
 

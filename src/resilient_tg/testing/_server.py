@@ -20,7 +20,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -35,12 +35,12 @@ from telethon.sessions import MemorySession
 from telethon.tl import TLRequest, functions, types
 
 from . import _crypto as c
-from . import _tl
+from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
 from ._handshake import HandshakeError, Handshakes
 from ._transport import Framing, TransportError, open_framing
 from ._trust import trusted_key
-from ._world import Account, AuthKeyRecord, StoredMessage, World
+from ._world import Account, AuthKeyRecord, Password, StoredMessage, World
 
 __all__ = ["ConnectionInfo", "MTProtoTestServer", "RequestRecord", "TestBot", "TestUser"]
 
@@ -261,6 +261,9 @@ class MTProtoTestServer:
     :meth:`restart` and across processes; without it a restart forgets everything
     but the RSA key, so clients see their auth key rejected (-404) as after a real
     server losing its keys. State is written when the server stops or restarts.
+
+    ``on_login_code(phone, code)`` is called for each code auth.sendCode "sends"
+    (``phone`` is digits only), the way Telegram delivers it to the user's app.
     """
 
     def __init__(
@@ -272,6 +275,7 @@ class MTProtoTestServer:
         dc_id: int = 2,
         api_id: int = 12345,
         api_hash: str | None = None,
+        on_login_code: Callable[[str, str], None] | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
@@ -284,6 +288,7 @@ class MTProtoTestServer:
         self._api_id = api_id
         self._api_hash_given = api_hash
         self._api_hash = api_hash or ""
+        self._on_login_code = on_login_code
         self._world = World()
         self._key: c.ServerKey | None = None
         self._handshakes: Handshakes | None = None
@@ -523,6 +528,33 @@ class MTProtoTestServer:
         if code is None:
             raise LookupError(f"no login code was requested for {phone!r}")
         return code.code
+
+    def set_password(self, user_id: int, password: str | None, hint: str | None = None) -> None:
+        """Turn on 2FA for an account (None turns it off), as Telegram's SRP does it.
+
+        Only the SRP verifier is kept (and written to ``data_dir``), never the password.
+        Logging in then needs ``sign_in(password=...)`` after the code.
+        """
+        account = self._account(user_id)
+        if account.bot:
+            raise ValueError("bots have no 2FA password")
+        if password is None:
+            account.password = None
+        else:
+            if not isinstance(password, str) or not password:
+                raise ValueError("password must be a non-empty string (None turns 2FA off)")
+            salt1, salt2 = _srp.new_salts()
+            account.password = Password(
+                salt1=salt1,
+                salt2=salt2,
+                verifier=_srp.verifier(password, salt1, salt2),
+                hint=hint,
+            )
+        # Challenges made for the old password are stale now (SRP_ID_INVALID).
+        for srp_id, challenge in list(self._world.srp_challenges.items()):
+            if challenge.account_id == user_id:
+                del self._world.srp_challenges[srp_id]
+        self._on_world_changed()
 
     async def send_message(self, from_id: int, to_id: int, text: str) -> int:
         """Send a private message as ``from_id``; updates go to every connected session
@@ -976,6 +1008,15 @@ class MTProtoTestServer:
 
     def _on_world_changed(self) -> None:
         """Hook for handlers that change durable state (written on stop and restart)."""
+
+    def _login_code_sent(self, phone: str, code: str) -> None:
+        """Deliver a login code to ``on_login_code``; its failure never fails sendCode."""
+        if self._on_login_code is None:
+            return
+        try:
+            self._on_login_code(phone, code)
+        except Exception:
+            log.exception("on_login_code callback failed")
 
 
 _LINK_ERRORS = (

@@ -16,14 +16,26 @@ from typing import Any
 
 import attrs
 
+from ._srp import SrpChallenge
+
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 FIRST_USER_ID = 7_000_000_001
 
 
 @attrs.define(eq=False)
+class Password:
+    """A 2FA password as the server keeps it: the SRP salts and verifier, never the text."""
+
+    salt1: bytes
+    salt2: bytes
+    verifier: bytes = attrs.field(repr=False)
+    hint: str | None = None
+
+
+@attrs.define(eq=False)
 class Account:
-    """A user or a bot. ``token`` is set for bots only."""
+    """A user or a bot. ``token`` is set for bots only; ``password`` when 2FA is on."""
 
     id: int
     access_hash: int
@@ -38,6 +50,7 @@ class Account:
     box: list[StoredMessage] = attrs.field(factory=list)
     # random_id values of messages this account sent (RANDOM_ID_DUPLICATE on reuse).
     random_ids: set[int] = attrs.field(factory=set)
+    password: Password | None = None
 
 
 @attrs.define(eq=False)
@@ -65,6 +78,9 @@ class AuthKeyRecord:
     layer: int | None = None
     # The api_id given in initConnection; requests need it once per key.
     api_id: int | None = None
+    # The account whose login waits for its 2FA password on this key (signIn answered
+    # SESSION_PASSWORD_NEEDED); not persisted, like a login code.
+    password_pending: int | None = None
 
 
 @attrs.define(eq=False)
@@ -83,6 +99,9 @@ class World:
     auth_keys: dict[bytes, AuthKeyRecord] = attrs.field(factory=dict)
     login_codes: dict[str, LoginCode] = attrs.field(factory=dict)
     next_user_id: int = FIRST_USER_ID
+    # Open account.getPassword challenges by srp_id; not persisted (a restart makes
+    # them stale: SRP_ID_INVALID).
+    srp_challenges: dict[int, SrpChallenge] = attrs.field(factory=dict)
 
     def new_account(
         self, *, first_name: str, phone: str | None, username: str | None, bot: bool
@@ -243,6 +262,14 @@ def _account_to_json(a: Account) -> dict[str, Any]:
         "next_message_id": a.next_message_id,
         "random_ids": sorted(a.random_ids),
         "box": [attrs.asdict(m) for m in a.box],
+        "password": None
+        if a.password is None
+        else {
+            "salt1": a.password.salt1.hex(),
+            "salt2": a.password.salt2.hex(),
+            "verifier": a.password.verifier.hex(),
+            "hint": a.password.hint,
+        },
     }
 
 
@@ -259,4 +286,17 @@ def _account_from_json(raw: dict[str, Any]) -> Account:
         next_message_id=int(raw["next_message_id"]),
         random_ids={int(r) for r in raw["random_ids"]},
         box=[StoredMessage(**m) for m in raw["box"]],
+        password=_password_from_json(raw.get("password")),
+    )
+
+
+def _password_from_json(raw: dict[str, Any] | None) -> Password | None:
+    # Older state files have no "password" key: those accounts have no 2FA.
+    if raw is None:
+        return None
+    return Password(
+        salt1=bytes.fromhex(raw["salt1"]),
+        salt2=bytes.fromhex(raw["salt2"]),
+        verifier=bytes.fromhex(raw["verifier"]),
+        hint=raw["hint"],
     )

@@ -1,0 +1,493 @@
+"""``resilient-tg login``: log in interactively and keep the session in any store.
+
+The login runs on a ResilientClient over the target store, so the store's lease is
+held while it works and the auth key is durable before the command says it is done.
+Prompts read lines from standard input when it is not a terminal (scripts and tests
+pipe the answers in); secrets (bot token, 2FA password) are never echoed or printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import attrs
+from telethon import errors
+from telethon.tl import functions
+
+from .._client import ResilientClient
+from .._errors import AuthLostError, NotConnectedError
+from .._policy import ReconnectPolicy
+from ..stores import SessionData, SessionStore, default_holder
+from ._common import EXIT_AUTH, EXIT_CODES_HELP, EXIT_NETWORK, EXIT_STORE, EXIT_USAGE, CliError
+from .session import open_store_arg, store_errors
+
+__all__ = ["Prompter", "register"]
+
+log = logging.getLogger("resilient_tg.cli")
+
+T = TypeVar("T")
+
+# Telegram's production DC 2, where Telethon starts too.
+PRODUCTION_DC = SessionData(dc_id=2, server_address="149.154.167.51", port=443)
+TEST_SERVER_DC_ID = 2
+ATTEMPTS = 3
+LEASE_TTL = 30.0
+
+_EXAMPLES = """examples:
+  export TG_API_ID=12345 TG_API_HASH=...   # from my.telegram.org
+  resilient-tg login file:///var/lib/mybot/session.json --phone +15550001
+  resilient-tg login 'sqlite:////data/sessions.db?name=bot' --bot
+  resilient-tg login file:///tmp/s.json --test-server 127.0.0.1:40123 \\
+      --test-server-key /tmp/rtg/server_key.pub.pem --phone +15550001
+
+Answers are read from standard input when it is not a terminal, one per line (phone,
+code, password or bot token), so a script can pipe them in."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``login`` subcommand."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "login",
+        help="log in (phone + code + 2FA, or bot token) and save the session in a store",
+        description=(
+            "Log in to Telegram (or to a standalone test server) and save the session in "
+            "STORE_URL (file:///path, sqlite:///path?name=N, postgresql://..., ...). The "
+            "store's lease is held while the login runs; a store in use by a live process "
+            "is refused. A store that already holds a logged-in session is left as it is."
+        ),
+        epilog=f"{_EXAMPLES}\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("store", metavar="STORE_URL", help="where to keep the session")
+    parser.add_argument(
+        "--api-id", type=int, default=None, help="your app's api_id (default: $TG_API_ID)"
+    )
+    parser.add_argument(
+        "--api-hash",
+        default=None,
+        help="your app's api_hash (default: $TG_API_HASH; prefer the variable, since "
+        "command lines are visible to other users)",
+    )
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--phone", help="the account's phone number (asked for if missing)")
+    who.add_argument(
+        "--bot-token", help="log in as a bot with this token (visible in ps; see --bot)"
+    )
+    who.add_argument("--bot", action="store_true", help="log in as a bot; ask for the token")
+    parser.add_argument(
+        "--test-server",
+        metavar="HOST:PORT",
+        help="log in against a standalone test server (`resilient-tg test-server`)",
+    )
+    parser.add_argument(
+        "--test-server-key",
+        metavar="PEM_FILE",
+        help="the test server's public key (printed by `resilient-tg test-server`)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up connecting after this long, exit 5 (default: 30)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log connection steps to stderr"
+    )
+    parser.set_defaults(run=run)
+
+
+@attrs.frozen
+class LoginOptions:
+    """The validated arguments of one login."""
+
+    store_url: str
+    api_id: int
+    api_hash: str = attrs.field(repr=False)
+    phone: str | None
+    bot: bool
+    bot_token: str | None = attrs.field(repr=False)
+    test_server: tuple[str, int] | None
+    test_server_pem: str | None = attrs.field(repr=False)
+    timeout: float
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``resilient-tg login``."""
+    options = _options(args)
+    if args.verbose:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s"
+        )
+    else:
+        # Our warnings (a failed save...) matter; Telethon's chatter about the link
+        # closing at shutdown does not: the command reports failures itself.
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+        logging.getLogger("telethon").setLevel(logging.ERROR)
+    return asyncio.run(login(options, Prompter()))
+
+
+def _options(args: argparse.Namespace) -> LoginOptions:
+    api_id = args.api_id
+    if api_id is None:
+        raw = os.environ.get("TG_API_ID", "").strip()
+        if not raw:
+            raise CliError("needs --api-id or $TG_API_ID (from my.telegram.org)", EXIT_USAGE)
+        try:
+            api_id = int(raw)
+        except ValueError:
+            raise CliError("$TG_API_ID must be a number", EXIT_USAGE) from None
+    api_hash = args.api_hash or os.environ.get("TG_API_HASH", "").strip()
+    if not api_hash:
+        raise CliError("needs --api-hash or $TG_API_HASH (from my.telegram.org)", EXIT_USAGE)
+    if not args.timeout > 0:
+        raise CliError("--timeout must be > 0 seconds", EXIT_USAGE)
+    test_server = None
+    pem = None
+    if args.test_server is not None:
+        test_server = _host_port(args.test_server)
+        if args.test_server_key is None:
+            raise CliError(
+                "--test-server needs --test-server-key PEM_FILE (the key file "
+                "`resilient-tg test-server` prints)",
+                EXIT_USAGE,
+            )
+        try:
+            with open(args.test_server_key, encoding="ascii") as f:
+                pem = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CliError(
+                f"cannot read --test-server-key {args.test_server_key}: "
+                f"{getattr(exc, 'strerror', None) or type(exc).__name__}",
+                EXIT_USAGE,
+            ) from None
+    elif args.test_server_key is not None:
+        raise CliError("--test-server-key is only used with --test-server", EXIT_USAGE)
+    return LoginOptions(
+        store_url=args.store,
+        api_id=api_id,
+        api_hash=api_hash,
+        phone=args.phone,
+        bot=bool(args.bot or args.bot_token),
+        bot_token=args.bot_token,
+        test_server=test_server,
+        test_server_pem=pem,
+        timeout=float(args.timeout),
+    )
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise CliError(f"--test-server must be HOST:PORT, got {value!r}", EXIT_USAGE)
+    return host, int(port)
+
+
+# Prompts ------------------------------------------------------------------------------
+
+
+class Prompter:
+    """Asks questions on stderr and reads the answers, from a terminal or a pipe.
+
+    On a terminal, secrets go through getpass (no echo). Otherwise each answer is one
+    line of standard input. Reading happens in a daemon thread, so the client keeps
+    its link alive meanwhile and Ctrl-C is not held up by a blocked read.
+    """
+
+    def __init__(self, stdin: Any = None, stderr: Any = None) -> None:
+        self._stdin = stdin if stdin is not None else sys.stdin
+        self._stderr = stderr if stderr is not None else sys.stderr
+
+    def say(self, message: str) -> None:
+        print(message, file=self._stderr, flush=True)
+
+    async def line(self, prompt: str) -> str:
+        """One line of text (phone, code), stripped."""
+        return (await self._read(prompt, secret=False)).strip()
+
+    async def secret(self, prompt: str) -> str:
+        """A secret (password, token): never echoed; only the line end is removed."""
+        return await self._read(prompt, secret=True)
+
+    def _is_tty(self) -> bool:
+        try:
+            return bool(self._stdin.isatty())
+        except (AttributeError, ValueError):
+            return False
+
+    async def _read(self, prompt: str, *, secret: bool) -> str:
+        if secret and self._is_tty():
+            with _terminal_restored(self._stdin):
+                return await _in_daemon_thread(lambda: getpass.getpass(prompt, stream=self._stderr))
+        self._stderr.write(prompt)
+        self._stderr.flush()
+        line: str = await _in_daemon_thread(self._stdin.readline)
+        if not line:
+            self._stderr.write("\n")
+            raise CliError(
+                f"standard input ended before an answer to {prompt.strip().rstrip(':')!r}",
+                EXIT_AUTH,
+            )
+        if not self._is_tty():
+            self._stderr.write("\n")  # the answer came from a pipe: end the prompt line
+        return line.rstrip("\r\n")
+
+
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    """Run a blocking read in a daemon thread; cancelling abandons it (it cannot be
+    interrupted, and a daemon thread does not keep the process alive)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, exc: BaseException | None) -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
+            outcome: tuple[T | None, BaseException | None] = (None, exc)
+        else:
+            outcome = (result, None)
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            loop.call_soon_threadsafe(deliver, *outcome)
+
+    threading.Thread(target=work, name="resilient-tg prompt", daemon=True).start()
+    return await future
+
+
+@contextlib.contextmanager
+def _terminal_restored(stdin: Any) -> Iterator[None]:
+    """getpass turns echo off; if we abandon it (Ctrl-C), turn echo back on."""
+    try:
+        import termios
+
+        fd = stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, AttributeError, ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(termios.error, OSError):
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+# The login ------------------------------------------------------------------------------
+
+
+async def login(options: LoginOptions, prompter: Prompter) -> int:
+    """Log in into ``options.store_url``; returns the exit code or raises CliError."""
+    if options.test_server_pem is not None:
+        from ..testing import trust_test_server
+
+        try:
+            trust_test_server(options.test_server_pem)
+        except ValueError as exc:
+            raise CliError(f"--test-server-key: {exc}", EXIT_USAGE) from None
+    store = open_store_arg(options.store_url)
+    holder = f"resilient-tg-login@{default_holder()}"
+    try:
+        with _login_errors(store, options):
+            with store_errors(store):
+                # At once, instead of ResilientClient's waiting: a login must not queue
+                # behind a live process that uses the session.
+                await store.acquire_lease(holder, LEASE_TTL)
+            try:
+                with store_errors(store):
+                    await _seed(store, options)
+                me = await _log_in_with_client(store, holder, options, prompter)
+            finally:
+                with contextlib.suppress(Exception):
+                    await store.release_lease(holder)
+            with store_errors(store):
+                saved = await store.load()
+            if saved is None or saved.auth_key is None:
+                raise CliError(
+                    f"{store.describe()}: the session could not be saved (see the log above)",
+                    EXIT_STORE,
+                )
+    finally:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+    print(f"{me}; the session is in {store.describe()}", flush=True)
+    return 0
+
+
+async def _seed(store: SessionStore, options: LoginOptions) -> None:
+    """Point an empty store at the server to log in to (ResilientClient then makes the key)."""
+    data = await store.load()
+    if options.test_server is None:
+        if data is None:
+            await store.save(PRODUCTION_DC)
+        return
+    host, port = options.test_server
+    if data is not None and (data.server_address, data.port) == (host, port):
+        return
+    if data is not None and data.auth_key is not None:
+        raise CliError(
+            f"{store.describe()} holds a session for {data.server_address}:{data.port}, "
+            f"not for the test server at {host}:{port}; log in into another store",
+            EXIT_USAGE,
+        )
+    await store.save(SessionData(dc_id=TEST_SERVER_DC_ID, server_address=host, port=port))
+
+
+async def _log_in_with_client(
+    store: SessionStore, holder: str, options: LoginOptions, prompter: Prompter
+) -> str:
+    client = ResilientClient(
+        store,
+        options.api_id,
+        options.api_hash,
+        holder=holder,
+        lease_ttl=LEASE_TTL,
+        reconnect=ReconnectPolicy(
+            initial_delay=0.2, max_delay=2.0, connect_timeout=min(10.0, options.timeout)
+        ),
+        request_timeout=options.timeout,
+    )
+    async with client:
+        try:
+            await client.wait_connected(options.timeout)
+        except TimeoutError:
+            data = await store.load()
+            where = f"{data.server_address}:{data.port}" if data is not None else "Telegram"
+            last = client.health().last_error
+            raise CliError(
+                f"could not connect to {where} within {options.timeout:g}s"
+                + (f" (last error: {last})" if last else ""),
+                EXIT_NETWORK,
+            ) from None
+        telegram = client.telegram
+        if client.health().authorized:
+            me = await telegram.get_me()
+            return f"already logged in as {_who(me)}; nothing changed"
+        if options.bot:
+            user = await _bot_login(telegram, options, prompter)
+        else:
+            user = await _user_login(telegram, options, prompter)
+        return f"logged in as {_who(user)}"
+
+
+async def _bot_login(telegram: Any, options: LoginOptions, prompter: Prompter) -> Any:
+    token = options.bot_token or await prompter.secret("Bot token: ")
+    if not token.strip():
+        raise CliError("no bot token given", EXIT_AUTH)
+    try:
+        return await telegram.sign_in(bot_token=token.strip())
+    except (errors.AccessTokenInvalidError, errors.AccessTokenExpiredError) as exc:
+        raise CliError(f"the bot token was refused ({exc.message})", EXIT_AUTH) from None
+
+
+async def _user_login(telegram: Any, options: LoginOptions, prompter: Prompter) -> Any:
+    phone = options.phone or await prompter.line("Phone number (international, +15550001): ")
+    if not phone:
+        raise CliError("no phone number given", EXIT_AUTH)
+    sent = await telegram.send_code_request(phone)
+    prompter.say(f"A login code was sent to {phone} ({_delivery(sent)}).")
+    for attempt in range(1, ATTEMPTS + 1):
+        code = await prompter.line("Login code: ")
+        if not code:
+            _wrong(prompter, "code", attempt)
+            continue
+        try:
+            return await telegram.sign_in(phone, code)
+        except (errors.PhoneCodeInvalidError, errors.PhoneCodeEmptyError):
+            _wrong(prompter, "code", attempt)
+        except errors.SessionPasswordNeededError:
+            return await _password_login(telegram, prompter)
+        except errors.PhoneCodeExpiredError:
+            raise CliError("the login code expired; run login again", EXIT_AUTH) from None
+        except errors.PhoneNumberUnoccupiedError:
+            raise CliError(
+                f"no Telegram account uses {phone}; sign up in an official app first",
+                EXIT_AUTH,
+            ) from None
+    raise AssertionError("unreachable")  # pragma: no cover - _wrong raises on the last try
+
+
+async def _password_login(telegram: Any, prompter: Prompter) -> Any:
+    info = await telegram(functions.account.GetPasswordRequest())
+    hint = f" (hint: {info.hint})" if getattr(info, "hint", None) else ""
+    prompter.say("This account has two-step verification.")
+    for attempt in range(1, ATTEMPTS + 1):
+        password = await prompter.secret(f"2FA password{hint}: ")
+        if not password:
+            _wrong(prompter, "password", attempt)
+            continue
+        try:
+            return await telegram.sign_in(password=password)
+        except errors.PasswordHashInvalidError:
+            _wrong(prompter, "password", attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wrong(prompter: Prompter, what: str, attempt: int) -> None:
+    left = ATTEMPTS - attempt
+    if left <= 0:
+        raise CliError(f"wrong {what} {ATTEMPTS} times; login failed", EXIT_AUTH)
+    prompter.say(f"Wrong {what}; {left} attempt{'s' if left > 1 else ''} left.")
+
+
+def _delivery(sent: Any) -> str:
+    kind = type(getattr(sent, "type", None)).__name__
+    return {
+        "SentCodeTypeApp": "in the Telegram app",
+        "SentCodeTypeSms": "by SMS",
+        "SentCodeTypeCall": "by a phone call",
+        "SentCodeTypeFlashCall": "by a flash call",
+        "SentCodeTypeEmailCode": "by email",
+    }.get(kind, kind)
+
+
+def _who(user: Any) -> str:
+    if user is None:
+        return "an unknown account"
+    name = " ".join(p for p in (user.first_name, getattr(user, "last_name", None)) if p)
+    extra = f"@{user.username}, " if getattr(user, "username", None) else ""
+    kind = "bot " if getattr(user, "bot", False) else ""
+    return f"{kind}{name or 'unnamed'} ({extra}id {user.id})"
+
+
+@contextlib.contextmanager
+def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
+    """Map what the client and Telethon raise to one-line errors with exit codes."""
+    try:
+        with store_errors(store):
+            yield
+    except CliError:
+        raise
+    except AuthLostError as exc:
+        raise CliError(
+            f"the server no longer accepts this session's key ({exc})", EXIT_AUTH
+        ) from None
+    except NotConnectedError as exc:
+        raise CliError(f"lost the connection: {exc}", EXIT_NETWORK) from None
+    except errors.FloodWaitError as exc:
+        raise CliError(
+            f"Telegram asks to wait {exc.seconds}s before trying again", EXIT_AUTH
+        ) from None
+    except errors.ApiIdInvalidError:
+        raise CliError("the server refused this api_id/api_hash", EXIT_AUTH) from None
+    except errors.PhoneNumberInvalidError:
+        raise CliError("the phone number is not valid", EXIT_AUTH) from None
+    except errors.RPCError as exc:
+        # Telethon's message names the error and the request class, never its fields.
+        raise CliError(f"login failed: {exc}", EXIT_AUTH) from None

@@ -1,0 +1,494 @@
+"""``resilient-tg session export|import|copy``: move a session between stores and
+Telethon's formats (``.session`` SQLite files, StringSession strings).
+
+A session is the account: its auth key logs in without a code. So secrets are
+written only where the user says (``--output FILE``, created 0600, or ``--stdout``),
+errors name what is wrong and never show the data, and copies take the stores'
+leases so that no live process writes the session meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import getpass
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .._errors import (
+    LeaseLostError,
+    NotConnectedError,
+    SessionCorruptError,
+    SessionInUseError,
+)
+from ..stores import MemoryStore, SessionData, SessionStore, decode, default_holder, encode
+from ..stores import open_store as _open_store
+from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_STORE, EXIT_USAGE, CliError
+
+__all__ = ["open_store_arg", "register", "store_errors"]
+
+LEASE_TTL = 30.0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_EXPORT_EXAMPLES = """examples:
+  resilient-tg session export file:///data/s.json --string --output s.txt
+  resilient-tg session export 'sqlite:////data/s.db?name=bot' --telethon bot.session
+  resilient-tg session export file:///data/s.json --json --stdout | ssh host 'cat > s.json'"""
+_IMPORT_EXAMPLES = """examples:
+  resilient-tg session import old_bot.session file:///data/s.json
+  resilient-tg session import session.json 'sqlite:////data/s.db?name=bot'
+  resilient-tg session import --string-env TG_SESSION file:///data/s.json
+  printf '%s\\n' "$STRING" | resilient-tg session import --string-stdin file:///data/s.json
+  resilient-tg session import file:///data/s.json 'postgresql://db/app?name=bot'"""
+
+
+def register(subparsers: Any) -> None:
+    """Add ``session`` with its ``export``, ``import`` and ``copy`` subcommands."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "session",
+        help="export, import or copy a session (stores, .session files, StringSession)",
+        description="Move a session between stores, Telethon .session files and "
+        "StringSession strings. A session logs in without a code: treat it as a password.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    export = actions.add_parser(
+        "export",
+        help="write a store's session as a string, a .session file or JSON",
+        description="Write the session in STORE_URL as a Telethon StringSession (--string), "
+        "a Telethon .session file (--telethon FILE) or resilient_tg's JSON document "
+        "(--json). A string or JSON goes to --output FILE (created 0600) or, only when "
+        "asked with --stdout, to standard output.",
+        epilog=f"{_EXPORT_EXAMPLES}\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument("store", metavar="STORE_URL")
+    fmt = export.add_mutually_exclusive_group(required=True)
+    fmt.add_argument("--string", action="store_true", help="a Telethon StringSession")
+    fmt.add_argument("--telethon", metavar="FILE", help="a Telethon .session (SQLite) file")
+    fmt.add_argument("--json", action="store_true", help="resilient_tg's JSON document")
+    where = export.add_mutually_exclusive_group()
+    where.add_argument("--output", "-o", metavar="FILE", help="write to FILE (mode 0600)")
+    where.add_argument("--stdout", action="store_true", help="print the secret to standard output")
+    export.add_argument("--force", action="store_true", help="replace an existing output file")
+    export.set_defaults(run=_run_export)
+
+    imp = actions.add_parser(
+        "import",
+        help="put a session from a .session file, JSON, string or store into a store",
+        usage="%(prog)s [-h] [--string-env VAR | --string-stdin] [--force] [SOURCE] STORE_URL",
+        description="Save a session into STORE_URL. SOURCE is a Telethon .session file, a "
+        "JSON file written by `session export --json`, or a store URL (then this is "
+        "`session copy`); or give a StringSession with --string-env VAR or --string-stdin. "
+        "A store that already holds a session is left alone unless --force.",
+        epilog=f"{_IMPORT_EXAMPLES}\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("paths", nargs="+", metavar="[SOURCE] STORE_URL", help=argparse.SUPPRESS)
+    string = imp.add_mutually_exclusive_group()
+    string.add_argument(
+        "--string-env", metavar="VAR", help="read a StringSession from this variable"
+    )
+    string.add_argument(
+        "--string-stdin", action="store_true", help="read a StringSession from standard input"
+    )
+    imp.add_argument("--force", action="store_true", help="replace the session in STORE_URL")
+    imp.set_defaults(run=_run_import)
+
+    copy = actions.add_parser(
+        "copy",
+        help="copy a session from one store to another (both leases held)",
+        description="Copy the session in FROM_URL into TO_URL, holding both stores' leases "
+        "so that no live process changes either meanwhile. TO_URL must be empty unless "
+        "--force. Do not run both copies at once: Telegram revokes a key used twice.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    copy.add_argument("source", metavar="FROM_URL")
+    copy.add_argument("target", metavar="TO_URL")
+    copy.add_argument("--force", action="store_true", help="replace the session in TO_URL")
+    copy.set_defaults(run=_run_copy)
+
+
+# Shared with login ----------------------------------------------------------------------
+
+
+def open_store_arg(url: str) -> SessionStore:
+    """open_store() with its errors as usage errors (exit 2)."""
+    try:
+        return _open_store(url)
+    except ValueError as exc:
+        raise CliError(f"bad store URL: {exc}", EXIT_USAGE) from None
+    except ImportError as exc:
+        raise CliError(f"this store needs an optional dependency: {exc}", EXIT_USAGE) from None
+
+
+@contextlib.contextmanager
+def store_errors(store: SessionStore) -> Iterator[None]:
+    """Map store failures to exit 3 with the store's own message (it names the store,
+    never the data)."""
+    try:
+        yield
+    except CliError:
+        raise
+    except NotConnectedError:
+        raise  # the Telegram link, not the store: the caller maps it
+    except SessionInUseError as exc:
+        raise CliError(
+            f"{exc}; stop that process first (two users of one auth key get it revoked)",
+            EXIT_STORE,
+        ) from None
+    except (SessionCorruptError, LeaseLostError) as exc:
+        raise CliError(str(exc), EXIT_STORE) from None
+    except ImportError as exc:
+        raise CliError(
+            f"{store.describe()} needs an optional dependency: {exc}", EXIT_USAGE
+        ) from None
+    except OSError as exc:  # ConnectionError included: the store is unreachable
+        what = exc.strerror or str(exc) or type(exc).__name__
+        raise CliError(f"{store.describe()}: cannot use the store ({what})", EXIT_STORE) from None
+
+
+def _holder() -> str:
+    return f"resilient-tg-session@{default_holder()}"
+
+
+# export ---------------------------------------------------------------------------------
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    if args.telethon is not None:
+        if args.output is not None or args.stdout:
+            raise CliError(
+                "--telethon FILE writes FILE; --output/--stdout do not apply", EXIT_USAGE
+            )
+    elif args.output is None and not args.stdout:
+        raise CliError(
+            "refusing to print a session (it logs in as the account) without --stdout; "
+            "or write it to a private file with --output FILE",
+            EXIT_USAGE,
+        )
+    destination = _telethon_name(args) if args.telethon is not None else args.output
+    if destination is not None and not args.force and os.path.lexists(destination):
+        raise CliError(f"{destination} exists; --force replaces it", EXIT_USAGE)
+    data, holder = asyncio.run(_load_for_export(args.store))
+    if holder:
+        print(
+            f"warning: {holder} is using this session now; do not run the exported copy "
+            "while it does (Telegram revokes a key used twice at once)",
+            file=sys.stderr,
+        )
+    if args.telethon is not None:
+        path = _telethon_name(args)
+        _write_telethon(path, data, force=args.force)
+        print(f"wrote the session to {path} (Telethon .session, mode 0600)", file=sys.stderr)
+        return EXIT_OK
+    text = _string_session(data) + "\n" if args.string else encode(data).decode() + "\n"
+    if args.stdout:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        _write_private(Path(args.output), text.encode(), force=args.force)
+        kind = "StringSession" if args.string else "JSON"
+        print(f"wrote the session to {args.output} ({kind}, mode 0600)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _telethon_name(args: argparse.Namespace) -> str:
+    name = str(args.telethon)
+    # Telethon appends ".session" to any other name; say where the file really is.
+    return name if name.endswith(".session") else name + ".session"
+
+
+async def _load_for_export(url: str) -> tuple[SessionData, str]:
+    store = open_store_arg(url)
+    try:
+        with store_errors(store):
+            data = await store.load()
+            lease = await store.current_lease()
+    finally:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+    data = _exportable(data, store.describe())
+    return data, lease.holder if lease is not None else ""
+
+
+def _exportable(data: SessionData | None, where: str) -> SessionData:
+    if data is None:
+        raise CliError(f"{where} holds no session", EXIT_STORE)
+    if data.auth_key is None:
+        raise CliError(
+            f"{where} holds a session without an auth key (it never connected): "
+            "nothing to move; log in first",
+            EXIT_STORE,
+        )
+    return data
+
+
+def _string_session(data: SessionData) -> str:
+    from telethon.crypto import AuthKey
+    from telethon.sessions import StringSession
+
+    session = StringSession()
+    try:
+        session.set_dc(data.dc_id, data.server_address, data.port)
+        session.auth_key = AuthKey(data=data.auth_key)
+        text: str = session.save()
+    except ValueError:
+        raise CliError(
+            "a StringSession holds an IP address, and this session's server is "
+            f"{data.server_address!r}; export --telethon or --json instead",
+            EXIT_USAGE,
+        ) from None
+    return text
+
+
+def _write_telethon(path: str, data: SessionData, *, force: bool) -> None:
+    """Write a Telethon .session file with Telethon's own SQLiteSession, created 0600."""
+    from telethon.crypto import AuthKey
+    from telethon.sessions import SQLiteSession
+    from telethon.tl.types import updates
+
+    if force:
+        for stale in (path, path + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+    try:
+        # An empty file is an empty SQLite database: Telethon fills it, the mode stays.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        raise CliError(f"{path} exists; --force replaces it", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot create {path}: {exc.strerror}", EXIT_USAGE) from None
+    session = SQLiteSession(path)
+    try:
+        session.set_dc(data.dc_id, data.server_address, data.port)
+        session.auth_key = AuthKey(data=data.auth_key)
+        session.takeout_id = data.takeout_id
+        state = data.update_state
+        if state is not None:
+            date = dt.datetime.fromtimestamp(state.date, tz=dt.timezone.utc)
+            session.set_update_state(
+                0,
+                updates.State(
+                    pts=state.pts, qts=state.qts, date=date, seq=state.seq, unread_count=0
+                ),
+            )
+            for channel_id, pts in state.channels.items():
+                session.set_update_state(
+                    channel_id, updates.State(pts=pts, qts=0, date=date, seq=0, unread_count=0)
+                )
+        session.save()
+    finally:
+        session.close()
+    if data.entities:
+        # Telethon's entities table (id, hash, username, phone, name, date); its own
+        # writer takes TL objects, which a stored session no longer has.
+        now = int(dt.datetime.now(tz=dt.timezone.utc).timestamp())
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.executemany(
+                "insert or replace into entities values (?, ?, ?, ?, ?, ?)",
+                [(e.id, e.access_hash, e.username, e.phone, e.name, now) for e in data.entities],
+            )
+
+
+def _write_private(path: Path, payload: bytes, *, force: bool) -> None:
+    """Create ``path`` 0600 (never widening an existing file's mode); atomic with --force."""
+    try:
+        if not force:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            return
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:  # mkstemp files are 0600
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except FileExistsError:
+        raise CliError(f"{path} exists; --force replaces it", EXIT_USAGE) from None
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_USAGE) from None
+
+
+# import ---------------------------------------------------------------------------------
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from ..stores._env import parse_string_session
+
+    from_string = args.string_env is not None or args.string_stdin
+    expected = 1 if from_string else 2
+    if len(args.paths) != expected:
+        shape = "STORE_URL" if from_string else "SOURCE STORE_URL"
+        raise CliError(f"expected {shape}, got {len(args.paths)} argument(s)", EXIT_USAGE)
+    target = args.paths[-1]
+    if args.string_env is not None:
+        raw = os.environ.get(args.string_env, "")
+        if not raw.strip():
+            raise CliError(f"${args.string_env} is not set or empty", EXIT_USAGE)
+        data = _guard(lambda: parse_string_session(raw, source=f"${args.string_env}"))
+        what = f"${args.string_env}"
+    elif args.string_stdin:
+        # On a terminal, read it like a password: it is one.
+        raw = (
+            getpass.getpass("Session string: ", stream=sys.stderr)
+            if sys.stdin.isatty()
+            else sys.stdin.readline()
+        )
+        if not raw.strip():
+            raise CliError("no session string on standard input", EXIT_USAGE)
+        data = _guard(lambda: parse_string_session(raw, source="standard input"))
+        what = "standard input"
+    elif "://" in args.paths[0]:
+        return asyncio.run(_copy(args.paths[0], target, force=args.force))
+    else:
+        what = args.paths[0]
+        data = _read_session_file(what)
+    data = _exportable(data, what)
+    where = asyncio.run(_save_into(target, data, force=args.force))
+    print(f"imported {_summary(data)} from {what} into {where}", flush=True)
+    return EXIT_OK
+
+
+def _guard(parse: Any) -> SessionData:
+    try:
+        result: SessionData = parse()
+    except SessionCorruptError as exc:
+        raise CliError(str(exc), EXIT_STORE) from None
+    return result
+
+
+def _read_session_file(name: str) -> SessionData:
+    """A Telethon .session (SQLite) file, or a JSON document from ``export --json``."""
+    from ..stores import FileStore
+
+    path = Path(name)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"{name}: no such file", EXIT_STORE) from None
+    except OSError as exc:
+        raise CliError(f"{name}: cannot be read ({exc.strerror})", EXIT_STORE) from None
+    try:
+        if raw.startswith(_SQLITE_MAGIC):
+            # Read-only, without changing the file (Telethon's own open would write).
+            return asyncio.run(FileStore.import_telethon(path))
+        return decode(raw, source=str(path))
+    except SessionCorruptError as exc:
+        raise CliError(
+            f"{exc} (SOURCE must be a Telethon .session file or a JSON file from "
+            "`session export --json`)",
+            EXIT_STORE,
+        ) from None
+    except OSError as exc:
+        raise CliError(f"{name}: cannot be read ({exc.strerror})", EXIT_STORE) from None
+
+
+def _check_writable(store: SessionStore) -> None:
+    from ..stores import EnvStringStore
+
+    if isinstance(store, EnvStringStore) and store.fallback is None:
+        raise CliError(
+            f"{store.describe()} cannot be written; use `session export --string` and set "
+            "the variable, or give it a fallback (env://VAR?fallback=file:///...)",
+            EXIT_USAGE,
+        )
+    if isinstance(store, MemoryStore):
+        raise CliError("memory:// ends with this command; choose a lasting store", EXIT_USAGE)
+
+
+async def _ensure_replaceable(store: SessionStore, *, force: bool) -> None:
+    try:
+        existing = await store.load()
+    except SessionCorruptError as exc:
+        if force:
+            return
+        raise CliError(f"{exc}; --force replaces it", EXIT_STORE) from None
+    if existing is not None and not force:
+        raise CliError(
+            f"{store.describe()} already holds a session; --force replaces it "
+            "(export it first if you may need it)",
+            EXIT_STORE,
+        )
+
+
+async def _save_into(url: str, data: SessionData, *, force: bool) -> str:
+    """Save into an empty (or, with force, any) store under its lease; returns where."""
+    store = open_store_arg(url)
+    _check_writable(store)
+    holder = _holder()
+    try:
+        with store_errors(store):
+            await store.acquire_lease(holder, LEASE_TTL)
+            try:
+                await _ensure_replaceable(store, force=force)
+                await store.save(data)
+            finally:
+                await store.release_lease(holder)
+    finally:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+    return store.describe()
+
+
+# copy -----------------------------------------------------------------------------------
+
+
+def _run_copy(args: argparse.Namespace) -> int:
+    return asyncio.run(_copy(args.source, args.target, force=args.force))
+
+
+async def _copy(source_url: str, target_url: str, *, force: bool) -> int:
+    if source_url == target_url:
+        raise CliError("FROM_URL and TO_URL are the same store", EXIT_USAGE)
+    source = open_store_arg(source_url)
+    target = open_store_arg(target_url)
+    _check_writable(target)
+    holder = _holder()
+    try:
+        with store_errors(source):
+            await source.acquire_lease(holder, LEASE_TTL)
+        try:
+            with store_errors(source):
+                data = _exportable(await source.load(), source.describe())
+            with store_errors(target):
+                await target.acquire_lease(holder, LEASE_TTL)
+                try:
+                    await _ensure_replaceable(target, force=force)
+                    await target.save(data)
+                finally:
+                    await target.release_lease(holder)
+        finally:
+            with contextlib.suppress(Exception):
+                await source.release_lease(holder)
+    finally:
+        for store in (source, target):
+            with contextlib.suppress(Exception):
+                await store.aclose()
+    # describe(), not the URLs: a database URL may carry a password.
+    print(f"copied {_summary(data)} from {source.describe()} to {target.describe()}", flush=True)
+    return EXIT_OK
+
+
+def _summary(data: SessionData) -> str:
+    parts = [f"dc {data.dc_id} at {data.server_address}:{data.port}"]
+    if data.update_state is not None:
+        parts.append(f"pts {data.update_state.pts}")
+    parts.append(f"{len(data.entities)} cached entities")
+    return "the session (" + ", ".join(parts) + ")"

@@ -1,0 +1,323 @@
+"""`resilient-tg login` as users run it: a real process against a test-server process,
+answers piped on stdin, the login code read from the server's output."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from resilient_tg import ResilientClient
+from resilient_tg.cli import main
+from resilient_tg.stores import FileStore, SessionData
+from resilient_tg.testing import trust_test_server
+
+from .test_cli_test_server import PROCESS_TIMEOUT, ServerProcess, cli_command
+
+ALICE = "+15550101"  # 2FA
+BOB = "+15550102"
+CAROL = "+15550103"  # 2FA, wrong passwords
+DAVE = "+15550104"
+ERIN = "+15550105"
+FRANK = "+15550106"  # 2FA, on a terminal
+FRANK_PASSWORD = "frank-tty-secret"
+ALICE_PASSWORD = "alice: correct horse"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    process = ServerProcess(
+        "--user",
+        f"{ALICE}:Alice:{ALICE_PASSWORD}",
+        "--user",
+        f"{BOB}:Bob",
+        "--user",
+        f"{CAROL}:Carol:carol-pw",
+        "--user",
+        f"{DAVE}:Dave",
+        "--user",
+        f"{ERIN}:Erin",
+        "--user",
+        f"{FRANK}:Frank:{FRANK_PASSWORD}",
+        "--bot",
+        "echo_bot",
+    )
+    # This process checks what the logins stored by connecting to the server itself.
+    trust_test_server(Path(process.info["public_key_file"]).read_text())
+    yield process
+    code, err = process.stop()
+    assert code == 0, err
+
+
+def start_login(server: ServerProcess, store_url: str, *args: str) -> subprocess.Popen[str]:
+    info = server.info
+    env = {**os.environ, "TG_API_ID": str(info["api_id"]), "TG_API_HASH": info["api_hash"]}
+    return subprocess.Popen(
+        cli_command(
+            "login",
+            store_url,
+            "--test-server",
+            f"{info['host']}:{info['port']}",
+            "--test-server-key",
+            info["public_key_file"],
+            *args,
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def finish(login: subprocess.Popen[str], answers: str = "") -> tuple[int, str, str]:
+    try:
+        out, err = login.communicate(answers, timeout=PROCESS_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        login.kill()
+        login.communicate()
+        raise
+    return login.returncode, out, err
+
+
+async def _authorized(server: ServerProcess, path: Path) -> tuple[bool | None, int]:
+    info = server.info
+    async with ResilientClient(FileStore(path), info["api_id"], info["api_hash"]) as client:
+        await client.wait_connected(PROCESS_TIMEOUT)
+        authorized = client.health().authorized
+        me = await client.telegram.get_me() if authorized else None
+        return authorized, me.id if me is not None else 0
+
+
+def stored(path: Path) -> SessionData:
+    data = asyncio.run(FileStore(path).load())
+    assert data is not None
+    return data
+
+
+def assert_no_secrets(server: ServerProcess, text: str, *secrets: str, path: Path) -> None:
+    key = stored(path).auth_key
+    assert key is not None
+    for secret in (
+        server.info["api_hash"],
+        key.hex(),
+        base64.b64encode(key).decode(),
+        base64.urlsafe_b64encode(key).decode(),
+        *secrets,
+    ):
+        assert secret not in text
+
+
+def user_id(server: ServerProcess, phone: str) -> int:
+    return next(int(u["id"]) for u in server.info["users"] if u["phone"] == phone)
+
+
+def test_login_with_code_and_2fa_password_from_pipes(server: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "alice.json"
+    login = start_login(server, path.as_uri(), "--phone", ALICE)
+    code = server.wait_code(ALICE)
+    status, out, err = finish(login, f"{code}\n{ALICE_PASSWORD}\n")
+    assert status == 0, err
+    assert "logged in as Alice" in out
+    assert "two-step verification" in err
+    assert_no_secrets(server, out + err, ALICE_PASSWORD, path=path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert asyncio.run(_authorized(server, path)) == (True, user_id(server, ALICE))
+
+    # Once logged in, login leaves the store alone (idempotent for deploy scripts).
+    again = start_login(server, path.as_uri(), "--phone", ALICE)
+    status, out, err = finish(again)
+    assert status == 0, err
+    assert "already logged in as Alice" in out
+
+
+def test_code_retry_then_success_without_password(server: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "bob.json"
+    login = start_login(server, path.as_uri(), "--phone", BOB, "--verbose")
+    code = server.wait_code(BOB)
+    status, out, err = finish(login, f"0\n{code}\n")
+    assert status == 0, err
+    assert "Wrong code; 2 attempts left." in err
+    assert "connected to 127.0.0.1" in err  # --verbose logs the client's transitions
+    assert_no_secrets(server, out + err, path=path)
+    assert asyncio.run(_authorized(server, path))[0] is True
+
+
+def test_phone_is_asked_for_when_not_given(server: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "erin.json"
+    login = start_login(server, path.as_uri())
+    assert login.stdin is not None
+    login.stdin.write(f"{ERIN}\n")
+    login.stdin.flush()
+    code = server.wait_code(ERIN)
+    status, out, err = finish(login, f"{code}\n")
+    assert status == 0, err
+    assert "Phone number" in err
+    assert "logged in as Erin" in out
+
+
+def test_bot_login_reads_the_token_from_stdin(server: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "bot.json"
+    (bot,) = server.info["bots"]
+    login = start_login(server, path.as_uri(), "--bot")
+    status, out, err = finish(login, bot["token"] + "\n")
+    assert status == 0, err
+    assert "logged in as bot echo_bot" in out
+    assert_no_secrets(server, out + err, bot["token"], path=path)
+    assert asyncio.run(_authorized(server, path)) == (True, bot["id"])
+
+
+def test_bot_token_option_and_a_refused_token(server: ServerProcess, tmp_path: Path) -> None:
+    (bot,) = server.info["bots"]
+    ok = start_login(server, (tmp_path / "a.json").as_uri(), "--bot-token", bot["token"])
+    assert finish(ok)[0] == 0
+    bad_token = f"{bot['id']}:not-the-token"
+    refused = start_login(server, (tmp_path / "b.json").as_uri(), "--bot-token", bad_token)
+    status, _out, err = finish(refused)
+    assert status == 4
+    assert "bot token was refused" in err
+    assert bad_token not in err
+
+
+def test_wrong_code_three_times_exits_4(server: ServerProcess, tmp_path: Path) -> None:
+    login = start_login(server, (tmp_path / "dave.json").as_uri(), "--phone", DAVE)
+    status, _out, err = finish(login, "0\n1\n\n")
+    assert status == 4, err
+    assert err.count("Wrong code") == 2
+    assert "wrong code 3 times; login failed" in err
+
+
+def test_wrong_password_three_times_exits_4(server: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "carol.json"
+    login = start_login(server, path.as_uri(), "--phone", CAROL)
+    code = server.wait_code(CAROL)
+    status, _out, err = finish(login, f"{code}\nnope\nstill-no\nno\n")
+    assert status == 4, err
+    assert "wrong password 3 times" in err
+    assert "nope" not in err
+    assert "still-no" not in err
+
+
+def test_store_in_use_exits_3_naming_the_holder(server: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "held.json"
+    store = FileStore(path)
+    asyncio.run(store.acquire_lease("gateway-7:4242:feed", 60.0))
+    try:
+        started = time.monotonic()
+        status, _out, err = finish(start_login(server, path.as_uri(), "--phone", DAVE))
+        assert time.monotonic() - started < PROCESS_TIMEOUT / 2  # at once, not waiting
+    finally:
+        asyncio.run(store.release_lease("gateway-7:4242:feed"))
+    assert status == 3, err
+    assert "gateway-7:4242:feed" in err
+
+
+def test_unreachable_server_exits_5_after_timeout(server: ServerProcess, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    info = server.info
+    run = subprocess.run(
+        cli_command(
+            "login",
+            (tmp_path / "x.json").as_uri(),
+            "--test-server",
+            f"127.0.0.1:{closed_port}",
+            "--test-server-key",
+            info["public_key_file"],
+            "--phone",
+            DAVE,
+            "--timeout",
+            "1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        env={**os.environ, "TG_API_ID": "1", "TG_API_HASH": "secret-api-hash-value"},
+        check=False,
+    )
+    assert run.returncode == 5, run.stderr
+    assert f"could not connect to 127.0.0.1:{closed_port} within 1s" in run.stderr
+    assert "secret-api-hash-value" not in run.stderr + run.stdout
+
+
+def test_usage_errors_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TG_API_ID", raising=False)
+    monkeypatch.delenv("TG_API_HASH", raising=False)
+    url = (tmp_path / "s.json").as_uri()
+    assert main(["login", url, "--phone", DAVE]) == 2
+    assert "TG_API_ID" in capsys.readouterr().err
+    monkeypatch.setenv("TG_API_ID", "1")
+    monkeypatch.setenv("TG_API_HASH", "abc")
+    assert main(["login", url, "--test-server", "127.0.0.1:1"]) == 2
+    assert "--test-server-key" in capsys.readouterr().err
+    assert main(["login", url, "--test-server", "nonsense", "--test-server-key", "x"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err
+    assert main(["login", "ftp://x", "--phone", DAVE]) == 2
+    assert "bad store URL" in capsys.readouterr().err
+
+
+def test_on_a_terminal_the_password_is_not_echoed(server: ServerProcess, tmp_path: Path) -> None:
+    """A real pseudo-terminal: the code is echoed as typed, the 2FA password is not."""
+    import pty
+    import select
+
+    info = server.info
+    master, slave = pty.openpty()
+    login = subprocess.Popen(
+        cli_command(
+            "login",
+            (tmp_path / "tty.json").as_uri(),
+            "--test-server",
+            f"{info['host']}:{info['port']}",
+            "--test-server-key",
+            info["public_key_file"],
+            "--phone",
+            FRANK,
+        ),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, "TG_API_ID": str(info["api_id"]), "TG_API_HASH": info["api_hash"]},
+        start_new_session=True,
+    )
+    os.close(slave)
+    screen = b""
+
+    def read_until(text: bytes) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while text not in screen:
+            assert time.monotonic() < deadline, screen
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    screen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    assert text in screen, screen
+                    return
+
+    try:
+        read_until(b"Login code: ")
+        code = server.wait_code(FRANK)
+        os.write(master, f"{code}\r".encode())
+        read_until(b"2FA password: ")
+        os.write(master, f"{FRANK_PASSWORD}\r".encode())
+        read_until(b"logged in as Frank")
+        assert login.wait(PROCESS_TIMEOUT) == 0
+    finally:
+        if login.poll() is None:
+            login.kill()
+            login.wait()
+        os.close(master)
+    assert code.encode() in screen  # typed text is echoed...
+    assert FRANK_PASSWORD.encode() not in screen  # ...but not the password
