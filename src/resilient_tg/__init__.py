@@ -3,7 +3,7 @@
 The session survives restarts, the link is watched and rebuilt forever with a sane
 policy, a dead link is found in seconds, no update is lost across a reconnect, and
 health tells the truth. The offline MTProtoTestServer and FaultProxy live in
-:mod:`resilient_tg.testing`.
+`resilient_tg.testing`.
 """
 
 from __future__ import annotations

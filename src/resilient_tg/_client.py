@@ -2,7 +2,7 @@
 
 It owns an anyio task group (supervisor, keepalive, lease renewal, session flushing,
 callback dispatch). Telethon's sender stays "user-connected" and re-sends its queue
-on every reconnect; the ``connection=`` class from :mod:`._connection` paces each
+on every reconnect; the ``connection=`` class from `._connection` paces each
 attempt by the ReconnectPolicy and reports the link going up and down; after every
 reconnect the client probes authorization and fetches what it missed (CATCHING_UP)
 before it reports CONNECTED.
@@ -115,7 +115,7 @@ class ResilientClient:
     ``written_at`` and ``pid``; atomic, rewritten on every transition and every second,
     state "closed" after exit); ``status_address="127.0.0.1:8081"`` serves ``GET /health``
     (200 when healthy, else 503) and ``GET /status`` (always 200) with the same JSON
-    while the client runs (port 0 picks one; see :attr:`status_url`).
+    while the client runs (port 0 picks one; see `status_url`).
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 Telethon 1.x offers no public way to read the update state it has applied, to write
 it to the session before its 60 s keepalive, to see why its update loop gave up, or
-to read its clock offset. These helpers do, and :func:`check` fails loudly (at client
+to read its clock offset. These helpers do, and `check` fails loudly (at client
 construction and in our test suite) when a Telethon release moves them.
 """
 

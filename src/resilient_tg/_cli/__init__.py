@@ -1,1 +1,1 @@
-"""Subcommands of the ``resilient-tg`` command line (see :mod:`resilient_tg.cli`)."""
+"""Subcommands of the ``resilient-tg`` command line (see `resilient_tg.cli`)."""

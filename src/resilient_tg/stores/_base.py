@@ -57,7 +57,7 @@ class SessionStore(abc.ABC):
     new data, never a mix.
     """
 
-    #: Whether :meth:`acquire_lease` excludes other processes (and machines).
+    #: Whether `acquire_lease` excludes other processes (and machines).
     cross_process_lease: ClassVar[bool] = False
 
     @abc.abstractmethod

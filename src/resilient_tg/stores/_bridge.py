@@ -34,7 +34,7 @@ _RETRY_MAX = 30.0
 
 
 class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
-    """A Telethon session backed by a :class:`SessionStore`. Takes no lease.
+    """A Telethon session backed by a `SessionStore`. Takes no lease.
 
     ``session = await StoreSession.open(store)``, then
     ``TelegramClient(session, api_id, api_hash)``; ``await session.flush()`` whenever

@@ -1,6 +1,6 @@
 """SessionData: everything Telethon needs to resume a session, as one frozen value.
 
-Stores persist it with :func:`encode` / :func:`decode`, a versioned JSON document, so
+Stores persist it with `encode` / `decode`, a versioned JSON document, so
 that every store shares one format and one set of checks.
 """
 
@@ -142,7 +142,7 @@ def encode(data: SessionData) -> bytes:
 
 
 def decode(raw: bytes, *, source: str) -> SessionData:
-    """Parse :func:`encode` output; anything else is a SessionCorruptError naming ``source``."""
+    """Parse `encode` output; anything else is a SessionCorruptError naming ``source``."""
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

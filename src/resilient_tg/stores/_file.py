@@ -51,7 +51,7 @@ _LOCK_READ_TRIES = 5
 
 
 class FileStore(SessionStore):
-    """A session kept in one file (the :func:`~resilient_tg.stores._data.encode` JSON
+    """A session kept in one file (the `resilient_tg.stores._data.encode` JSON
     document, or an AES-GCM sealed copy of it when an encryption key is given).
 
     ``encryption_key`` (32 bytes, or hex/base64 text) or ``encryption_key_env`` (the

@@ -82,7 +82,7 @@ class SQLStore(SessionStore):
     ``mysql://`` or ``mariadb://``; plain schemes get an async driver (aiosqlite,
     asyncpg, asyncmy) and an explicit ``scheme+driver://`` is used as given. Query
     parameters ``name``, ``table_prefix`` and ``key_env`` are read here; the rest go
-    to the driver. Nothing connects until first use; :meth:`aclose` disposes the pool.
+    to the driver. Nothing connects until first use; `aclose` disposes the pool.
 
     ``retry`` is the delays (seconds) between attempts when the database cannot be
     reached; after the last one the operation raises ConnectionError (naming the

@@ -3,7 +3,7 @@
 ``MTProtoTestServer`` speaks real MTProto 2.0 to an unmodified Telethon client;
 ``FaultProxy`` sits between them and breaks the network on command. The pytest
 plugin (installed as an entry point) offers both as fixtures, and
-:mod:`resilient_tg.testing.store_contract` is the test suite for your own
+`resilient_tg.testing.store_contract` is the test suite for your own
 ``SessionStore`` subclass. Needs the
 ``testing`` extra: ``pip install 'resilient-tg[testing]'``.
 """

@@ -1,7 +1,7 @@
-"""The Telegram API methods the test server implements, on top of :mod:`._world`.
+"""The Telegram API methods the test server implements, on top of `._world`.
 
 Each handler takes the request and the calling context and returns a response value
-(a TL object, a list for a Vector, a bool) or raises :class:`RpcFailure`, answered as
+(a TL object, a list for a Vector, a bool) or raises `RpcFailure`, answered as
 rpc_error. Behaviour follows Telegram where it is known.
 """
 

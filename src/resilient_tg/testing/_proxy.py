@@ -4,7 +4,7 @@ Tests put it between a Telethon client and the MTProto test server (or any TCP
 server) to make the network misbehave on cue: silently eat bytes, reset links,
 refuse connects, add latency, throttle, or cut a link mid-frame. Every fault is
 switched on by a plain method call, takes effect on live links at once, and is
-ended by :meth:`FaultProxy.heal`.
+ended by `FaultProxy.heal`.
 
     async with MTProtoTestServer() as server, FaultProxy(server.host, server.port) as proxy:
         session = MemorySession()
@@ -110,9 +110,9 @@ async def _recv(sock: socket.socket) -> bytes:
 class FaultProxy:
     """A TCP proxy to ``upstream_host:upstream_port`` whose network can be broken on cue.
 
-    Listens on ``host:port`` (port 0 picks a free port; read :attr:`port` after
+    Listens on ``host:port`` (port 0 picks a free port; read `port` after
     entering). Fault methods are synchronous and may be called from any task in the
-    event loop; they act on live links immediately and stay on until :meth:`heal`.
+    event loop; they act on live links immediately and stay on until `heal`.
     Leaving the ``async with`` block closes the listener and every link (FIN) and
     cancels every task the proxy started. Not thread-safe: use it from the event loop's
     thread.

@@ -68,7 +68,7 @@ _WRAPPERS = (
 
 @attrs.frozen
 class TestUser:
-    """An account created with :meth:`MTProtoTestServer.create_user`."""
+    """An account created with `MTProtoTestServer.create_user`."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -81,7 +81,7 @@ class TestUser:
 
 @attrs.frozen
 class TestBot:
-    """A bot created with :meth:`MTProtoTestServer.create_bot`; log in with ``token``."""
+    """A bot created with `MTProtoTestServer.create_bot`; log in with ``token``."""
 
     __test__ = False  # not a pytest test class, despite the name
 
@@ -258,7 +258,7 @@ class MTProtoTestServer:
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
-    :meth:`restart` and across processes; without it a restart forgets everything
+    `restart` and across processes; without it a restart forgets everything
     but the RSA key, so clients see their auth key rejected (-404) as after a real
     server losing its keys. State is written when the server stops or restarts.
 
@@ -449,7 +449,7 @@ class MTProtoTestServer:
 
     @property
     def public_key_pem(self) -> str:
-        """The server's RSA public key, PKCS#1 PEM; see :func:`trust_test_server`."""
+        """The server's RSA public key, PKCS#1 PEM; see `trust_test_server`."""
         if self._key is None:
             raise RuntimeError("the server key exists once the server has started")
         return self._key.public_pem
@@ -495,7 +495,7 @@ class MTProtoTestServer:
     # Control API ------------------------------------------------------------------
 
     def create_user(self, phone: str, first_name: str, username: str | None = None) -> TestUser:
-        """Register an account; log in to it with a code from :meth:`login_code`."""
+        """Register an account; log in to it with a code from `login_code`."""
         account = self._world.new_account(
             first_name=first_name, phone=phone, username=username, bot=False
         )

@@ -1,6 +1,6 @@
-"""The contract every :class:`~resilient_tg.stores.SessionStore` must keep, as a test suite.
+"""The contract every `resilient_tg.stores.SessionStore` must keep, as a test suite.
 
-Run it on your own store by subclassing :class:`StoreContract` in a test module and
+Run it on your own store by subclassing `StoreContract` in a test module and
 giving it a ``store`` fixture that yields an *empty* store (one per test)::
 
     # tests/test_my_store.py
@@ -30,14 +30,14 @@ giving it a ``store`` fixture that yields an *empty* store (one per test)::
 
 The tests are async and run under anyio's pytest plugin (``pip install
 'resilient-tg[test]'`` brings pytest and hypothesis). They cover: an empty store loads
-None; save→load keeps every field (hypothesis, with :func:`session_data`); save
+None; save→load keeps every field (hypothesis, with `session_data`); save
 replaces; delete empties and is a no-op on an empty store; the lease (exclusion,
 renew, release, takeover after expiry, fencing tokens, re-acquire by the same
 holder); and that secrets stay out of reprs. They run in one process; a store with a
 cross-process lease should also be tested with real processes racing for it, as
 resilient_tg's own test suite does for FileStore.
 
-:func:`session_data` is the hypothesis strategy for :class:`SessionData`; use it in
+`session_data` is the hypothesis strategy for `SessionData`; use it in
 your own property tests too.
 """
 
