@@ -264,6 +264,8 @@ def test_usage_errors_exit_2(
     assert "HOST:PORT" in capsys.readouterr().err
     assert main(["login", "ftp://x", "--phone", DAVE]) == 2
     assert "bad store URL" in capsys.readouterr().err
+    assert main(["login", "memory://", "--phone", DAVE]) == 2
+    assert "lasting store" in capsys.readouterr().err
 
 
 def test_on_a_terminal_the_password_is_not_echoed(server: ServerProcess, tmp_path: Path) -> None:

@@ -234,6 +234,12 @@ async def test_copy_takes_both_leases(server: MTProtoTestServer, tmp_path: Path,
         await store.acquire_lease("worker-3:999:beef", 60.0)
         try:
             code, _, err = await cli("session", "copy", source.as_uri(), target.as_uri())
+            if held is source:  # exporting is allowed, with a warning
+                exported, _, warning = await cli(
+                    "session", "export", source.as_uri(), "--json", "--stdout"
+                )
+                assert exported == 0
+                assert "warning: worker-3:999:beef is using this session" in warning
         finally:
             await store.release_lease("worker-3:999:beef")
         assert code == 3

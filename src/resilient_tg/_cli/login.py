@@ -15,6 +15,7 @@ import getpass
 import logging
 import os
 import sys
+import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from .._errors import AuthLostError, NotConnectedError
 from .._policy import ReconnectPolicy
 from ..stores import SessionData, SessionStore, default_holder
 from ._common import EXIT_AUTH, EXIT_CODES_HELP, EXIT_NETWORK, EXIT_STORE, EXIT_USAGE, CliError
-from .session import open_store_arg, store_errors
+from .session import check_writable, open_store_arg, store_errors
 
 __all__ = ["Prompter", "register"]
 
@@ -58,7 +59,7 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "login",
         help="log in (phone + code + 2FA, or bot token) and save the session in a store",
-        description=(
+        description=_wrap(
             "Log in to Telegram (or to a standalone test server) and save the session in "
             "STORE_URL (file:///path, sqlite:///path?name=N, postgresql://..., ...). The "
             "store's lease is held while the login runs; a store in use by a live process "
@@ -302,6 +303,7 @@ async def login(options: LoginOptions, prompter: Prompter) -> int:
         except ValueError as exc:
             raise CliError(f"--test-server-key: {exc}", EXIT_USAGE) from None
     store = open_store_arg(options.store_url)
+    check_writable(store)
     holder = f"resilient-tg-login@{default_holder()}"
     try:
         with _login_errors(store, options):
@@ -491,3 +493,8 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
     except errors.RPCError as exc:
         # Telethon's message names the error and the request class, never its fields.
         raise CliError(f"login failed: {exc}", EXIT_AUTH) from None
+
+
+def _wrap(text: str) -> str:
+    """Descriptions are wrapped by hand: the raw formatter keeps the examples' layout."""
+    return textwrap.fill(text, width=88)

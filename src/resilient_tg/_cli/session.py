@@ -18,6 +18,7 @@ import os
 import sqlite3
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from ..stores import MemoryStore, SessionData, SessionStore, decode, default_hol
 from ..stores import open_store as _open_store
 from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_STORE, EXIT_USAGE, CliError
 
-__all__ = ["open_store_arg", "register", "store_errors"]
+__all__ = ["check_writable", "open_store_arg", "register", "store_errors"]
 
 LEASE_TTL = 30.0
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -54,8 +55,10 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "session",
         help="export, import or copy a session (stores, .session files, StringSession)",
-        description="Move a session between stores, Telethon .session files and "
-        "StringSession strings. A session logs in without a code: treat it as a password.",
+        description=_wrap(
+            "Move a session between stores, Telethon .session files and "
+            "StringSession strings. A session logs in without a code: treat it as a password."
+        ),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -65,10 +68,12 @@ def register(subparsers: Any) -> None:
     export = actions.add_parser(
         "export",
         help="write a store's session as a string, a .session file or JSON",
-        description="Write the session in STORE_URL as a Telethon StringSession (--string), "
-        "a Telethon .session file (--telethon FILE) or resilient_tg's JSON document "
-        "(--json). A string or JSON goes to --output FILE (created 0600) or, only when "
-        "asked with --stdout, to standard output.",
+        description=_wrap(
+            "Write the session in STORE_URL as a Telethon StringSession (--string), "
+            "a Telethon .session file (--telethon FILE) or resilient_tg's JSON document "
+            "(--json). A string or JSON goes to --output FILE (created 0600) or, only when "
+            "asked with --stdout, to standard output."
+        ),
         epilog=f"{_EXPORT_EXAMPLES}\n\n{EXIT_CODES_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,10 +92,12 @@ def register(subparsers: Any) -> None:
         "import",
         help="put a session from a .session file, JSON, string or store into a store",
         usage="%(prog)s [-h] [--string-env VAR | --string-stdin] [--force] [SOURCE] STORE_URL",
-        description="Save a session into STORE_URL. SOURCE is a Telethon .session file, a "
-        "JSON file written by `session export --json`, or a store URL (then this is "
-        "`session copy`); or give a StringSession with --string-env VAR or --string-stdin. "
-        "A store that already holds a session is left alone unless --force.",
+        description=_wrap(
+            "Save a session into STORE_URL. SOURCE is a Telethon .session file, a "
+            "JSON file written by `session export --json`, or a store URL (then this is "
+            "`session copy`); or give a StringSession with --string-env VAR or --string-stdin. "
+            "A store that already holds a session is left alone unless --force."
+        ),
         epilog=f"{_IMPORT_EXAMPLES}\n\n{EXIT_CODES_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -108,9 +115,11 @@ def register(subparsers: Any) -> None:
     copy = actions.add_parser(
         "copy",
         help="copy a session from one store to another (both leases held)",
-        description="Copy the session in FROM_URL into TO_URL, holding both stores' leases "
-        "so that no live process changes either meanwhile. TO_URL must be empty unless "
-        "--force. Do not run both copies at once: Telegram revokes a key used twice.",
+        description=_wrap(
+            "Copy the session in FROM_URL into TO_URL, holding both stores' leases "
+            "so that no live process changes either meanwhile. TO_URL must be empty unless "
+            "--force. Do not run both copies at once: Telegram revokes a key used twice."
+        ),
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -400,7 +409,8 @@ def _read_session_file(name: str) -> SessionData:
         raise CliError(f"{name}: cannot be read ({exc.strerror})", EXIT_STORE) from None
 
 
-def _check_writable(store: SessionStore) -> None:
+def check_writable(store: SessionStore) -> None:
+    """Refuse stores that would drop what is saved into them (memory, env without fallback)."""
     from ..stores import EnvStringStore
 
     if isinstance(store, EnvStringStore) and store.fallback is None:
@@ -431,7 +441,7 @@ async def _ensure_replaceable(store: SessionStore, *, force: bool) -> None:
 async def _save_into(url: str, data: SessionData, *, force: bool) -> str:
     """Save into an empty (or, with force, any) store under its lease; returns where."""
     store = open_store_arg(url)
-    _check_writable(store)
+    check_writable(store)
     holder = _holder()
     try:
         with store_errors(store):
@@ -459,7 +469,7 @@ async def _copy(source_url: str, target_url: str, *, force: bool) -> int:
         raise CliError("FROM_URL and TO_URL are the same store", EXIT_USAGE)
     source = open_store_arg(source_url)
     target = open_store_arg(target_url)
-    _check_writable(target)
+    check_writable(target)
     holder = _holder()
     try:
         with store_errors(source):
@@ -492,3 +502,8 @@ def _summary(data: SessionData) -> str:
         parts.append(f"pts {data.update_state.pts}")
     parts.append(f"{len(data.entities)} cached entities")
     return "the session (" + ", ".join(parts) + ")"
+
+
+def _wrap(text: str) -> str:
+    """Descriptions are wrapped by hand: the raw formatter keeps the examples' layout."""
+    return textwrap.fill(text, width=88)
