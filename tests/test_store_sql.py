@@ -77,7 +77,7 @@ def sample(n: int = 0, key: bytes | None = None) -> SessionData:
         port=443 + n,
         auth_key=key if key is not None else os.urandom(256),
         takeout_id=n or None,
-        update_state=UpdateState(pts=10 + n, qts=2, date=1_700_000_000, seq=n, channels={-100: 7}),
+        update_state=UpdateState(pts=10 + n, qts=2, date=1_700_000_000, seq=n, channels={1234: 7}),
         entities=(
             Entity(id=n + 1, access_hash=-(2**62), username="ünïcode", phone="+1555", name="A B"),
             Entity(id=-1001234, access_hash=42, username=None, phone=None, name=None),
