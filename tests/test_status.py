@@ -218,3 +218,27 @@ def unused_tcp_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_status_cli_live_mode_passes_while_reconnecting_and_fails_when_stopped(
+    tmp_path: Path,
+) -> None:
+    """--live is a liveness probe: a reconnecting client is alive; a stale report or a
+    final state is not (restarting the process is what helps then)."""
+    path = tmp_path / "status.json"
+    write_status(path, healthy=False, age=0.5)  # reconnecting
+    result = run_status("--file", str(path), "--live")
+    assert result.returncode == 0, result.stderr
+    assert "alive: reconnecting" in result.stdout
+
+    write_status(path, healthy=False, age=60)
+    result = run_status("--file", str(path), "--live")
+    assert result.returncode == 1
+    assert "stale" in result.stderr
+
+    document = json.loads(path.read_text())
+    document.update(state="auth_lost", written_at=time.time(), detail="AUTH_KEY_UNREGISTERED")
+    path.write_text(json.dumps(document))
+    result = run_status("--file", str(path), "--live")
+    assert result.returncode == 1
+    assert "stopped for good: state auth_lost" in result.stderr

@@ -29,7 +29,13 @@ Report the health a running ResilientClient publishes, without touching its sess
                http://127.0.0.1:8081 (GET /health: 200 healthy, 503 not)
 
 Exits 0 only if the client is healthy (connected, authorized, answering pings) and
-the report is fresh; 1 otherwise, with a one-line reason on stderr."""
+the report is fresh; 1 otherwise, with a one-line reason on stderr. That is a
+readiness probe. With --live it is a liveness probe instead: exit 0 while the client
+is alive and still trying (a fresh report, any non-final state, reconnecting
+included); 1 once the report is stale or the client stopped for good (auth_lost,
+gave_up, closed) — restarting the process is what helps then."""
+
+_FINAL_STATES = ("auth_lost", "gave_up", "closed")
 
 
 def register(subparsers: Any) -> None:
@@ -57,6 +63,11 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="HTTP timeout for --url (default: 5)",
     )
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="liveness instead of readiness: 0 unless stale or stopped for good",
+    )
     parser.add_argument("--json", action="store_true", help="print the published JSON on stdout")
     parser.set_defaults(run=run)
 
@@ -67,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         document, problem = _from_file(Path(args.file), args.max_age)
     else:
         document, problem = _from_url(args.url, args.timeout)
-    if document is not None and problem is None and document.get("healthy") is not True:
+    if args.live:
+        problem = _liveness_problem(document, problem)
+    elif document is not None and problem is None and document.get("healthy") is not True:
         problem = _unhealthy_reason(document)
     if args.json and document is not None:
         print(json.dumps(document, indent=2, sort_keys=True))
@@ -75,8 +88,20 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(problem, EXIT_UNHEALTHY)
     if not args.json:
         assert document is not None
-        print(_summary(document))
+        print(_summary(document) if not args.live else f"alive: {document.get('state')}")
     return EXIT_OK
+
+
+def _liveness_problem(document: dict[str, Any] | None, problem: str | None) -> str | None:
+    """Only a missing/stale report or a final state fails a liveness probe."""
+    if document is None:
+        return problem or "no status document"
+    if problem is not None and (problem.startswith("stale") or "no written_at" in problem):
+        return problem
+    state = document.get("state")
+    if state in _FINAL_STATES:
+        return f"stopped for good: state {state} ({document.get('detail') or 'no detail'})"
+    return None
 
 
 def _from_file(path: Path, max_age: float) -> tuple[dict[str, Any] | None, str | None]:
