@@ -223,12 +223,16 @@ async def test_resent_send_refused_as_duplicate_is_result_lost_never_a_second_me
     alice = mtproto_server.create_user("+15550001", "Alice")
     bob = mtproto_server.create_user("+15550002", "Bob")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
-    async with running(store, mtproto_server) as (client, rec):
+    # A slow keepalive: with 1 s of latency each way, a fast one would kill the link
+    # before the request even reaches the server.
+    slow = KeepalivePolicy(interval=10.0, timeout=10.0)
+    async with running(store, mtproto_server, keepalive=slow) as (client, rec):
         await client.wait_connected(10)
         peer = types.InputPeerUser(bob.id, bob.access_hash)
         # Slow the answers down, and kill the link once the server has the request:
-        # the answer is lost, Telethon re-sends on the new link, the server refuses it.
-        fault_proxy.latency(0.3)
+        # the answer (1 s away) is lost, Telethon re-sends on the new link, the server
+        # refuses the repeat.
+        fault_proxy.latency(1.0)
         send = asyncio.ensure_future(client.telegram.send_message(peer, "exactly once"))
         await rec.until(lambda: len(mtproto_server.requests_for("messages.sendMessage")) == 1)
         fault_proxy.reset()
