@@ -498,3 +498,16 @@ async def test_keepalive_uses_ping_delay_disconnect(mtproto_server: MTProtoTestS
         first = mtproto_server.links_total
         await asyncio.sleep(2 * FAST_KEEPALIVE.interval + 0.2)
         assert mtproto_server.links_total == first  # our pings keep it open
+
+
+async def test_a_clean_shutdown_logs_no_warning(
+    mtproto_server: MTProtoTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    with caplog.at_level(logging.WARNING):
+        async with running(seeded_store(mtproto_server, user=alice), mtproto_server) as (
+            client,
+            _rec,
+        ):
+            await client.wait_connected(10)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

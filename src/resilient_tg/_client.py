@@ -27,7 +27,7 @@ from telethon.tl.types import auth as auth_types
 
 from . import _compat
 from ._callbacks import Callback, CallbackRegistry
-from ._connection import LinkAborted, make_connection_class
+from ._connection import LinkAborted, install_log_filter, make_connection_class
 from ._errors import (
     AuthLostError,
     LeaseLostError,
@@ -444,7 +444,7 @@ class ResilientClient:
     async def _quiesce(self, telegram: _Telegram) -> None:
         """Stop taking updates, then let the handlers finish the ones already taken, so that
         the update state saved on the way out covers exactly what was handled."""
-        self.abort_link(StateReason.USER, "shutting down")  # _closing: no reconnect follows
+        self.abort_link(StateReason.USER, "shutting down", quiet=True)  # no reconnect follows
         limit = time.monotonic() + min(2.0, self.shutdown_timeout / 2)
         quiet = 0
         while time.monotonic() < limit and quiet < 2:
@@ -453,6 +453,7 @@ class ResilientClient:
 
     def _build_telegram(self, session: StoreSession) -> _Telegram:
         connection = make_connection_class(self, self._connection_base)
+        install_log_filter()
         client = _Telegram(
             session,
             self._api_id,
@@ -655,11 +656,11 @@ class ResilientClient:
             attempt=self._attempt,
         )
 
-    def abort_link(self, reason: StateReason, detail: str) -> None:
+    def abort_link(self, reason: StateReason, detail: str, *, quiet: bool = False) -> None:
         """Close the current socket; Telethon then reconnects (paced by the policy)."""
         conn = self._conn
         if conn is not None and self._transport_up:
-            conn.abort(LinkAborted(reason, detail))
+            conn.abort(LinkAborted(reason, detail, quiet=quiet))
 
     # Post-connect: probe, catch up, CONNECTED --------------------------------------------
 

@@ -9,6 +9,7 @@ abort its socket when the keepalive declares the link dead.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Protocol
 
 from telethon.network import ConnectionTcpFull
@@ -18,12 +19,35 @@ __all__ = ["LinkAborted", "LinkObserver", "make_connection_class"]
 
 
 class LinkAborted(ConnectionResetError):
-    """We closed the socket ourselves (keepalive timeout, connect timeout, lease loss)."""
+    """We closed the socket ourselves (keepalive timeout, connect timeout, lease loss).
 
-    def __init__(self, reason: Any, detail: str) -> None:
+    ``quiet`` ones (a clean shutdown) are kept out of Telethon's WARNING log: nothing
+    went wrong, and our own INFO line already says what happened.
+    """
+
+    def __init__(self, reason: Any, detail: str, *, quiet: bool = False) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.quiet = quiet
+
+
+class _DropQuietAborts(logging.Filter):
+    """Drops Telethon's "Server closed the connection" record for a quiet LinkAborted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not any(isinstance(a, LinkAborted) and a.quiet for a in args)
+
+
+_QUIET_FILTER = _DropQuietAborts()
+
+
+def install_log_filter(logger_name: str = "telethon.network.connection.connection") -> None:
+    """Idempotent: attach the filter to Telethon's connection logger."""
+    logger = logging.getLogger(logger_name)
+    if _QUIET_FILTER not in logger.filters:
+        logger.addFilter(_QUIET_FILTER)
 
 
 class LinkObserver(Protocol):

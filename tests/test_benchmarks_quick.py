@@ -1,0 +1,40 @@
+"""The benchmarks' quick mode runs end to end (a smoke run: nothing about time is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarks import SCENARIOS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_mode_writes_every_scenario_and_prints_the_table(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["mode"] == "quick"
+    assert set(document["scenarios"]) == set(SCENARIOS)
+    for name, scenario in document["scenarios"].items():
+        assert scenario["error"] is None, (name, scenario["error"])
+        assert scenario["rows"], name
+        assert done.stdout.count(f"\n{name} ") >= 1, name
+    assert done.stdout.startswith("scenario")
+    for key in ("cpu", "cores", "python", "telethon", "date"):
+        assert document["machine"][key]
+    # Quick runs never rewrite the published page.
+    assert "results.json" in done.stdout
+    assert "docs:" not in done.stdout
