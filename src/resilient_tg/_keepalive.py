@@ -39,6 +39,10 @@ async def run_keepalive(client: ResilientClient) -> None:
     finally:
         for task in lingering:
             task.cancel()
+        if lingering:
+            # Owned to the end: wait for the cancelled pings so none outlives the client.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait(set(lingering), timeout=1.0)
 
 
 async def _ping_forever(client: ResilientClient, lingering: set[asyncio.Task[object]]) -> None:

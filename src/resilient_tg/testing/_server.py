@@ -15,6 +15,7 @@ login codes, send messages, revoke keys, inject RPC errors, restart.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import secrets
@@ -180,7 +181,7 @@ class _Link:
         try:
             address = stream.extra(SocketAttribute.remote_address)
             self.peer = (str(address[0]), int(address[1]))
-        except (TypeError, ValueError):
+        except Exception:  # noqa: BLE001 - a link reset before we looked has no address
             self.peer = ("?", 0)
         self.scope = anyio.CancelScope()
         self.framing: Framing | None = None
@@ -647,7 +648,7 @@ class MTProtoTestServer:
             for session in self._sessions.values():
                 if session.link is link:
                     session.link = None
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await stream.aclose()
 
     async def _serve_link(self, link: _Link) -> None:
