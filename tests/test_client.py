@@ -511,3 +511,35 @@ async def test_a_clean_shutdown_logs_no_warning(
         ):
             await client.wait_connected(10)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["py311-timer", "py310-task"])
+async def test_both_request_paths_time_out_and_complete_the_same_way(
+    mtproto_server: MTProtoTestServer,
+    fault_proxy: FaultProxy,
+    monkeypatch: pytest.MonkeyPatch,
+    fast_path: bool,
+) -> None:
+    """The 3.11+ timer path and the 3.10 helper-task path behave alike."""
+    from resilient_tg import _client as client_module
+
+    monkeypatch.setattr(client_module, "_CAN_TELL_CANCELLATIONS", fast_path)
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
+    slow = KeepalivePolicy(interval=10.0, timeout=10.0)
+    async with running(store, mtproto_server, keepalive=slow, request_timeout=0.5) as (
+        client,
+        _rec,
+    ):
+        await client.wait_connected(10)
+        assert (await client.telegram.get_me()).id == alice.id
+        fault_proxy.blackhole()
+        with pytest.raises(NotConnectedError, match="request_timeout"):
+            await client.telegram(functions.updates.GetStateRequest())
+        # An outer cancellation still cancels (it is not turned into an error).
+        pending = asyncio.ensure_future(client.telegram(functions.updates.GetStateRequest()))
+        await asyncio.sleep(0.1)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        fault_proxy.heal()

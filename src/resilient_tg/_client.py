@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -67,6 +68,8 @@ _KEY_DEAD = (
     errors.UserDeactivatedBanError,
     errors.SessionExpiredError,
 )
+# Task.cancelling()/uncancel() (3.11+) tell our own timeout from a caller's cancellation.
+_CAN_TELL_CANCELLATIONS = sys.version_info >= (3, 11)
 _TRANSIENT_RPC = (errors.ServerError, errors.RpcCallFailError, errors.TimedOutError)
 _FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
 _LOGIN_REQUESTS = (
@@ -992,23 +995,15 @@ class ResilientClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout_error()
-            task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
-            try:
-                done, _ = await asyncio.wait({task}, timeout=remaining)
-            except asyncio.CancelledError:
-                task.cancel()
-                raise
-            if not done:
-                task.cancel()
-                raise self._timeout_error()
-            if task.cancelled():
+            outcome, value = await self._try_once(telegram, request, ordered, remaining)
+            if outcome == "cancelled":
                 # Telethon cancelled it (a full disconnect: lease loss, shutdown): never a
                 # CancelledError for the caller.
                 self._raise_if_final()
                 continue
-            exc = task.exception()
+            exc = value if outcome == "error" else None
             if exc is None:
-                result = task.result()
+                result = value
                 self._last_request_ok_at = time.time()
                 if isinstance(request, _LOGIN_REQUESTS) and isinstance(
                     result, auth_types.Authorization
@@ -1047,6 +1042,62 @@ class ResilientClient:
             elif isinstance(exc, errors.AuthKeyUnregisteredError) and self._authorized:
                 self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
             raise exc
+
+    async def _try_once(
+        self, telegram: _Telegram, request: Any, ordered: bool, remaining: float
+    ) -> tuple[str, Any]:
+        """One try within ``remaining`` seconds: ("ok", result), ("error", exception), or
+        ("cancelled", None) when Telethon itself cancelled the request. Raises
+        NotConnectedError on timeout; an outer cancellation propagates."""
+        if not _CAN_TELL_CANCELLATIONS:
+            return await self._try_once_in_task(telegram, request, ordered, remaining)
+        current = asyncio.current_task()
+        assert current is not None
+        task: Any = current  # cancelling()/uncancel() are 3.11+ (mypy targets 3.10)
+        fired = False
+
+        def fire() -> None:
+            nonlocal fired
+            fired = True
+            task.cancel()
+
+        # A timer on our own task instead of a helper task: no extra event-loop hops on
+        # the hot path (this is most of the wrapper's cost per request).
+        handle = asyncio.get_running_loop().call_later(remaining, fire)
+        try:
+            result = await telegram._rtg_raw_call(request, ordered)
+        except asyncio.CancelledError:
+            if fired:
+                task.uncancel()
+                if task.cancelling() == 0:
+                    raise self._timeout_error() from None
+                raise
+            if task.cancelling():
+                raise  # cancelled from outside: not ours to swallow
+            return "cancelled", None
+        except Exception as exc:  # noqa: BLE001 - classified by the caller
+            return "error", exc
+        finally:
+            handle.cancel()
+        return "ok", result
+
+    async def _try_once_in_task(
+        self, telegram: _Telegram, request: Any, ordered: bool, remaining: float
+    ) -> tuple[str, Any]:
+        """Python 3.10: no Task.cancelling(), so run the try in a helper task."""
+        task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=remaining)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            raise self._timeout_error()
+        if task.cancelled():
+            return "cancelled", None
+        exc = task.exception()
+        return ("error", exc) if exc is not None else ("ok", task.result())
 
     def _raise_if_final(self) -> None:
         if self._state is ConnectionState.AUTH_LOST:
