@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
@@ -142,13 +142,15 @@ def write_plots(results: list[Scenario], out: Path) -> list[list[str]]:
     return names
 
 
-def _embedded(title: str, path: Path, rel: str) -> str:
-    """The plot inline (a data URI): mkdocs only serves files under docs/, and the PNGs
-    live with the results they were drawn from."""
+def _embedded(title: str, path: Path, rel: str, docs_dir: Path) -> str:
+    """Copy the plot next to the page (mkdocs only serves files under docs/) and link it;
+    the original stays with the results it was drawn from."""
     if not path.exists():
         return f"*(plot missing: `{rel}`)*"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"![{title}](data:image/png;base64,{data})\n\n*Plot: `{rel.lstrip('./')}`*"
+    target = docs_dir / "img" / "benchmarks" / path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, target)
+    return f"![{title}](img/benchmarks/{path.name})\n\n*Plot: `{rel.lstrip('./')}`*"
 
 
 def render_docs(document: dict[str, Any], results: list[Scenario], out: Path, docs: Path) -> str:
@@ -190,7 +192,7 @@ def render_docs(document: dict[str, Any], results: list[Scenario], out: Path, do
         if scenario.rows:
             parts += [_markdown_table(scenario.rows), ""]
         for plot in scenario.plots:
-            parts += [_embedded(scenario.title, out / plot, f"{rel}/{plot}"), ""]
+            parts += [_embedded(scenario.title, out / plot, f"{rel}/{plot}", docs.parent), ""]
         for note in scenario.notes:
             parts += [f"- {note}"]
         if scenario.notes:
