@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -543,3 +544,33 @@ async def test_both_request_paths_time_out_and_complete_the_same_way(
         with pytest.raises(asyncio.CancelledError):
             await pending
         fault_proxy.heal()
+
+
+def test_one_connection_class_per_transport_and_plain_outside_the_supervisor() -> None:
+    """Connections Telethon builds for other DCs (file transfers) must not drive our
+    state machine; and a fleet shares one class per transport."""
+    import logging as _logging
+
+    from telethon.network import ConnectionTcpAbridged, ConnectionTcpFull
+
+    from resilient_tg._connection import current_observer, make_connection_class
+
+    full = make_connection_class(None)
+    assert full is make_connection_class(ConnectionTcpFull)
+    assert make_connection_class(ConnectionTcpAbridged) is not full
+    loggers: Any = collections.defaultdict(lambda: _logging.getLogger("test"))
+    plain = full("127.0.0.1", 1, 2, loggers=loggers)
+    assert plain._rtg_observer is None
+
+    class Observer:
+        pass
+
+    observer: Any = Observer()
+    token = current_observer.set(observer)
+    try:
+        observed = full("127.0.0.1", 1, 2, loggers=loggers)
+    finally:
+        current_observer.reset(token)
+    assert observed._rtg_observer is observer
+    with pytest.raises(TypeError, match="Telethon Connection class"):
+        make_connection_class(dict)

@@ -28,7 +28,7 @@ from telethon.tl.types import auth as auth_types
 
 from . import _compat
 from ._callbacks import Callback, CallbackRegistry
-from ._connection import LinkAborted, install_log_filter, make_connection_class
+from ._connection import LinkAborted, current_observer, install_log_filter, make_connection_class
 from ._errors import (
     AuthLostError,
     LeaseLostError,
@@ -455,7 +455,7 @@ class ResilientClient:
             await asyncio.sleep(0.02)
 
     def _build_telegram(self, session: StoreSession) -> _Telegram:
-        connection = make_connection_class(self, self._connection_base)
+        connection = make_connection_class(self._connection_base)
         install_log_filter()
         client = _Telegram(
             session,
@@ -827,6 +827,8 @@ class ResilientClient:
         """Connect cycles: connect, live until Telethon fully disconnects, decide what next."""
         telegram = self._telegram
         assert telegram is not None
+        # The connection Telethon builds inside connect() (in this task) reports to us.
+        current_observer.set(self)
         while not self._stopping():
             await self._have_lease.wait()
             if self._stopping():

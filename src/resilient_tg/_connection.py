@@ -9,13 +9,14 @@ abort its socket when the keepalive declares the link dead.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Any, Protocol
 
 from telethon.network import ConnectionTcpFull
 from telethon.network.connection.connection import Connection
 
-__all__ = ["LinkAborted", "LinkObserver", "make_connection_class"]
+__all__ = ["LinkAborted", "LinkObserver", "current_observer", "make_connection_class"]
 
 
 class LinkAborted(ConnectionResetError):
@@ -64,15 +65,31 @@ class LinkObserver(Protocol):
     def packet_received(self, conn: Any) -> None: ...
 
 
-class _ObservedConnection:
-    """Mixin over a Telethon Connection class; ``_rtg_observer`` is set per client."""
+# The client whose supervisor is creating a connection right now. Telethon builds the
+# connection object inside TelegramClient.connect(), which only the supervisor task
+# calls; connections Telethon makes elsewhere (exported senders for other DCs, file
+# transfers) are created without one and behave like plain Telethon connections.
+current_observer: contextvars.ContextVar[LinkObserver | None] = contextvars.ContextVar(
+    "resilient_tg_link_observer", default=None
+)
 
-    _rtg_observer: LinkObserver
+
+class _ObservedConnection:
+    """Mixin over a Telethon Connection class, reporting to the observer it was built for."""
+
+    _rtg_observer: LinkObserver | None = None
     _rtg_error: BaseException | None = None
     _rtg_up: bool = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rtg_observer = current_observer.get()
+
     async def connect(self, timeout: float | None = None, ssl: Any = None) -> None:
         observer = self._rtg_observer
+        if observer is None:
+            await super().connect(timeout=timeout, ssl=ssl)  # type: ignore[misc]
+            return
         await observer.before_attempt(self)
         self._rtg_error = None
         try:
@@ -88,7 +105,7 @@ class _ObservedConnection:
         try:
             await super().disconnect()  # type: ignore[misc]
         finally:
-            if self._rtg_up:
+            if self._rtg_up and self._rtg_observer is not None:
                 self._rtg_up = False
                 self._rtg_observer.transport_down(self, self._rtg_error)
 
@@ -101,7 +118,8 @@ class _ObservedConnection:
             if self._rtg_error is None:
                 self._rtg_error = exc
             raise
-        self._rtg_observer.packet_received(self)
+        if self._rtg_observer is not None:
+            self._rtg_observer.packet_received(self)
         return data
 
     def abort(self, error: LinkAborted) -> None:
@@ -119,10 +137,16 @@ class _ObservedConnection:
                 transport.abort()
 
 
-def make_connection_class(observer: LinkObserver, base: type | None = None) -> type:
-    """A subclass of ``base`` (default ConnectionTcpFull) reporting to ``observer``."""
+_CLASSES: dict[type, type] = {}
+
+
+def make_connection_class(base: type | None = None) -> type:
+    """The observed subclass of ``base`` (default ConnectionTcpFull), one per base class:
+    a class per client would cost memory in every client of a fleet."""
     base = base or ConnectionTcpFull
     if not (isinstance(base, type) and issubclass(base, Connection)):
         raise TypeError(f"connection must be a Telethon Connection class, got {base!r}")
-    name = f"Resilient{base.__name__}"
-    return type(name, (_ObservedConnection, base), {"_rtg_observer": observer})
+    cls = _CLASSES.get(base)
+    if cls is None:
+        cls = _CLASSES[base] = type(f"Resilient{base.__name__}", (_ObservedConnection, base), {})
+    return cls
