@@ -431,10 +431,18 @@ async def test_a_new_ping_delay_disconnect_postpones_the_close(
 
 
 async def test_destroy_session_answers_ok_or_none(mtproto_server: MTProtoTestServer) -> None:
-    async with telethon_client(mtproto_server) as client:
-        other_session = client.session  # placeholder to keep the client busy
-        assert other_session is not None
-        result = await client(functions.DestroySessionRequest(session_id=12345))
+    session = session_for(mtproto_server)
+    async with telethon_client(mtproto_server, session=session) as first:
+        # A second client on the same auth key: another MTProto session of that key.
+        twin = session_for(mtproto_server)
+        twin.auth_key = session.auth_key
+        async with telethon_client(mtproto_server, session=twin) as second:
+            await second.is_user_authorized()
+            other = second._sender._state.id
+            result = await first(functions.DestroySessionRequest(session_id=other))
+            assert isinstance(result, types.DestroySessionOk)
+            assert result.session_id == other
+        result = await first(functions.DestroySessionRequest(session_id=12345))
         assert isinstance(result, types.DestroySessionNone)
         assert result.session_id == 12345
 
