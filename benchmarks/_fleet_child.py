@@ -16,11 +16,11 @@ from telethon import TelegramClient
 from telethon.crypto import AuthKey
 from telethon.sessions import MemorySession
 
-from resilient_tg import ConnectionState, ResilientClient
+from resilient_tg import ConnectionState, ReconnectPolicy, ResilientClient
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.testing import trust_test_server
 
-from ._common import OURS, LinkLog, OursWatch, quiet_logs, rss_bytes
+from ._common import TELETHON_DEFAULT, LinkLog, OursWatch, quiet_logs, rss_bytes
 from .fleet import COMEBACK_LIMIT, cpu_seconds
 
 
@@ -30,16 +30,25 @@ async def _child(spec_path: str) -> None:
     keys = [bytes.fromhex(k) for k in spec["keys"]]
     n = len(keys)
     kind = spec["kind"]
+    ours_kind = kind != TELETHON_DEFAULT
+    policy = (
+        ReconnectPolicy(initial_delay=spec["initial_delay"])
+        if spec.get("initial_delay") is not None
+        else ReconnectPolicy()
+    )
     attempts = LinkLog()  # one log for the fleet: attempts of every client
     logs: list[LinkLog] = []
+    # One seeded generator for the fleet: a Random per client would add its 2.5 KB of
+    # state to "memory per client", which ResilientClient itself no longer spends.
+    rng = random.Random(f"{spec['seed']}:fleet")
     gc.collect()
     rss_before = rss_bytes()
     started = time.monotonic()
     async with contextlib.AsyncExitStack() as stack:
         ours: list[Any] = []
         raws: list[Any] = []
-        for i, key in enumerate(keys):
-            if kind == OURS:
+        for key in keys:
+            if ours_kind:
                 store = MemoryStore(
                     SessionData(
                         dc_id=spec["dc_id"],
@@ -53,7 +62,8 @@ async def _child(spec_path: str) -> None:
                     spec["api_id"],
                     spec["api_hash"],
                     shutdown_timeout=10.0,
-                    rng=random.Random(f"{spec['seed']}:{i}"),
+                    reconnect=policy,
+                    rng=rng,
                     connection=attempts.connection_class(),
                 )
                 ours.append(await stack.enter_async_context(client))
@@ -71,7 +81,7 @@ async def _child(spec_path: str) -> None:
                         connection=log.connection_class(),
                     )
                 )
-        if kind == OURS:
+        if ours_kind:
             await asyncio.wait_for(asyncio.gather(*(c.wait_connected() for c in ours)), 600)
         else:
             gate = asyncio.Semaphore(50)
@@ -104,7 +114,7 @@ async def _child(spec_path: str) -> None:
             for i in range(n):
                 if back[i] is not None:
                     continue
-                if kind == OURS:
+                if ours_kind:
                     at = watches[i].first(t0, lambda c: c.new is ConnectionState.CONNECTED)
                     if at is not None:
                         back[i] = at - t0

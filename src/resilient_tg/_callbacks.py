@@ -3,12 +3,12 @@
 Callbacks may be plain functions or coroutine functions; they get the StateChange.
 One dispatcher task calls them one at a time in the order the transitions happened,
 so a slow callback delays later callbacks, never the client. An exception is
-logged and swallowed.
+logged and swallowed. The dispatcher exists only while callbacks are queued: a
+client with no callbacks, or none pending, pays no task for them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import inspect
 import logging
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import anyio
 
+from ._flag import Flag
 from ._state import StateChange
 
 __all__ = ["Callback", "CallbackRegistry"]
@@ -25,6 +26,8 @@ log = logging.getLogger("resilient_tg.client")
 
 Callback = Callable[[StateChange], Any]
 C = TypeVar("C", bound=Callback)
+# Starts the dispatcher as a task of the owner; returns None once the owner is closing.
+Spawner = Callable[[Callable[[], Awaitable[None]]], object]
 
 EVENTS = ("connected", "disconnected", "reconnecting", "state_change", "auth_lost")
 
@@ -36,49 +39,72 @@ class CallbackRegistry:
     """
 
     def __init__(self, limit: int = 10_000) -> None:
-        self._callbacks: dict[str, list[Callback]] = {event: [] for event in EVENTS}
-        self._queue: collections.deque[tuple[str, StateChange]] = collections.deque()
+        # Both made on first use: most clients register few callbacks, some none.
+        self._callbacks: dict[str, list[Callback]] = {}
+        self._queue: collections.deque[tuple[str, StateChange]] | None = None
         self._limit = limit
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._idle = Flag()
         self._idle.set()
+        self._spawn: Spawner | None = None
+        self._running = False
         self._closed = False
+
+    def attach(self, spawn: Spawner) -> None:
+        """Let the registry start its dispatcher through ``spawn`` from now on."""
+        self._spawn = spawn
+        self._kick()
 
     def add(self, event: str, callback: C) -> C:
         if not callable(callback):
             raise TypeError(f"on_{event}() needs a callable, got {type(callback).__name__}")
-        self._callbacks[event].append(callback)
+        if event not in EVENTS:
+            raise ValueError(f"unknown callback event {event!r}")
+        self._callbacks.setdefault(event, []).append(callback)
         return callback
 
     def emit(self, event: str, change: StateChange) -> None:
         """Queue the callbacks of ``event`` (never blocks, never raises)."""
-        if not self._callbacks[event]:
+        if not self._callbacks.get(event):
             return
+        if self._queue is None:
+            self._queue = collections.deque()
         if self._closed or len(self._queue) >= self._limit:
             log.warning("dropped %s callbacks: the callback queue is full or closed", event)
             return
         self._queue.append((event, change))
         self._idle.clear()
-        self._wakeup.set()
+        self._kick()
 
     async def drain(self) -> None:
         """Wait until every queued callback has run."""
         await self._idle.wait()
 
-    async def run(self) -> None:
-        """The dispatcher task: calls callbacks in order until cancelled."""
-        while True:
-            while self._queue:
-                event, change = self._queue.popleft()
+    def _kick(self) -> None:
+        if self._running or not self._queue or self._spawn is None:
+            return
+        self._running = True
+        if self._spawn(self._run) is None:
+            self._running = False
+            self.close()
+
+    async def _run(self) -> None:
+        """The dispatcher: calls the queued callbacks in order, then ends."""
+        queue = self._queue
+        assert queue is not None
+        try:
+            while queue:
+                event, change = queue.popleft()
                 for callback in list(self._callbacks[event]):
                     await call_safely(callback, change, event)
+        finally:
+            # Empty, or cancelled because the owner is closing: nobody should wait on.
+            self._running = False
             self._idle.set()
-            self._wakeup.clear()
-            await self._wakeup.wait()
 
     def close(self) -> None:
         self._closed = True
-        self._queue.clear()
+        if self._queue is not None:
+            self._queue.clear()
         self._idle.set()
 
 

@@ -1,11 +1,11 @@
 """ResilientClient: a Telethon client that never stays down while recovery is possible.
 
-It owns an anyio task group (supervisor, keepalive, lease renewal, session flushing,
-callback dispatch). Telethon's sender stays "user-connected" and re-sends its queue
-on every reconnect; the ``connection=`` class from `._connection` paces each
-attempt by the ReconnectPolicy and reports the link going up and down; after every
-reconnect the client probes authorization and fetches what it missed (CATCHING_UP)
-before it reports CONNECTED.
+It owns its background tasks (supervisor, keepalive, lease renewal, session flushing,
+callback dispatch) through a `TaskSet` and ends them when it is left. Telethon's
+sender stays "user-connected" and re-sends its queue on every reconnect; the
+``connection=`` class from `._connection` paces each attempt by the ReconnectPolicy
+and reports the link going up and down; after every reconnect the client probes
+authorization and fetches what it missed (CATCHING_UP) before it reports CONNECTED.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from ._errors import (
     ResultLostError,
     SessionInUseError,
 )
+from ._flag import Flag
 from ._keepalive import run_keepalive
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason, StoreInfo
 from ._status import StatusPublisher
+from ._tasks import TaskSet
 from .stores import SessionStore, StoreSession, default_holder, open_store
 from .stores._base import Lease
 
@@ -49,6 +51,10 @@ log = logging.getLogger("resilient_tg.client")
 
 C = TypeVar("C", bound=Callback)
 T = TypeVar("T")
+
+# The reconnect jitter's default source, shared: a Random() per client would cost 2.5 KB
+# each, and jitter needs no per-client stream (pass rng= for a seeded one).
+_RNG = random.Random()
 
 # Telethon arguments that a policy owns: passing one is a TypeError naming the field.
 _OWNED_KWARGS = {
@@ -176,7 +182,7 @@ class ResilientClient:
         self.flush_interval = float(flush_interval)
         self.flood_sleep_threshold = float(flood_sleep_threshold)
         self.holder = holder or default_holder()
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self._connection_base = telethon_kwargs.pop("connection", None)
         self._telethon_kwargs = telethon_kwargs
         self._callbacks = CallbackRegistry()
@@ -185,10 +191,10 @@ class ResilientClient:
         self._reason: StateReason | None = None
         self._detail = ""
         self._since = time.time()
-        self._state_changed = asyncio.Event()
+        self._state_changed = Flag()
         self._telegram: _Telegram | None = None
         self._session: StoreSession | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._tasks = TaskSet()
         self._closing = False
         self._entered = False
 
@@ -203,11 +209,11 @@ class ResilientClient:
         self._connected_since: float | None = None
         self._first_attempt = True
         # Set when telegram.connect() has returned in this connect cycle.
-        self._sender_ready = asyncio.Event()
+        self._sender_ready = Flag()
         # Set while the current link has answered our probe.
-        self._established = asyncio.Event()
+        self._established = Flag()
         # Set while the current link carries requests (the keepalive pings then).
-        self._carrying = asyncio.Event()
+        self._carrying = Flag()
         self._post_connect: asyncio.Task[None] | None = None
         self._gave_up = False
 
@@ -224,7 +230,7 @@ class ResilientClient:
         # Lease.
         self._lease: Lease | None = None
         self._foreign_lease: LeaseInfo | None = None
-        self._have_lease = asyncio.Event()
+        self._have_lease = Flag()
         self._lease_lost_flag = False
 
     # Public API -------------------------------------------------------------------
@@ -349,12 +355,10 @@ class ResilientClient:
         if self._entered:
             raise RuntimeError("a ResilientClient can be entered once; create a new one")
         self._entered = True
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
         try:
-            self._tg.start_soon(self._guarded, "callbacks", self._callbacks.run)
+            self._callbacks.attach(lambda fn: self._spawn("callbacks", fn))
             if self._status is not None:
-                await self._tg.start(self._status.run)
+                await self._tasks.start("status", self._status.run)
             # Read once before waiting for the lease: a corrupt session fails fast.
             await self._store.load()
             await self._acquire_lease_waiting(StateReason.START)
@@ -362,14 +366,12 @@ class ResilientClient:
             self._session.save_listeners.append(self._notify_save)
             self._was_authorized = _looks_authorized(self._session)
             self._telegram = self._build_telegram(self._session)
-            self._tg.start_soon(self._guarded, "supervisor", self._supervise)
-            self._tg.start_soon(self._guarded, "keepalive", run_keepalive, self)
-            self._tg.start_soon(self._guarded, "lease", self._renew_lease_loop)
-            self._tg.start_soon(self._guarded, "flush", self._flush_loop)
+            self._spawn("supervisor", self._supervise)
+            self._spawn("keepalive", run_keepalive, self)
+            self._spawn("housekeeping", self._housekeeping)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
-            await self._close_task_group()
             raise
         return self
 
@@ -381,14 +383,10 @@ class ResilientClient:
     ) -> None:
         with anyio.CancelScope(shield=True):
             await self._shutdown()
-        await self._close_task_group()
 
-    async def _close_task_group(self) -> None:
-        # Outside any shielded scope: the task group's scope must be exited where entered.
-        tg, self._tg = self._tg, None
-        if tg is not None:
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+    def _spawn(self, name: str, fn: Callable[..., Awaitable[None]], *args: Any) -> object:
+        """Start a guarded background task owned by this client (None once closing)."""
+        return self._tasks.spawn(name, self._guarded, name, fn, *args)
 
     async def _shutdown(self) -> None:
         """Stop the tasks, disconnect, flush the session, release the lease — bounded."""
@@ -438,6 +436,8 @@ class ResilientClient:
             if not self._state.terminal:
                 self._transition(ConnectionState.CLOSED, StateReason.USER, "shutdown timed out")
         self._callbacks.close()
+        # Our tasks end before the store closes: the lease and flush loops use it.
+        await self._tasks.aclose()
         try:
             await self._store.aclose()
         except Exception as exc:  # noqa: BLE001
@@ -530,7 +530,7 @@ class ResilientClient:
             self._callbacks.emit("disconnected", change)
         if new is ConnectionState.AUTH_LOST:
             self._callbacks.emit("auth_lost", change)
-        waiter, self._state_changed = self._state_changed, asyncio.Event()
+        waiter, self._state_changed = self._state_changed, Flag()
         waiter.set()
 
     # LinkObserver: called by the connection class ------------------------------------
@@ -647,8 +647,7 @@ class ResilientClient:
             StateReason.GAVE_UP,
             f"gave up after {self._attempt - 1} attempts in {elapsed:.1f}s ({limit})",
         )
-        if self._tg is not None:
-            self._tg.start_soon(self._guarded, "give-up", self._disconnect_telegram)
+        self._spawn("give-up", self._disconnect_telegram)
 
     def _last_change(self) -> StateChange:
         return StateChange(
@@ -811,8 +810,7 @@ class ResilientClient:
             error=error,
             message=f"auth lost: {why}; not retrying, the store is left as it was",
         )
-        if self._tg is not None:
-            self._tg.start_soon(self._guarded, "auth-lost", self._disconnect_telegram)
+        self._spawn("auth-lost", self._disconnect_telegram)
 
     async def _disconnect_telegram(self) -> None:
         if self._telegram is not None:
@@ -912,35 +910,49 @@ class ResilientClient:
                         f"session leased to {exc.holder}",
                         message=f"waiting for the session lease held by {exc.holder}",
                     )
-                await anyio.sleep(poll)
+                await asyncio.sleep(poll)
                 continue
             self._foreign_lease = None
             self._lease_lost_flag = False
             self._have_lease.set()
             return
 
-    async def _renew_lease_loop(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Renew the lease every lease_ttl/3 and flush the update state every
+        flush_interval: one task for both, as each client's tasks count in a fleet."""
+        renew_every = self.lease_ttl / 3
+        next_renew = time.monotonic() + renew_every
+        next_flush = time.monotonic() + self.flush_interval
         while not self._closing:
-            await anyio.sleep(self.lease_ttl / 3)
-            if self._lease is None:
-                continue
-            try:
-                # Bounded: a renew that hangs (database outage) must not outlive the lease.
-                with anyio.fail_after(self.lease_ttl / 3):
-                    self._lease = await self._store.renew_lease(self.holder, self.lease_ttl)
-            except LeaseLostError as exc:
-                await self._lease_lost(_describe(exc))
-            except Exception as exc:  # noqa: BLE001 - store outage: keep trying until expiry
-                margin = self.lease_ttl / 6
-                log.warning("could not renew the session lease: %s", _describe(exc))
-                if self._lease is not None and time.time() >= self._lease.expires_at - margin:
-                    await self._lease_lost("could not renew it before it expired")
+            await asyncio.sleep(max(0.0, min(next_renew, next_flush) - time.monotonic()))
+            now = time.monotonic()
+            if now >= next_renew:
+                next_renew = now + renew_every
+                await self._renew_lease()
+            if now >= next_flush and not self._closing:
+                await self._flush_update_state()
+                next_flush = time.monotonic() + self.flush_interval
+
+    async def _renew_lease(self) -> None:
+        if self._lease is None:
+            return
+        try:
+            # Bounded: a renew that hangs (database outage) must not outlive the lease.
+            with anyio.fail_after(self.lease_ttl / 3):
+                self._lease = await self._store.renew_lease(self.holder, self.lease_ttl)
+        except LeaseLostError as exc:
+            await self._lease_lost(_describe(exc))
+        except Exception as exc:  # noqa: BLE001 - store outage: keep trying until expiry
+            margin = self.lease_ttl / 6
+            log.warning("could not renew the session lease: %s", _describe(exc))
+            if self._lease is not None and time.time() >= self._lease.expires_at - margin:
+                await self._lease_lost("could not renew it before it expired")
 
     async def _lease_lost(self, why: str) -> None:
         """Two processes must never use one key: drop the link now, wait, reload, resume."""
         self._lease_lost_flag = True
         self._lease = None
-        self._have_lease = asyncio.Event()
+        self._have_lease = Flag()
         if self._session is not None:
             self._session.discard_changes()
         self._transition(
@@ -960,26 +972,31 @@ class ResilientClient:
 
     # Background flush ---------------------------------------------------------------------
 
-    async def _flush_loop(self) -> None:
+    async def _flush_update_state(self) -> None:
         """Keep the stored update state at most ~flush_interval behind what was handled."""
-        while not self._closing:
-            await anyio.sleep(self.flush_interval)
-            telegram, session = self._telegram, self._session
-            if (
-                telegram is None
-                or session is None
-                or self._state not in (ConnectionState.CONNECTED, ConnectionState.CATCHING_UP)
-                or not self._authorized
-            ):
-                continue
-            await _compat.save_states(telegram)
-            if session.dirty:
-                try:
-                    await session.flush()
-                except LeaseLostError as exc:
-                    await self._lease_lost(_describe(exc))
-                except Exception as exc:  # noqa: BLE001 - visible in health, retried next time
-                    log.debug("periodic session flush failed: %s", _describe(exc))
+        telegram, session = self._telegram, self._session
+        if (
+            telegram is None
+            or session is None
+            or self._state not in (ConnectionState.CONNECTED, ConnectionState.CATCHING_UP)
+            or not self._authorized
+        ):
+            return
+        await _compat.save_states(telegram)
+        if not session.dirty:
+            return
+        # Bounded, so that a hanging store cannot hold up the lease renewal behind it; the
+        # session stays dirty and the next round (or the background writer) tries again.
+        lost: LeaseLostError | None = None
+        with anyio.move_on_after(self.lease_ttl / 6):
+            try:
+                await session.flush()
+            except LeaseLostError as exc:
+                lost = exc
+            except Exception as exc:  # noqa: BLE001 - visible in health, retried next time
+                log.debug("periodic session flush failed: %s", _describe(exc))
+        if lost is not None:
+            await self._lease_lost(_describe(lost))  # unbounded: it waits for the lease
 
     # Requests -------------------------------------------------------------------------------
 

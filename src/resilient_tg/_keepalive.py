@@ -74,13 +74,13 @@ async def _ping_forever(client: ResilientClient, lingering: set[asyncio.Task[obj
         if task.cancelled() or task.exception() is not None:
             # The link changed under the ping (or the server refused it); start over.
             log.debug("keepalive ping failed: %r", None if task.cancelled() else task.exception())
-            await anyio.sleep(min(policy.interval, 0.1))
+            await asyncio.sleep(min(policy.interval, 0.1))
             continue
         now = time.monotonic()
         if generation == client._generation:
             last_pong = now
             client._record_pong(now - sent)
-        await anyio.sleep(max(0.0, sent + policy.interval - now))
+        await asyncio.sleep(max(0.0, sent + policy.interval - now))
 
 
 def _forget(tasks: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:

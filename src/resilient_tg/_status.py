@@ -2,7 +2,7 @@
 open the session (a second process opening it would hit the lease or get the key
 revoked).
 
-The publisher runs in the client's task group. The file holds ``Health.to_dict()``
+The publisher is one of the client's background tasks. The file holds ``Health.to_dict()``
 plus ``written_at`` and ``pid``; it is replaced atomically (temp file + rename) on
 every transition and at least every second, and marked with the final state when the
 client exits. The HTTP server answers ``GET /health`` (200 when healthy, else 503) and

@@ -22,6 +22,7 @@ from telethon.sessions import MemorySession
 from telethon.tl import types
 
 from .._errors import LeaseLostError
+from .._flag import Flag
 from ._base import SessionStore
 from ._data import Entity, SessionData, UpdateState
 
@@ -53,7 +54,7 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self._urgent = False
         self._delete_requested = False
         self._lock: asyncio.Lock | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake: Flag | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         #: The error of the last failed write (None once a write succeeds), for health.
@@ -231,7 +232,7 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
     def _ensure_primitives(self) -> None:
         if self._lock is None:
             self._lock = asyncio.Lock()
-            self._wake = asyncio.Event()
+            self._wake = Flag()
 
     def _changed(self, *, urgent: bool, count: bool = True) -> None:
         if count:
@@ -298,6 +299,10 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
                 self._wake.set()
             else:
                 failures = 0
+                if not self.dirty and not self._urgent and not self._wake.is_set():
+                    # Nothing left: end; the next change starts a new writer. An idle
+                    # session then holds no task (many clients per process add up).
+                    return
 
     async def _write_locked(self) -> None:
         if self._delete_requested:
