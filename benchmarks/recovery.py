@@ -1,19 +1,25 @@
 """2. Recovery after refused connects: from heal to the first successful request.
 
-Every client runs a probe loop (``updates.getState``, each try bounded to 2 s). The
-proxy resets the live links and refuses connects for the outage, then heals. A client
-that has not answered within ``WAIT_AFTER_HEAL`` seconds of the heal "never" recovers
-(raw Telethon with ``connection_retries=5`` gives up after about 35 s of failures).
+Every client runs a probe loop (``updates.getState``, each try bounded to 2 s) and sits
+behind its own FaultProxy. The proxies reset the live links and refuse connects for the
+outage plus a random phase of up to ``PHASE_MAX`` seconds, drawn per client, then heal.
+Without the phase every heal would land at the same point of raw Telethon's fixed 1 s
+retry cycle (which starts at the reset), just before its next attempt. A client that has
+not answered within ``WAIT_AFTER_HEAL`` seconds of the heal "never" recovers (raw
+Telethon with ``connection_retries=5`` gives up after about 35 s of failures).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import random
 import time
 from typing import Any
 
 import anyio
+import attrs
 from telethon.tl import functions
 
 from resilient_tg import ConnectionState, ReconnectPolicy
@@ -24,6 +30,7 @@ from ._common import (
     TELETHON_DEFAULT,
     TELETHON_FOREVER,
     Config,
+    LinkLog,
     OursWatch,
     Row,
     Scenario,
@@ -42,6 +49,7 @@ GOAL = "ours within the policy's current delay + 0.5 s after heal, always recove
 
 WAIT_AFTER_HEAL = 40.0  # > ReconnectPolicy().max_delay + margin; Telethon gets as long
 PER_KIND = 3
+PHASE_MAX = 1.0  # raw Telethon's retry_delay: the phase covers one whole retry cycle
 
 
 class _Probe:
@@ -67,69 +75,124 @@ class _Probe:
         return next((t for t in self.successes if t >= start), None)
 
 
+@attrs.define
+class _Subject:
+    """One client behind its own proxy, and the phase its outage is lengthened by."""
+
+    kind: str
+    proxy: FaultProxy
+    probe: _Probe
+    phase: float
+    watch: OursWatch | None = None  # ours
+    telethon: Any = None  # raw Telethon
+    links: LinkLog | None = None  # raw Telethon
+    heal: float = math.nan
+
+    def recovered(self) -> float | None:
+        """Seconds from this client's heal to its first answered request."""
+        return _since(self.probe.first_after(self.heal), self.heal)
+
+
 async def run(cfg: Config) -> Scenario:
     result = Scenario(NAME, TITLE, GOAL)
+    rng = cfg.rng(NAME)
     outages = [1.0] if cfg.quick else [1.0, 10.0, 60.0]
-    async with bench_server(result) as server, FaultProxy(server.host, server.port) as proxy:
+    async with bench_server(result) as server:
         for seconds in outages:
-            data = await _outage(server, proxy, seconds)
+            data = await _outage(server, seconds, rng)
             result.raw[f"{seconds:g}s"] = data
             _rows(result, seconds, data)
+    result.notes.append(
+        f"Each client has its own proxy; its refusal lasts the nominal outage plus a phase "
+        f"drawn from U(0, {PHASE_MAX:g} s), so raw Telethon's 1 s retry cycle (which starts "
+        "at the reset) is not aligned with the heal. Phases per client are in the raw data."
+    )
     if cfg.quick:
         result.notes.append("Quick mode: the 1 s outage only.")
     return result
 
 
-async def _outage(server: MTProtoTestServer, proxy: FaultProxy, seconds: float) -> dict[str, Any]:
+async def _open_subjects(
+    stack: contextlib.AsyncExitStack,
+    server: MTProtoTestServer,
+    rng: random.Random,
+) -> list[_Subject]:
+    """PER_KIND clients of each kind, one account, each behind a proxy of its own."""
     user = new_user(server, "Recovery")
     policy = ReconnectPolicy()
-    async with contextlib.AsyncExitStack() as stack:
-        probes: dict[str, list[_Probe]] = {OURS: [], TELETHON_DEFAULT: [], TELETHON_FOREVER: []}
-        watches: list[OursWatch] = []
-        telethons: dict[str, list[Any]] = {TELETHON_DEFAULT: [], TELETHON_FOREVER: []}
-        for _ in range(PER_KIND):
-            client, watch = await stack.enter_async_context(
-                open_ours(server, user, port=proxy.port, reconnect=policy)
+    subjects: list[_Subject] = []
+
+    async def proxy() -> FaultProxy:
+        return await stack.enter_async_context(FaultProxy(server.host, server.port))
+
+    for _ in range(PER_KIND):
+        p = await proxy()
+        client, watch = await stack.enter_async_context(
+            open_ours(server, user, port=p.port, reconnect=policy)
+        )
+        phase = rng.uniform(0.0, PHASE_MAX)
+        subjects.append(_Subject(OURS, p, _Probe(client.telegram), phase, watch=watch))
+        for kind, extra in (
+            (TELETHON_DEFAULT, {}),
+            (TELETHON_FOREVER, {"connection_retries": None}),
+        ):
+            p = await proxy()
+            raw, links = await stack.enter_async_context(
+                open_telethon(server, user, port=p.port, **extra)
             )
-            watches.append(watch)
-            probes[OURS].append(_Probe(client.telegram))
-            for kind, extra in (
-                (TELETHON_DEFAULT, {}),
-                (TELETHON_FOREVER, {"connection_retries": None}),
-            ):
-                raw, _ = await stack.enter_async_context(
-                    open_telethon(server, user, port=proxy.port, **extra)
-                )
-                telethons[kind].append(raw)
-                probes[kind].append(_Probe(raw))
+            phase = rng.uniform(0.0, PHASE_MAX)
+            subjects.append(_Subject(kind, p, _Probe(raw), phase, telethon=raw, links=links))
+    return subjects
+
+
+async def _outage(server: MTProtoTestServer, seconds: float, rng: random.Random) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        subjects = await _open_subjects(stack, server, rng)
         tg = await stack.enter_async_context(anyio.create_task_group())
-        for kind_probes in probes.values():
-            for probe in kind_probes:
-                tg.start_soon(probe.run)
+        for subject in subjects:
+            tg.start_soon(subject.probe.run)
         await asyncio.sleep(0.5)
         fault = time.monotonic()
-        proxy.refuse(seconds)
-        proxy.reset()
-        await asyncio.sleep(max(0.0, fault + seconds - time.monotonic()))
-        proxy.heal()
-        heal = time.monotonic()
-
-        def done() -> bool:
-            return all(p.first_after(heal) for ps in probes.values() for p in ps)
-
-        await poll_until(done, WAIT_AFTER_HEAL, 0.05)
+        for subject in subjects:
+            subject.proxy.refuse(math.inf)  # until its heal() below
+            subject.proxy.reset()
+        for subject in sorted(subjects, key=lambda s: s.phase):
+            await asyncio.sleep(max(0.0, fault + seconds + subject.phase - time.monotonic()))
+            subject.proxy.heal()
+            subject.heal = time.monotonic()
+        await poll_until(
+            lambda: all(s.probe.first_after(s.heal) for s in subjects), WAIT_AFTER_HEAL, 0.05
+        )
         tg.cancel_scope.cancel()
+    return _data(seconds, fault, subjects)
+
+
+def _data(seconds: float, fault: float, subjects: list[_Subject]) -> dict[str, Any]:
+    """Raw samples: per kind, in the same client order in every list."""
+    kinds = (OURS, TELETHON_DEFAULT, TELETHON_FOREVER)
+    of = {k: [s for s in subjects if s.kind == k] for k in kinds}
+    ours = of[OURS]
     data: dict[str, Any] = {"outage_seconds": seconds, "wait_after_heal": WAIT_AFTER_HEAL}
-    for kind, kind_probes in probes.items():
-        data[kind] = [_since(p.first_after(heal), heal) for p in kind_probes]
-    data["ours_current_delay"] = [
-        _current_delay(w, heal) for w in watches
-    ]  # the delay the pending attempt was scheduled with
-    data["telethon_gave_up"] = {
-        kind: [_gave_up(c) for c in clients] for kind, clients in telethons.items()
+    for kind in kinds:
+        data[kind] = [s.recovered() for s in of[kind]]
+    data["phase"] = {k: [round(s.phase, 3) for s in of[k]] for k in kinds}
+    data["refused_for"] = {k: [round(s.heal - fault, 3) for s in of[k]] for k in kinds}
+    # the delay the pending attempt was scheduled with
+    data["ours_current_delay"] = [_current_delay(s.watch, s.heal) for s in ours if s.watch]
+    data["telethon_next_attempt_after_heal"] = {
+        k: [_next_attempt(s) for s in of[k]] for k in (TELETHON_DEFAULT, TELETHON_FOREVER)
     }
-    data["ours_states_after"] = [w.client.state.value for w in watches]
+    data["telethon_gave_up"] = {
+        k: [_gave_up(s.telethon) for s in of[k]] for k in (TELETHON_DEFAULT, TELETHON_FOREVER)
+    }
+    data["ours_states_after"] = [s.watch.client.state.value for s in ours if s.watch]
     return data
+
+
+def _next_attempt(subject: _Subject) -> float | None:
+    """Seconds from the heal to raw Telethon's next connect attempt: its retry phase."""
+    assert subject.links is not None
+    return _since(subject.links.first_after(subject.links.attempts, subject.heal), subject.heal)
 
 
 def _current_delay(watch: OursWatch, heal: float) -> float | None:
