@@ -583,9 +583,12 @@ class ResilientClient:
         generation = self._generation
         if self._post_connect is not None:
             self._post_connect.cancel()
-        self._post_connect = asyncio.get_running_loop().create_task(
-            self._run_post_connect(conn, generation), name="resilient_tg post-connect"
+        task = self._tasks.spawn(
+            "post-connect", self._guarded, "post-connect", self._run_post_connect, conn, generation
         )
+        self._post_connect = task
+        if task is not None:
+            task.add_done_callback(self._post_connect_done)
 
     def transport_down(self, conn: Any, error: BaseException | None) -> None:
         if conn is not self._conn:
@@ -665,6 +668,10 @@ class ResilientClient:
             conn.abort(LinkAborted(reason, detail, quiet=quiet))
 
     # Post-connect: probe, catch up, CONNECTED --------------------------------------------
+
+    def _post_connect_done(self, task: asyncio.Task[None]) -> None:
+        if self._post_connect is task:
+            self._post_connect = None  # a finished task keeps its frame's results alive
 
     async def _run_post_connect(self, conn: Any, generation: int) -> None:
         telegram = self._telegram
