@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import anyio
 import pytest
 
 from resilient_tg import ConnectionState, ResilientClient, StateChange, StateReason
 from resilient_tg._callbacks import CallbackRegistry
+from resilient_tg._deadlines import Deadlines
 from resilient_tg._flag import Flag
 from resilient_tg._tasks import TaskSet
 from resilient_tg.testing import MTProtoTestServer
@@ -167,3 +169,66 @@ async def test_an_idle_connected_client_holds_only_its_three_own_tasks(
             "resilient_tg keepalive",
             "resilient_tg supervisor",
         ]
+
+
+async def test_deadlines_cancel_only_the_overdue_request() -> None:
+    deadlines = Deadlines()
+    gate = asyncio.Event()
+    outcome: dict[str, str] = {}
+
+    async def request(name: str, seconds: float) -> None:
+        task = asyncio.current_task()
+        entry = deadlines.add(task, seconds)
+        try:
+            await gate.wait()
+            outcome[name] = "answered"
+        except asyncio.CancelledError:
+            outcome[name] = "timed out" if entry.fired else "cancelled"
+        finally:
+            deadlines.finish(entry)
+
+    slow = asyncio.ensure_future(request("slow", 0.05))
+    patient = asyncio.ensure_future(request("patient", 30.0))
+    started = time.monotonic()
+    with anyio.fail_after(5):
+        await slow
+    assert 0.04 <= time.monotonic() - started < 2.0
+    gate.set()
+    with anyio.fail_after(5):
+        await patient
+    assert outcome == {"slow": "timed out", "patient": "answered"}
+    assert len(deadlines) == 0
+    deadlines.close()
+
+
+async def test_deadlines_rearm_for_an_earlier_deadline_added_later() -> None:
+    deadlines = Deadlines()
+    first = deadlines.add(asyncio.current_task(), 30.0)
+    fired = asyncio.Event()
+
+    async def victim() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            fired.set()
+
+    task = asyncio.ensure_future(victim())
+    entry = deadlines.add(task, 0.02)
+    with anyio.fail_after(5):
+        await fired.wait()
+    assert entry.fired
+    assert not first.fired
+    deadlines.finish(first)
+    deadlines.close()
+
+
+async def test_deadlines_keep_no_more_than_a_bounded_backlog_behind_a_slow_request() -> None:
+    deadlines = Deadlines()
+    slow = deadlines.add(asyncio.current_task(), 60.0)
+    for _ in range(10_000):  # fast requests finishing behind the slow one
+        deadlines.finish(deadlines.add(asyncio.current_task(), 60.0))
+    assert len(deadlines) == 1
+    assert len(deadlines._heap) <= 2 + 64 + 1
+    deadlines.finish(slow)
+    assert deadlines._heap == []
+    deadlines.close()

@@ -29,6 +29,7 @@ from telethon.tl.types import auth as auth_types
 from . import _compat
 from ._callbacks import Callback, CallbackRegistry
 from ._connection import LinkAborted, current_observer, install_log_filter, make_connection_class
+from ._deadlines import Deadlines
 from ._errors import (
     AuthLostError,
     LeaseLostError,
@@ -195,6 +196,7 @@ class ResilientClient:
         self._telegram: _Telegram | None = None
         self._session: StoreSession | None = None
         self._tasks = TaskSet()
+        self._deadlines = Deadlines()
         self._closing = False
         self._entered = False
 
@@ -438,6 +440,7 @@ class ResilientClient:
         self._callbacks.close()
         # Our tasks end before the store closes: the lease and flush loops use it.
         await self._tasks.aclose()
+        self._deadlines.close()
         try:
             await self._store.aclose()
         except Exception as exc:  # noqa: BLE001
@@ -1077,23 +1080,15 @@ class ResilientClient:
         NotConnectedError on timeout; an outer cancellation propagates."""
         if not _CAN_TELL_CANCELLATIONS:
             return await self._try_once_in_task(telegram, request, ordered, remaining)
-        current = asyncio.current_task()
-        assert current is not None
-        task: Any = current  # cancelling()/uncancel() are 3.11+ (mypy targets 3.10)
-        fired = False
-
-        def fire() -> None:
-            nonlocal fired
-            fired = True
-            task.cancel()
-
-        # A timer on our own task instead of a helper task: no extra event-loop hops on
-        # the hot path (this is most of the wrapper's cost per request).
-        handle = asyncio.get_running_loop().call_later(remaining, fire)
+        task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+ (mypy: 3.10)
+        assert task is not None
+        # The deadline cancels our own task: no helper task, no extra event-loop hops, and
+        # no timer per request (see _deadlines.py) on the hot path.
+        deadline = self._deadlines.add(task, remaining)
         try:
             result = await telegram._rtg_raw_call(request, ordered)
         except asyncio.CancelledError:
-            if fired:
+            if deadline.fired:
                 task.uncancel()
                 if task.cancelling() == 0:
                     raise self._timeout_error() from None
@@ -1104,7 +1099,7 @@ class ResilientClient:
         except Exception as exc:  # noqa: BLE001 - classified by the caller
             return "error", exc
         finally:
-            handle.cancel()
+            self._deadlines.finish(deadline)
         return "ok", result
 
     async def _try_once_in_task(
