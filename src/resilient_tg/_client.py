@@ -102,10 +102,11 @@ class _Telegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
 
     _rtg_owner: ResilientClient
 
-    async def __call__(
+    def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
-    ) -> Any:
-        return await self._rtg_owner._call(request, ordered)
+    ) -> Awaitable[Any]:
+        # Hands back ResilientClient._call's coroutine: one coroutine less per request.
+        return self._rtg_owner._call(request, ordered)
 
     async def _rtg_raw_call(self, request: Any, ordered: bool = False) -> Any:
         return await TelegramClient.__call__(self, request, ordered=ordered)
@@ -1024,13 +1025,38 @@ class ResilientClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._timeout_error()
-            outcome, value = await self._try_once(telegram, request, ordered, remaining)
+            # The try itself is inline (no helper coroutine or task) on Python 3.11+: every
+            # object allocated per request adds to garbage-collection pauses, which show
+            # in the tail latency (benchmarks/overhead.py).
+            if _CAN_TELL_CANCELLATIONS:
+                task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+
+                watch = self._deadlines.add(task, remaining)
+                exc: BaseException | None = None
+                try:
+                    value = await TelegramClient.__call__(telegram, request, ordered=ordered)
+                except asyncio.CancelledError:
+                    if watch.fired:
+                        task.uncancel()
+                        if task.cancelling() == 0:
+                            raise self._timeout_error() from None
+                        raise
+                    if task.cancelling():
+                        raise  # cancelled from outside: not ours to swallow
+                    outcome = "cancelled"
+                except Exception as error:  # noqa: BLE001 - classified below
+                    outcome, exc = "error", error
+                else:
+                    outcome = "ok"
+                finally:
+                    self._deadlines.finish(watch)
+            else:
+                outcome, value = await self._try_once_in_task(telegram, request, ordered, remaining)
+                exc = value if outcome == "error" else None
             if outcome == "cancelled":
                 # Telethon cancelled it (a full disconnect: lease loss, shutdown): never a
                 # CancelledError for the caller.
                 self._raise_if_final()
                 continue
-            exc = value if outcome == "error" else None
             if exc is None:
                 result = value
                 self._last_request_ok_at = time.time()
@@ -1072,40 +1098,13 @@ class ResilientClient:
                 self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
             raise exc
 
-    async def _try_once(
-        self, telegram: _Telegram, request: Any, ordered: bool, remaining: float
-    ) -> tuple[str, Any]:
-        """One try within ``remaining`` seconds: ("ok", result), ("error", exception), or
-        ("cancelled", None) when Telethon itself cancelled the request. Raises
-        NotConnectedError on timeout; an outer cancellation propagates."""
-        if not _CAN_TELL_CANCELLATIONS:
-            return await self._try_once_in_task(telegram, request, ordered, remaining)
-        task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+ (mypy: 3.10)
-        assert task is not None
-        # The deadline cancels our own task: no helper task, no extra event-loop hops, and
-        # no timer per request (see _deadlines.py) on the hot path.
-        deadline = self._deadlines.add(task, remaining)
-        try:
-            result = await telegram._rtg_raw_call(request, ordered)
-        except asyncio.CancelledError:
-            if deadline.fired:
-                task.uncancel()
-                if task.cancelling() == 0:
-                    raise self._timeout_error() from None
-                raise
-            if task.cancelling():
-                raise  # cancelled from outside: not ours to swallow
-            return "cancelled", None
-        except Exception as exc:  # noqa: BLE001 - classified by the caller
-            return "error", exc
-        finally:
-            self._deadlines.finish(deadline)
-        return "ok", result
-
     async def _try_once_in_task(
         self, telegram: _Telegram, request: Any, ordered: bool, remaining: float
     ) -> tuple[str, Any]:
-        """Python 3.10: no Task.cancelling(), so run the try in a helper task."""
+        """One try within ``remaining`` seconds on Python 3.10, which has no
+        Task.cancelling(): in a helper task. ("ok", result), ("error", exception), or
+        ("cancelled", None) when Telethon itself cancelled the request; raises
+        NotConnectedError on timeout."""
         task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
         try:
             done, _ = await asyncio.wait({task}, timeout=remaining)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 from typing import Any
 
 __all__ = ["Deadline", "Deadlines"]
@@ -32,15 +31,17 @@ class Deadline:
         self.done = False
         self.fired = False
 
+    def __lt__(self, other: Deadline) -> bool:  # heap order: the earliest first
+        return self.when < other.when
+
 
 class Deadlines:
     """Cancels the task of every request still running at its deadline (loop time)."""
 
-    __slots__ = ("_armed_at", "_counter", "_heap", "_live", "_timer")
+    __slots__ = ("_armed_at", "_heap", "_live", "_timer")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Deadline]] = []
-        self._counter = itertools.count()
+        self._heap: list[Deadline] = []
         self._live = 0
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at = 0.0
@@ -52,7 +53,7 @@ class Deadlines:
         """Watch ``task`` for ``timeout`` seconds from now; call `finish` when it is done."""
         loop = asyncio.get_running_loop()
         entry = Deadline(task, loop.time() + timeout)
-        heapq.heappush(self._heap, (entry.when, next(self._counter), entry))
+        heapq.heappush(self._heap, entry)
         self._live += 1
         if self._timer is None or entry.when < self._armed_at:
             self._arm(loop, entry.when)
@@ -65,10 +66,10 @@ class Deadlines:
         entry.task = None  # nothing keeps a finished request's task alive
         self._live -= 1
         heap = self._heap
-        while heap and heap[0][2].done:
+        while heap and heap[0].done:
             heapq.heappop(heap)
         if len(heap) > 2 * self._live + _COMPACT_AT:
-            self._heap = [item for item in heap if not item[2].done]
+            self._heap = [item for item in heap if not item.done]
             heapq.heapify(self._heap)
 
     def close(self) -> None:
@@ -89,8 +90,8 @@ class Deadlines:
         now = loop.time()
         heap = self._heap
         # call_at may run a hair early (clock resolution): a millisecond is no difference.
-        while heap and (heap[0][2].done or heap[0][0] <= now + 0.001):
-            _, _, entry = heapq.heappop(heap)
+        while heap and (heap[0].done or heap[0].when <= now + 0.001):
+            entry = heapq.heappop(heap)
             if entry.done:
                 continue
             entry.fired = True
@@ -100,4 +101,4 @@ class Deadlines:
             if task is not None:
                 task.cancel()
         if heap:
-            self._arm(loop, heap[0][0])
+            self._arm(loop, heap[0].when)
