@@ -169,7 +169,7 @@ def render_docs(document: dict[str, Any], results: list[Scenario], out: Path, do
         "",
         "```sh",
         ".venv/bin/pip install -e '.[dev]'   # or '.[bench,sql,postgres,mysql,testing]'",
-        ".venv/bin/python -m benchmarks            # full run: ~25 min, rewrites this page",
+        ".venv/bin/python -m benchmarks            # full run: ~20 min, rewrites this page",
         ".venv/bin/python -m benchmarks --quick --out /tmp/b   # smoke run, ~1.5 min (CI)",
         ".venv/bin/python -m benchmarks --only detection recovery",
         "```",
@@ -178,8 +178,9 @@ def render_docs(document: dict[str, Any], results: list[Scenario], out: Path, do
         f"{document['elapsed_seconds']:.0f} s): {m['cpu']}, {m['cores']} cores, "
         f"{m['memory_gb']} GB RAM, {m['os']}; Python {m['python']}, Telethon "
         f"{m['telethon']}, resilient_tg {m['resilient_tg']}. The server, the proxy and the "
-        "clients share the machine (and, but for the fleet, one process and one event "
-        "loop), so absolute times include their contention; the ratios are the point.",
+        "clients share the machine (and, but for the overhead and fleet scenarios, whose "
+        "clients run in a child process, one process and one event loop), so absolute "
+        "times include their contention; the ratios are the point.",
         "",
     ]
     from ._findings import FINDINGS, SUMMARY

@@ -10,6 +10,7 @@ import math
 import time
 from typing import Any
 
+import anyio
 import pytest
 from telethon.tl import functions, types
 
@@ -151,6 +152,34 @@ async def test_fifty_failed_attempts_then_heal_connects(
         fault_proxy.heal()
         await client.wait_connected(10)
         assert client.health().attempt == 0
+
+
+async def test_a_short_refusal_outage_costs_at_most_about_its_own_length_again(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    """Refused connects fail at once and climb the backoff exponent fast; the delay is
+    capped by the outage's age, so the client is back within ~2 x the outage."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    reconnect = ReconnectPolicy(initial_delay=0.05, max_delay=30.0, connect_timeout=3.0)
+    store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
+    outage = 1.5
+    async with running(store, mtproto_server, reconnect=reconnect) as (client, rec):
+        await client.wait_connected(10)
+        fault_proxy.refuse(math.inf)
+        fault_proxy.reset()
+        started = time.monotonic()
+        await anyio.sleep(outage)  # the outage itself: nothing to await but time
+        fault_proxy.heal()
+        healed = time.monotonic()
+        await client.wait_connected(outage + 3.0)  # the cap (1.5 s) + connect + margin
+        back = time.monotonic() - healed
+        retries = [c for c in rec.changes if c.new is S.RECONNECTING]
+        assert len(retries) >= 5  # the exponent alone would allow 0.05 * 2**4 s and more
+        for change in retries:
+            assert change.next_delay is not None
+            age = change.at - (time.time() - (time.monotonic() - started))
+            assert change.next_delay <= max(reconnect.initial_delay, age) + 0.05
+        assert back <= outage + 3.0
 
 
 async def test_gives_up_after_max_attempts_and_says_so(

@@ -135,3 +135,30 @@ def test_keepalive_asks_the_server_for_whole_seconds() -> None:
     assert KeepalivePolicy(interval=5, timeout=5).disconnect_delay == 10
     assert KeepalivePolicy(interval=2.5, timeout=1).disconnect_delay == 4
     assert KeepalivePolicy(interval=0.2, timeout=0.3).detection_bound == 0.5
+
+
+def test_a_short_outage_never_costs_a_long_wait() -> None:
+    """Instant failures climb the exponent fast; the ceiling stays within the outage."""
+    policy = ReconnectPolicy()  # cap_by_elapsed is on by default
+    assert policy.ceiling(7) == 30.0  # no elapsed time given: the plain exponential
+    assert policy.ceiling(7, elapsed=10.0) == 10.0  # ten seconds in: at most ten
+    assert policy.ceiling(7, elapsed=0.1) == policy.initial_delay  # never below it
+    assert policy.ceiling(2, elapsed=60.0) == 1.0  # the exponential still rules early
+    rng = random.Random(3)
+    assert all(policy.delay(9, rng, elapsed=2.0) <= 2.0 for _ in range(1000))
+    uncapped = policy.evolve(cap_by_elapsed=False)
+    assert uncapped.ceiling(7, elapsed=10.0) == 30.0
+
+
+@given(policies, st.integers(min_value=1, max_value=200), st.floats(0, 1e6), st.integers())
+def test_capped_delay_stays_within_elapsed_or_initial_delay(
+    policy: ReconnectPolicy, attempt: int, elapsed: float, seed: int
+) -> None:
+    delay = policy.delay(attempt, random.Random(seed), elapsed)
+    assert 0 <= delay <= policy.ceiling(attempt)
+    assert delay <= max(policy.initial_delay, elapsed) or not policy.cap_by_elapsed
+
+
+def test_cap_by_elapsed_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="cap_by_elapsed"):
+        ReconnectPolicy(cap_by_elapsed="yes")  # type: ignore[arg-type]

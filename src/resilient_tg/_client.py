@@ -630,7 +630,8 @@ class ResilientClient:
         if self._outage_started is None:
             self._outage_started = time.monotonic()
         self._attempt += 1
-        delay = self.reconnect_policy.delay(self._attempt, self._rng)
+        elapsed = time.monotonic() - self._outage_started
+        delay = self.reconnect_policy.delay(self._attempt, self._rng, elapsed)
         self._next_attempt_at = time.monotonic() + delay
         self._transition(
             ConnectionState.RECONNECTING,

@@ -65,6 +65,12 @@ class ReconnectPolicy:
     ``max_elapsed`` of None mean never give up. After ``reset_after`` seconds of a
     healthy link the attempt counter starts again from 1. ``connect_timeout`` bounds
     each attempt, auth-key exchange and first answer included.
+
+    With ``cap_by_elapsed`` (the default) the ceiling is also at most the time the
+    outage has lasted so far (never below ``initial_delay``). Attempts that fail at once
+    (refused connects) would otherwise climb the exponent within seconds, and a 10 s
+    outage could cost a 30 s wait after it ended; capped, a client is back within about
+    twice the outage, and attempts still thin out as the outage grows.
     """
 
     initial_delay: float = attrs.field(default=0.5, converter=_float, validator=_positive)
@@ -77,6 +83,7 @@ class ReconnectPolicy:
     )
     reset_after: float = attrs.field(default=60.0, converter=_float, validator=_non_negative)
     connect_timeout: float = attrs.field(default=10.0, converter=_float, validator=_positive)
+    cap_by_elapsed: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
 
     def __attrs_post_init__(self) -> None:
         if self.jitter not in _JITTERS:
@@ -94,8 +101,9 @@ class ReconnectPolicy:
                 f"({self.max_delay!r} < {self.initial_delay!r})"
             )
 
-    def ceiling(self, attempt: int) -> float:
-        """The largest delay the ``attempt``-th consecutive failure can wait (1-based)."""
+    def ceiling(self, attempt: int, elapsed: float | None = None) -> float:
+        """The largest delay the ``attempt``-th consecutive failure can wait (1-based),
+        ``elapsed`` seconds into the outage (None: no elapsed-time cap)."""
         if attempt < 1:
             raise ValueError(f"attempt is 1-based, got {attempt!r}")
         # Cap the exponent: multiplier**n overflows long before it matters.
@@ -104,11 +112,17 @@ class ReconnectPolicy:
             raw = self.initial_delay * self.multiplier**exponent
         except OverflowError:
             raw = math.inf
-        return min(self.max_delay, raw)
+        ceiling = min(self.max_delay, raw)
+        if elapsed is not None and self.cap_by_elapsed:
+            ceiling = min(ceiling, max(self.initial_delay, elapsed))
+        return ceiling
 
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before the ``attempt``-th try (1-based). Pure given ``rng``."""
-        ceiling = self.ceiling(attempt)
+    def delay(
+        self, attempt: int, rng: random.Random | None = None, elapsed: float | None = None
+    ) -> float:
+        """Seconds to wait before the ``attempt``-th try (1-based), ``elapsed`` seconds
+        into the outage. Pure given ``rng``."""
+        ceiling = self.ceiling(attempt, elapsed)
         draw = (rng or random).random()
         if self.jitter == "full":
             return ceiling * draw
