@@ -182,6 +182,38 @@ async def run(cfg: Config) -> Scenario:
     return result
 
 
+async def _open_receivers(
+    stack: contextlib.AsyncExitStack,
+    server: MTProtoTestServer,
+    proxy: FaultProxy,
+    receivers: dict[str, _Receiver],
+) -> tuple[Any, OursWatch, dict[str, Any], dict[str, LinkLog]]:
+    """One client of each kind behind ``proxy``, its handler counting into its receiver.
+    Returns ours, its watch, the Telethon clients by kind and the raw ones' link logs."""
+    ours, watch = await stack.enter_async_context(
+        open_ours(
+            server,
+            receivers[OURS].user,
+            port=proxy.port,
+            keepalive=KEEPALIVE,
+            reconnect=RECONNECT,
+        )
+    )
+    ours.telegram.add_event_handler(receivers[OURS].on_message, events.NewMessage(incoming=True))
+    clients: dict[str, Any] = {OURS: ours.telegram}
+    links: dict[str, LinkLog] = {}
+    for kind, extra in (
+        (TELETHON_DEFAULT, {}),
+        (TELETHON_FOREVER, {"connection_retries": None}),
+    ):
+        raw, links[kind] = await stack.enter_async_context(
+            open_telethon(server, receivers[kind].user, port=proxy.port, **extra)
+        )
+        raw.add_event_handler(receivers[kind].on_message, events.NewMessage(incoming=True))
+        clients[kind] = raw
+    return ours, watch, clients, links
+
+
 async def _run(
     server: MTProtoTestServer, proxy: FaultProxy, rng: random.Random, count: int
 ) -> dict[str, Any]:
@@ -189,28 +221,7 @@ async def _run(
     receivers = {kind: _Receiver(kind, new_user(server, kind)) for kind in KINDS}
     faults: list[str] = []
     async with contextlib.AsyncExitStack() as stack:
-        ours, _ = await stack.enter_async_context(
-            open_ours(
-                server,
-                receivers[OURS].user,
-                port=proxy.port,
-                keepalive=KEEPALIVE,
-                reconnect=RECONNECT,
-            )
-        )
-        ours.telegram.add_event_handler(
-            receivers[OURS].on_message, events.NewMessage(incoming=True)
-        )
-        clients: dict[str, Any] = {OURS: ours.telegram}
-        for kind, extra in (
-            (TELETHON_DEFAULT, {}),
-            (TELETHON_FOREVER, {"connection_retries": None}),
-        ):
-            raw, _ = await stack.enter_async_context(
-                open_telethon(server, receivers[kind].user, port=proxy.port, **extra)
-            )
-            raw.add_event_handler(receivers[kind].on_message, events.NewMessage(incoming=True))
-            clients[kind] = raw
+        ours, _, clients, _ = await _open_receivers(stack, server, proxy, receivers)
         async with anyio.create_task_group() as tg:
             world_lock = asyncio.Lock()
             tg.start_soon(_stream_in, server, bob, receivers, world_lock)
@@ -304,29 +315,7 @@ async def _quiet(
     receivers = {kind: _Receiver(kind, new_user(server, kind)) for kind in KINDS}
     log: list[dict[str, Any]] = []
     async with contextlib.AsyncExitStack() as stack:
-        ours, watch = await stack.enter_async_context(
-            open_ours(
-                server,
-                receivers[OURS].user,
-                port=proxy.port,
-                keepalive=KEEPALIVE,
-                reconnect=RECONNECT,
-            )
-        )
-        ours.telegram.add_event_handler(
-            receivers[OURS].on_message, events.NewMessage(incoming=True)
-        )
-        clients: dict[str, Any] = {OURS: ours.telegram}
-        links: dict[str, LinkLog] = {}
-        for kind, extra in (
-            (TELETHON_DEFAULT, {}),
-            (TELETHON_FOREVER, {"connection_retries": None}),
-        ):
-            raw, links[kind] = await stack.enter_async_context(
-                open_telethon(server, receivers[kind].user, port=proxy.port, **extra)
-            )
-            raw.add_event_handler(receivers[kind].on_message, events.NewMessage(incoming=True))
-            clients[kind] = raw
+        ours, watch, clients, links = await _open_receivers(stack, server, proxy, receivers)
         for n in range(rounds):
             await _all_up(ours, links, log[-1]["heal"] if log else 0.0)
             log.append(
