@@ -13,7 +13,7 @@ import anyio
 import pytest
 from telethon import events
 
-from resilient_tg import ConnectionState, ResilientClient
+from resilient_tg import ConnectionState, KeepalivePolicy, ResilientClient
 from resilient_tg._connection import current_observer, install_log_filter
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
@@ -104,7 +104,8 @@ async def test_authorized_client_is_healthy_the_moment_wait_connected_returns(
 ) -> None:
     alice = mtproto_server.create_user("+15550001", "Alice")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
-    async with running(store, mtproto_server) as (client, rec):
+    # The default keepalive: its pongs come 5 s apart, the probe's answer is what counts.
+    async with running(store, mtproto_server, keepalive=KeepalivePolicy()) as (client, rec):
         for _ in range(3):  # the first connect and two reconnects
             await client.wait_connected(10)
             health = client.health()  # no await in between
