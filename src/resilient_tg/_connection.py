@@ -3,7 +3,9 @@
 Telethon keeps reconnecting on its own (its sender stays "user-connected" and re-sends
 its queue); this class decides *when* each attempt happens (the policy delay is
 waited inside ``connect``), reports every link up and down with its cause, and can
-abort its socket when the keepalive declares the link dead.
+abort its socket when the keepalive declares the link dead. Telethon's own WARNINGs
+about the outages of such a link (its reconnect chatter) are routed to DEBUG by
+`install_log_filter`: the client's INFO lines already say what happened.
 """
 
 from __future__ import annotations
