@@ -207,6 +207,7 @@ async def test_load_prefers_the_fallback_when_it_holds_a_session(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 1, "the mismatch is reported once"
     assert "holds a different session than memory://" in warnings[0]
+    assert warnings[0].count("memory://") == 1, "each store is named once"
 
 
 async def test_an_empty_fallback_falls_through_to_the_variable(env: pytest.MonkeyPatch) -> None:

@@ -185,6 +185,58 @@ def test_constructor_does_no_io_and_validates_its_options() -> None:
     assert PASSWORD not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("postgresql://u@127.0.0.1/test", "bot\x00"),  # PostgreSQL text cannot hold NUL
+        ("postgresql://u@127.0.0.1/test?name=bot%00x", None),  # nor through the URL
+        ("mariadb://u@127.0.0.1/test", "a\ud800b"),  # a lone surrogate encodes nowhere
+        ("sqlite:///x.db", "two\nlines"),  # would split log lines
+        ("sqlite:///x.db?name=tab%09", None),
+        ("sqlite:///x.db", "x" * 256),  # VARCHAR(255)
+        ("sqlite:///x.db", ""),
+    ],
+)
+def test_bad_session_names_are_value_errors_at_construction(url: str, name: str | None) -> None:
+    with pytest.raises(ValueError, match="SQLStore name must") as info:
+        SQLStore(url, name=name)
+    assert "\x00" not in str(info.value)  # shown escaped, on one line
+    assert "\n" not in str(info.value)
+    if name is None:
+        with pytest.raises(ValueError, match="SQLStore name must"):
+            open_store(url)
+
+
+async def test_names_with_quotes_spaces_and_any_script_round_trip(
+    make_store: Callable[..., SQLStore],
+) -> None:
+    names = ['it\'s a "bot" ; --', "ünïcode/日本語 🚀", "x" * 255, " padded "]
+    datas = [sample(n) for n in range(len(names))]
+    for name, data in zip(names, datas, strict=True):
+        await make_store(name).save(data)
+    for name, data in zip(names, datas, strict=True):
+        assert await make_store(name).load() == data
+        if name.strip() != name:  # the key is the exact name: no trimming
+            assert await make_store(name.strip()).load() is None
+
+
+def test_cli_errors_about_an_unreachable_database_name_the_store_once() -> None:
+    url = "postgresql://nobody@127.0.0.1:1/test?name=bot"  # nothing listens on port 1
+    shown = "postgresql://nobody@127.0.0.1:1/test#bot"
+    for args in (
+        ["check", url, "--api-id", "1", "--api-hash", "x" * 32],
+        ["session", "export", url, "--string", "--stdout"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "resilient_tg.cli", *args],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.decode().count(shown) == 1, result.stderr
+
+
 def test_describe_shows_the_url_without_password_or_query() -> None:
     store = SQLStore(f"postgresql://alice:{PASSWORD}@db.example:5433/app?name=bot&ssl=require")
     assert store.describe() == "postgresql://alice@db.example:5433/app#bot"

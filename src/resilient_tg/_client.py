@@ -45,12 +45,14 @@ from ._status import StatusPublisher
 from ._tasks import TaskSet
 from .stores import SessionStore, StoreSession, default_holder, open_store
 from .stores._base import Lease
+from .stores._messages import store_error_text
 
 __all__ = ["ClientListener", "ResilientClient"]
 
 log = logging.getLogger("resilient_tg.client")
 
 C = TypeVar("C", bound=Callback)
+H = TypeVar("H", bound=Callable[..., Any])
 T = TypeVar("T")
 
 # The reconnect jitter's default source, shared: a Random() per client would cost 2.5 KB
@@ -79,6 +81,7 @@ _KEY_DEAD = (
 _CAN_TELL_CANCELLATIONS = sys.version_info >= (3, 11)
 _TRANSIENT_RPC = (errors.ServerError, errors.RpcCallFailError, errors.TimedOutError)
 _FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
+_NOT_LOGGED_IN = "; not logged in"  # the CONNECTED detail's suffix until a login
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -188,6 +191,8 @@ class ResilientClient:
         self._connection_base = telethon_kwargs.pop("connection", None)
         self._telethon_kwargs = telethon_kwargs
         self._callbacks = CallbackRegistry()
+        # Event handlers registered before entering; given to Telethon when it exists.
+        self._early_handlers: list[tuple[Callable[..., Any], Any]] = []
 
         self._state = ConnectionState.IDLE
         self._reason: StateReason | None = None
@@ -240,9 +245,13 @@ class ResilientClient:
 
     @property
     def telegram(self) -> Any:
-        """The ``telethon.TelegramClient``: the whole Telethon API (available once entered)."""
+        """The ``telethon.TelegramClient``: the whole Telethon API (available once entered;
+        register event handlers earlier with `on` or `add_event_handler`)."""
         if self._telegram is None:
-            raise RuntimeError("client.telegram exists once the client is entered (async with)")
+            raise RuntimeError(
+                "client.telegram exists once the client is entered (async with); "
+                "register event handlers before that with client.on(event)"
+            )
         return self._telegram
 
     @property
@@ -257,6 +266,26 @@ class ResilientClient:
     def status_url(self) -> str | None:
         """``http://host:port`` of the status endpoint once entered (None without one)."""
         return self._status.url if self._status is not None else None
+
+    def on(self, event: Any) -> Callable[[H], H]:
+        """Decorator: ``@client.on(events.NewMessage)`` registers a Telethon event handler
+        (a coroutine function), like ``TelegramClient.on``, but also before the client is
+        entered: it is then registered when ``client.telegram`` comes to exist, before the
+        first connect, so no update is missed."""
+
+        def decorator(callback: H) -> H:
+            self.add_event_handler(callback, event)
+            return callback
+
+        return decorator
+
+    def add_event_handler(self, callback: Callable[..., Any], event: Any = None) -> None:
+        """``TelegramClient.add_event_handler``, usable before entering (registered on entry,
+        before the first connect) and after (registered at once)."""
+        if self._telegram is not None:
+            self._telegram.add_event_handler(callback, event)
+        else:
+            self._early_handlers.append((callback, event))
 
     def on_connected(self, callback: C) -> C:
         """Call ``callback(StateChange)`` on every transition to CONNECTED (also a decorator)."""
@@ -293,7 +322,7 @@ class ResilientClient:
                 else None
             ),
             last_save_error=(
-                _describe(session.last_save_error)
+                store_error_text(self._store.describe(), session.last_save_error)
                 if session is not None and session.last_save_error is not None
                 else None
             ),
@@ -415,9 +444,7 @@ class ResilientClient:
                     await self._session.aclose()
                 except Exception as exc:  # noqa: BLE001 - reported, the lease is still released
                     log.error(  # noqa: TRY400 - one line; the cause is in the message
-                        "the session could not be saved to %s on shutdown: %s",
-                        self._store.describe(),
-                        _describe(exc),
+                        "shutting down: %s", self._save_problem(exc)
                     )
             elif self._session is not None:
                 await self._session.aclose()
@@ -460,7 +487,7 @@ class ResilientClient:
 
     def _build_telegram(self, session: StoreSession) -> _Telegram:
         connection = make_connection_class(self._connection_base)
-        install_log_filter()
+        install_log_filter(self._telethon_kwargs.get("base_logger"))
         client = _Telegram(
             session,
             self._api_id,
@@ -479,6 +506,9 @@ class ResilientClient:
         client._rtg_owner = self
         _compat.check(client)
         client.add_event_handler(self._on_raw_update, events.Raw)
+        for callback, event in self._early_handlers:
+            client.add_event_handler(callback, event)
+        self._early_handlers.clear()
         return client
 
     async def _guarded(self, name: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -718,7 +748,7 @@ class ResilientClient:
         self._outage_started = None
         self._attempt = 0
         elapsed = time.monotonic() - started
-        auth = "" if self._authorized else "; not logged in"
+        auth = "" if self._authorized else _NOT_LOGGED_IN
         self._transition(
             ConnectionState.CONNECTED,
             StateReason.CONNECTED,
@@ -733,6 +763,7 @@ class ResilientClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError
+            sent = time.monotonic()
             try:
                 with anyio.fail_after(remaining):
                     state = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
@@ -761,6 +792,8 @@ class ResilientClient:
             self._authorized = True
             self._was_authorized = True
             self._last_request_ok_at = time.time()
+            # The answer is the link's first pong: healthy as soon as CONNECTED is reported.
+            self._record_pong(time.monotonic() - sent)
             return state
 
     async def _catch_up(self, telegram: _Telegram, server_pts: int, generation: int) -> None:
@@ -792,16 +825,18 @@ class ResilientClient:
         session = self._session
         assert session is not None
         delay = 0.2
+        warned = ""
         while session.dirty and not self._closing:
             try:
                 await session.flush()
             except Exception as exc:  # noqa: BLE001 - any store failure: retry, visible in health
-                log.warning(
-                    "cannot save the session to %s (%s); retrying in %.1fs",
-                    self._store.describe(),
-                    _describe(exc),
-                    delay,
-                )
+                # Keeps the client from CONNECTED: health's detail says why (and last_error,
+                # through _notify_save); a WARNING whenever the store's answer changes.
+                problem = self._save_problem(exc)
+                self._detail = f"{problem}; retrying"
+                if problem != warned:
+                    log.warning("%s; retrying in %.1fs", problem, delay)
+                    warned = problem
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
@@ -1149,6 +1184,8 @@ class ResilientClient:
     def _on_login(self) -> None:
         self._authorized = True
         self._was_authorized = True
+        # Health follows a login made through client.telegram (it was "not logged in").
+        self._detail = self._detail.removesuffix(_NOT_LOGGED_IN)
         if self._session is not None:
             self._session.save()
 
@@ -1175,7 +1212,13 @@ class ResilientClient:
                 log.exception("internal listener %r failed; ignored", listener)
 
     def _notify_save(self, duration: float, error: BaseException | None) -> None:
+        if error is not None:
+            self._last_error = self._save_problem(error)
         self._notify(lambda listener: listener.on_save(duration, error))
+
+    def _save_problem(self, error: BaseException) -> str:
+        where = self._store.describe()
+        return f"cannot save the session to {where}: {store_error_text(where, error)}"
 
 
 class _NoState:

@@ -3,7 +3,9 @@
 Telethon keeps reconnecting on its own (its sender stays "user-connected" and re-sends
 its queue); this class decides *when* each attempt happens (the policy delay is
 waited inside ``connect``), reports every link up and down with its cause, and can
-abort its socket when the keepalive declares the link dead.
+abort its socket when the keepalive declares the link dead. Telethon's own WARNINGs
+about the outages of such a link (its reconnect chatter) are routed to DEBUG by
+`install_log_filter`: the client's INFO lines already say what happened.
 """
 
 from __future__ import annotations
@@ -33,22 +35,60 @@ class LinkAborted(ConnectionResetError):
         self.quiet = quiet
 
 
-class _DropQuietAborts(logging.Filter):
-    """Drops Telethon's "Server closed the connection" record for a quiet LinkAborted."""
+# Telethon's reconnect chatter: WARNINGs it logs on every outage and shutdown of a link
+# it reconnects itself. Where a ResilientClient owns the link, our own INFO lines say
+# what happened, so these go to DEBUG; Telethon's other warnings keep their level.
+_CHATTER = (
+    "Attempt %d at connecting failed",  # network.mtprotosender
+    "Connection error %d during auth_key gen",  # network.mtprotosender
+    "Server closed the connection",  # network.connection.connection
+    "Error executing high-level request after reconnect",  # client.updates
+)
+# "Security error while unpacking a received message": only this cause is chatter (the
+# old session's late answers after a reconnect); any other security error stays loud.
+_STALE_SESSION = "wrong session ID"
+_TELETHON_LOGGERS = (
+    "network.mtprotosender",
+    "network.connection.connection",
+    "client.updates",
+)
+
+
+class _TelethonChatter(logging.Filter):
+    """On Telethon's loggers: drops the record of a quiet LinkAborted (a clean shutdown),
+    and routes reconnect chatter to DEBUG while it comes from a link our client owns."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args if isinstance(record.args, tuple) else ()
-        return not any(isinstance(a, LinkAborted) and a.quiet for a in args)
+        if any(isinstance(a, LinkAborted) and a.quiet for a in args):
+            return False
+        if record.levelno != logging.WARNING or current_observer.get() is None:
+            return True  # not chatter, or a plain Telethon client's link: untouched
+        template = str(record.msg)
+        if not (
+            template.startswith(_CHATTER)
+            or (template.startswith("Security error") and _STALE_SESSION in record.getMessage())
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        # As if Telethon had logged it at DEBUG: shown only where DEBUG is enabled.
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
-_QUIET_FILTER = _DropQuietAborts()
+_FILTER = _TelethonChatter()
 
 
-def install_log_filter(logger_name: str = "telethon.network.connection.connection") -> None:
-    """Idempotent: attach the filter to Telethon's connection logger."""
-    logger = logging.getLogger(logger_name)
-    if _QUIET_FILTER not in logger.filters:
-        logger.addFilter(_QUIET_FILTER)
+def install_log_filter(base_logger: str | logging.Logger | None = None) -> None:
+    """Idempotent: attach the filter to Telethon's loggers under ``base_logger`` (the
+    TelegramClient argument of that name; default ``"telethon"``)."""
+    if isinstance(base_logger, logging.Logger):
+        base = base_logger
+    else:
+        base = logging.getLogger(base_logger or "telethon")
+    for name in _TELETHON_LOGGERS:
+        logger = base.getChild(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
 
 
 class LinkObserver(Protocol):

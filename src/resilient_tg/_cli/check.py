@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, Any] | None]:
     from .. import ReconnectPolicy, ResilientClient, SessionCorruptError, SessionInUseError
     from ..stores import default_holder, open_store
+    from ..stores._messages import store_error_text, without_store
 
     url = args.store_url
     try:
@@ -138,10 +139,10 @@ async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, A
         return EXIT_STORE, f"{where} is in use by {exc.holder}{until}; not touching it", None
     except SessionCorruptError as exc:
         await store.aclose()
-        return EXIT_STORE, f"{where}: {exc}", None
+        return EXIT_STORE, f"{where}: {without_store(where, str(exc))}", None
     except Exception as exc:  # noqa: BLE001 - any store failure is exit 3, in one line
         await store.aclose()
-        return EXIT_STORE, f"cannot read {where}: {type(exc).__name__}: {exc}", None
+        return EXIT_STORE, f"cannot read {where}: {store_error_text(where, exc)}", None
 
     timeout = float(args.timeout)
     client = ResilientClient(
@@ -163,9 +164,9 @@ async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, A
                 outcome = await _wait_healthy(client, deadline)
                 health = client.health().to_dict()
     except SessionCorruptError as exc:
-        return EXIT_STORE, f"{where}: {exc}", None
+        return EXIT_STORE, f"{where}: {without_store(where, str(exc))}", None
     except Exception as exc:  # noqa: BLE001 - the store failed while entering: exit 3
-        return EXIT_STORE, f"cannot use {where}: {type(exc).__name__}: {exc}", None
+        return EXIT_STORE, f"cannot use {where}: {store_error_text(where, exc)}", None
     if outcome is None:
         lease = client.health().lease
         if lease is not None and not lease.ours:

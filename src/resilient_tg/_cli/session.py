@@ -31,6 +31,7 @@ from .._errors import (
 )
 from ..stores import MemoryStore, SessionData, SessionStore, decode, default_holder, encode
 from ..stores import open_store as _open_store
+from ..stores._messages import without_store
 from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_STORE, EXIT_USAGE, CliError
 
 __all__ = ["check_writable", "open_store_arg", "register", "store_errors"]
@@ -164,8 +165,9 @@ def store_errors(store: SessionStore) -> Iterator[None]:
             f"{store.describe()} needs an optional dependency: {exc}", EXIT_USAGE
         ) from None
     except OSError as exc:  # ConnectionError included: the store is unreachable
-        what = exc.strerror or str(exc) or type(exc).__name__
-        raise CliError(f"{store.describe()}: cannot use the store ({what})", EXIT_STORE) from None
+        where = store.describe()  # named once: a store's own message often starts with it
+        what = exc.strerror or without_store(where, str(exc)) or type(exc).__name__
+        raise CliError(f"{where}: cannot use the store ({what})", EXIT_STORE) from None
 
 
 def _holder() -> str:

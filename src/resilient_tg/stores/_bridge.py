@@ -25,6 +25,7 @@ from .._errors import LeaseLostError
 from .._flag import Flag
 from ._base import SessionStore
 from ._data import Entity, SessionData, UpdateState
+from ._messages import store_error_text
 
 __all__ = ["StoreSession"]
 
@@ -289,10 +290,11 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             except Exception as exc:  # noqa: BLE001 - any store failure: keep state, retry
                 failures += 1
                 delay = min(_RETRY_MAX, _RETRY_MIN * 2 ** (failures - 1))
+                where = self.store.describe()
                 log.warning(
-                    "saving the session to %s failed (%s); keeping it in memory, retrying in %.1fs",
-                    self.store.describe(),
-                    type(exc).__name__,
+                    "cannot save the session to %s: %s; keeping it in memory, retrying in %.1fs",
+                    where,
+                    store_error_text(where, exc),
                     delay,
                 )
                 await asyncio.sleep(delay)

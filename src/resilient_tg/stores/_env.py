@@ -177,10 +177,9 @@ class EnvStringStore(SessionStore):
         if (env.dc_id, env.auth_key) != (data.dc_id, data.auth_key):
             self._warned_mismatch = True
             log.warning(
-                "%s holds a different session than %s; using %s (delete its session to "
-                "start from the variable)",
+                "%s holds a different session than %s; using the stored one (delete it "
+                "to start from the variable)",
                 self.describe(),
-                self._describe_fallback(),
                 self._describe_fallback(),
             )
 

@@ -22,6 +22,7 @@ import math
 import os
 import re
 import time
+import unicodedata
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -118,8 +119,7 @@ class SQLStore(SessionStore):
         encryption_key_env = _merge_option("key_env", encryption_key_env, query.get("key_env"))
         name = "default" if name is None else name
         table_prefix = "resilient_tg_" if table_prefix is None else table_prefix
-        if not isinstance(name, str) or not name or len(name) > _MAX_TEXT:
-            raise ValueError(f"SQLStore name must be a string of 1..{_MAX_TEXT} characters")
+        _check_name(name)
         if not isinstance(table_prefix, str) or not _PREFIX_RE.match(table_prefix):
             raise ValueError(
                 "SQLStore table_prefix must be a letter or '_' then up to 39 letters, "
@@ -580,6 +580,19 @@ def _merge_option(key: str, given: str | None, in_url: str | tuple[str, ...] | N
     if given is not None and in_url is not None and given != in_url:
         raise ValueError(f"SQLStore got {key}={given!r} and {key}={in_url!r} in the url")
     return given if given is not None else in_url
+
+
+def _check_name(name: object) -> None:
+    """A session name every backend stores as given: PostgreSQL refuses NUL in text, and
+    no driver can encode a lone surrogate; control characters would also break log lines."""
+    if not isinstance(name, str):
+        raise TypeError(f"SQLStore name must be a string, got {type(name).__name__}")
+    if not 1 <= len(name) <= _MAX_TEXT:
+        raise ValueError(f"SQLStore name must be 1..{_MAX_TEXT} characters, got {len(name)}")
+    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if bad is not None:
+        kind = "a surrogate" if unicodedata.category(bad) == "Cs" else "a control character"
+        raise ValueError(f"SQLStore name must not contain {kind} ({bad!a}), got {name!a}")
 
 
 def _check_holder(holder: str, ttl: float) -> None:
