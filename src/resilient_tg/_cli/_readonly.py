@@ -28,7 +28,9 @@ def require_existing(url: str, store: SessionStore) -> None:
     if scheme == "file":
         path: Path = getattr(store, "path")  # noqa: B009 - a FileStore, from its URL
         if not path.exists():
-            raise CliError(f"{where}: no such file (nothing was created)", EXIT_STORE)
+            raise CliError(
+                f"{where} holds no session: no such file (nothing was created)", EXIT_STORE
+            )
     elif scheme == "sqlite":
         _require_sqlite(url, store, where)
     elif scheme == "env":
@@ -47,7 +49,10 @@ def _require_sqlite(url: str, store: Any, where: str) -> None:
         return
     path = Path(database).resolve()
     if not path.exists():
-        raise CliError(f"{where}: no database file at {path} (nothing was created)", EXIT_STORE)
+        raise CliError(
+            f"{where} holds no session: no database file at {path} (nothing was created)",
+            EXIT_STORE,
+        )
     table = f"{store.table_prefix}sessions"
     try:
         # Read-only: opening it must not create or change anything.
