@@ -22,8 +22,14 @@ import redis.asyncio as redis
 from telethon import TelegramClient
 
 from resilient_tg import LeaseLostError, SessionInUseError
-from resilient_tg.stores import Lease, SessionData, SessionStore, StoreSession
-from resilient_tg.stores._data import decode, encode  # the versioned format every store writes
+from resilient_tg.stores import (  # encode/decode: the document every built-in store writes
+    Lease,
+    SessionData,
+    SessionStore,
+    StoreSession,
+    decode,
+    encode,
+)
 
 _RENEW = """if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2]) return tonumber(redis.call('GET', KEYS[2]) or '0')"""

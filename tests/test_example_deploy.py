@@ -8,6 +8,7 @@ exists and parses with the real CLI parser.
 from __future__ import annotations
 
 import configparser
+import fnmatch
 import importlib.metadata
 import inspect
 import json
@@ -113,23 +114,89 @@ def test_dockerfile_runs_as_a_non_root_user_with_data_on_a_volume() -> None:
     assert f"TG_STATUS_FILE={STATUS_FILE}" in env
 
 
-def test_dockerfile_installs_an_extra_that_exists() -> None:
+def build_context() -> Path:
+    """The Dockerfile's build context, as docker-compose.yml gives it."""
+    gateway = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["gateway"]
+    context = (DEPLOY / gateway["build"]["context"]).resolve()
+    assert (context / gateway["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+    return context
+
+
+def copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY, flags (--chown=...) dropped."""
+    out = []
+    for arguments in instructions("COPY"):
+        words = [w for w in shlex.split(arguments) if not w.startswith("--")]
+        out.append((words[:-1], words[-1]))
+    return out
+
+
+def ignored(relative: str, patterns: list[str]) -> bool:
+    """Whether a .dockerignore excludes ``relative`` (last matching pattern wins; a
+    pattern also matches everything under a directory it names)."""
+    result = False
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern.lstrip("!").strip("/")
+        if any(fnmatch.fnmatchcase(prefix, glob) for prefix in prefixes):
+            result = not negate
+    return result
+
+
+def test_every_file_the_dockerfile_copies_exists_in_its_build_context() -> None:
+    context = build_context()
+    assert context == ROOT  # the checkout: the package is installed from it
+    header = (DEPLOY / "Dockerfile").read_text()
+    assert "docker build -f examples/deploy/Dockerfile -t resilient-tg-gateway ." in header
+    ignore = DEPLOY / "Dockerfile.dockerignore"
+    patterns = [
+        line.strip()
+        for line in ignore.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    sources = [source for sources, _ in copies() for source in sources]
+    assert sources
+    for source in sources:
+        assert (context / source).exists(), source
+        assert not ignored(source, patterns), f"{source} is excluded by {ignore.name}"
+    assert ignored(".venv", patterns)
+    assert ignored(".git", patterns)
+
+
+def test_dockerfile_installs_the_package_from_the_checkout_with_an_extra_that_exists() -> None:
     extras = importlib.metadata.metadata("resilient-tg").get_all("Provides-Extra") or []
-    arg = next(a for a in instructions("ARG") if a.startswith("RESILIENT_TG="))
-    spec = arg.split("=", 1)[1].strip('"')
-    match = re.fullmatch(r"resilient-tg\[([\w,-]+)\]", spec)
-    assert match, spec
-    assert all(extra in extras for extra in match.group(1).split(","))
-    assert any("pip install" in run and "RESILIENT_TG" in run for run in instructions("RUN"))
+    installs = [run for run in instructions("RUN") if "pip install" in run]
+    assert len(installs) == 1
+    argv = shlex.split(installs[0].split("&&")[0])
+    (spec,) = [a for a in argv[argv.index("install") + 1 :] if not a.startswith("-")]
+    match = re.fullmatch(r"(/[\w/.-]+)\[([\w,-]+)\]", spec)
+    assert match, f"{spec!r} is not a path in the image (a PyPI name would not install)"
+    directory, wanted = match.group(1), match.group(2).split(",")
+    assert all(extra in extras for extra in wanted)
+    # That directory holds the copied checkout: pyproject.toml, README.md and src/.
+    copied = {}
+    for sources, destination in copies():
+        for source in sources:
+            target = destination + Path(source).name if destination.endswith("/") else destination
+            copied[target.rstrip("/")] = source
+    for needed in ("pyproject.toml", "README.md", "src"):
+        assert f"{directory}/{needed}" in copied, needed
+    # No PyPI requirement anywhere (resilient-tg is not published there).
+    assert not re.search(
+        r"(?<![/\w-])resilient-tg\b", " ".join(instructions("RUN") + instructions("ARG"))
+    )
 
 
 def test_dockerfile_cmd_runs_a_copied_example_and_healthcheck_parses() -> None:
-    copies = dict(reversed(c.split()) for c in instructions("COPY"))  # dest -> source
+    destinations = {destination: sources for sources, destination in copies()}
     (cmd,) = instructions("CMD")
     argv = json.loads(cmd)
     assert argv[0] == "python"
-    assert argv[1] in copies
-    assert (EXAMPLES / copies[argv[1]]).is_file()
+    (source,) = destinations[argv[1]]
+    assert (build_context() / source).is_file()
+    assert (build_context() / source).parent == EXAMPLES
 
     (check,) = instructions("HEALTHCHECK")
     _, _, command = check.partition("CMD ")

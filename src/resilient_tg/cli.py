@@ -1,15 +1,9 @@
 """The ``resilient-tg`` command: demo, login, session export/import/copy, status, check,
 test-server.
 
-Exit codes (also in ``resilient-tg --help``):
-
-    0  success (status/check: the link is healthy)
-    1  status/check: not healthy; demo: a message was lost or duplicated
-    2  usage error (bad arguments)
-    3  store error: unreadable/corrupt session, session in use, store unreachable
-    4  authorization error: login failed, the key is no longer accepted
-    5  network error: could not connect within the time allowed
-    130 interrupted (Ctrl-C)
+Exit codes: one per situation, whichever command meets it; the table is
+``EXIT_CODES_HELP`` in ``resilient_tg._cli._common`` (shown by ``resilient-tg --help``)
+and in docs/deploying.md, "Exit codes".
 """
 
 from __future__ import annotations

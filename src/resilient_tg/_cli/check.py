@@ -3,7 +3,8 @@ print its health, and let go of it.
 
 Unlike ``status`` this opens the session, so it takes the session's lease first: a
 session leased by a live process is reported (exit 3, naming the holder) and left
-alone, since two users of one auth key get it revoked by Telegram.
+alone, since two users of one auth key get it revoked by Telegram. A store that does
+not exist is reported too (exit 3): checking never creates a file or a database.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ._common import (
     EXIT_AUTH,
     EXIT_NETWORK,
     EXIT_OK,
+    EXIT_REJECTED,
     EXIT_STORE,
     EXIT_UNHEALTHY,
     EXIT_USAGE,
@@ -41,9 +43,11 @@ session back, release the lease.
 STORE_URL is a store URL (file:///path, sqlite:///x.db?name=bot, postgresql://...,
 env://VAR) or a plain path to a session file.
 
-exit codes: 0 healthy; 1 connected but not logged in (or not healthy); 3 no session,
-corrupt or unreadable store, or session in use; 4 the auth key is no longer accepted
-(AUTH_LOST); 5 could not connect within --timeout."""
+exit codes: 0 healthy; 1 connected but not logged in (or not healthy); 2 bad
+arguments or STORE_URL, or a missing optional dependency; 3 no session (the store
+does not exist or is empty; nothing is created), corrupt or unreadable store, or
+session in use; 4 the auth key is no longer accepted (AUTH_LOST); 5 could not
+connect within --timeout; 6 the server refused the app's api_id/api_hash."""
 
 _LEASE_TTL = 30.0
 
@@ -111,14 +115,14 @@ def run(args: argparse.Namespace) -> int:
 
 async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, Any] | None]:
     from .. import ReconnectPolicy, ResilientClient, SessionCorruptError, SessionInUseError
-    from ..stores import default_holder, open_store
+    from ..stores import default_holder
     from ..stores._messages import store_error_text, without_store
+    from ._readonly import require_existing
+    from .session import open_store_arg
 
     url = args.store_url
-    try:
-        store = open_store(url)
-    except ValueError as exc:
-        raise CliError(f"bad STORE_URL: {exc}", EXIT_USAGE) from None
+    store = open_store_arg(url)
+    require_existing(url, store)  # checking never creates the store
     where = store.describe()
     holder = default_holder()
     try:
@@ -140,6 +144,9 @@ async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, A
     except SessionCorruptError as exc:
         await store.aclose()
         return EXIT_STORE, f"{where}: {without_store(where, str(exc))}", None
+    except ImportError as exc:  # a driver of the store's extra is missing: as for every command
+        await store.aclose()
+        raise CliError(f"{where} needs an optional dependency: {exc}", EXIT_USAGE) from None
     except Exception as exc:  # noqa: BLE001 - any store failure is exit 3, in one line
         await store.aclose()
         return EXIT_STORE, f"cannot read {where}: {store_error_text(where, exc)}", None
@@ -168,6 +175,8 @@ async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, A
     except Exception as exc:  # noqa: BLE001 - the store failed while entering: exit 3
         return EXIT_STORE, f"cannot use {where}: {store_error_text(where, exc)}", None
     if outcome is None:
+        if _rejected(client):
+            return EXIT_REJECTED, _rejected_reason(client), None
         lease = client.health().lease
         if lease is not None and not lease.ours:
             return EXIT_STORE, f"{where} is in use by {lease.holder}; not touching it", None
@@ -181,14 +190,20 @@ async def _wait_healthy(client: Any, deadline: float) -> tuple[int, str | None]:
 
     try:
         await client.wait_connected(max(0.0, deadline - time.monotonic()))
-    except AuthLostError as exc:
-        return EXIT_AUTH, f"the auth key is no longer accepted ({exc.reason or exc})"
-    except TimeoutError:
-        health = client.health()
-        last = f" (last error: {health.last_error})" if health.last_error else ""
-        return EXIT_NETWORK, f"could not connect within --timeout{last}"
-    except NotConnectedError as exc:
+    except (AuthLostError, TimeoutError, NotConnectedError) as exc:
+        if _rejected(client):  # the app's credentials, not the key or the link
+            return EXIT_REJECTED, _rejected_reason(client)
+        if isinstance(exc, AuthLostError):
+            return EXIT_AUTH, f"the auth key is no longer accepted ({exc.reason or exc})"
+        if isinstance(exc, TimeoutError):
+            health = client.health()
+            last = f" (last error: {health.last_error})" if health.last_error else ""
+            return EXIT_NETWORK, f"could not connect within --timeout{last}"
         return EXIT_NETWORK, f"could not connect: {exc}"
+    except Exception:
+        if _rejected(client):  # REJECTED raises its own error from wait_connected()
+            return EXIT_REJECTED, _rejected_reason(client)
+        raise
     # CONNECTED; healthy also needs a pong, which follows within one keepalive timeout.
     while time.monotonic() < deadline:
         health = client.health()
@@ -201,6 +216,18 @@ async def _wait_healthy(client: Any, deadline: float) -> tuple[int, str | None]:
     if health.authorized is False:
         return EXIT_UNHEALTHY, "connected, but the session is not logged in"
     return EXIT_UNHEALTHY, f"connected, but not healthy (state {health.state.value})"
+
+
+def _rejected(client: Any) -> bool:
+    """The client ended in REJECTED: the server refused the app's api_id/api_hash."""
+    return str(client.health().state.value) == "rejected"
+
+
+def _rejected_reason(client: Any) -> str:
+    last = client.health().last_error
+    return "the server refused the app's api_id/api_hash; fix the configuration" + (
+        f" ({last})" if last else ""
+    )
 
 
 def _human(health: dict[str, Any]) -> str:

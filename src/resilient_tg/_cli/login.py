@@ -28,7 +28,15 @@ from .._client import ResilientClient
 from .._errors import AuthLostError, NotConnectedError
 from .._policy import ReconnectPolicy
 from ..stores import SessionData, SessionStore, default_holder
-from ._common import EXIT_AUTH, EXIT_CODES_HELP, EXIT_NETWORK, EXIT_STORE, EXIT_USAGE, CliError
+from ._common import (
+    EXIT_AUTH,
+    EXIT_CODES_HELP,
+    EXIT_NETWORK,
+    EXIT_REJECTED,
+    EXIT_STORE,
+    EXIT_USAGE,
+    CliError,
+)
 from .session import check_writable, open_store_arg, store_errors
 
 __all__ = ["Prompter", "register"]
@@ -346,7 +354,7 @@ async def _seed(store: SessionStore, options: LoginOptions) -> None:
         raise CliError(
             f"{store.describe()} holds a session for {data.server_address}:{data.port}, "
             f"not for the test server at {host}:{port}; log in into another store",
-            EXIT_USAGE,
+            EXIT_STORE,
         )
     await store.save(SessionData(dc_id=TEST_SERVER_DC_ID, server_address=host, port=port))
 
@@ -486,8 +494,16 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
         raise CliError(
             f"Telegram asks to wait {exc.seconds}s before trying again", EXIT_AUTH
         ) from None
-    except errors.ApiIdInvalidError:
-        raise CliError("the server refused this api_id/api_hash", EXIT_AUTH) from None
+    except (errors.ApiIdInvalidError, errors.ApiIdPublishedFloodError) as exc:
+        name = (
+            "API_ID_PUBLISHED_FLOOD"
+            if isinstance(exc, errors.ApiIdPublishedFloodError)
+            else "API_ID_INVALID"
+        )
+        raise CliError(
+            f"the server refused this api_id/api_hash ({name}); fix the configuration",
+            EXIT_REJECTED,
+        ) from None
     except errors.PhoneNumberInvalidError:
         raise CliError("the phone number is not valid", EXIT_AUTH) from None
     except errors.RPCError as exc:

@@ -33,6 +33,7 @@ from ..stores import MemoryStore, SessionData, SessionStore, decode, default_hol
 from ..stores import open_store as _open_store
 from ..stores._messages import without_store
 from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_STORE, EXIT_USAGE, CliError
+from ._readonly import require_existing
 
 __all__ = ["check_writable", "open_store_arg", "register", "store_errors"]
 
@@ -191,7 +192,7 @@ def _run_export(args: argparse.Namespace) -> int:
         )
     destination = _telethon_name(args) if args.telethon is not None else args.output
     if destination is not None and not args.force and os.path.lexists(destination):
-        raise CliError(f"{destination} exists; --force replaces it", EXIT_USAGE)
+        raise CliError(f"{destination} exists; --force replaces it", EXIT_STORE)
     data, holder = asyncio.run(_load_for_export(args.store))
     if holder:
         print(
@@ -223,6 +224,7 @@ def _telethon_name(args: argparse.Namespace) -> str:
 
 async def _load_for_export(url: str) -> tuple[SessionData, str]:
     store = open_store_arg(url)
+    require_existing(url, store)  # exporting never creates the store
     try:
         with store_errors(store):
             data = await store.load()
@@ -278,9 +280,9 @@ def _write_telethon(path: str, data: SessionData, *, force: bool) -> None:
         # An empty file is an empty SQLite database: Telethon fills it, the mode stays.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        raise CliError(f"{path} exists; --force replaces it", EXIT_USAGE) from None
+        raise CliError(f"{path} exists; --force replaces it", EXIT_STORE) from None
     except OSError as exc:
-        raise CliError(f"cannot create {path}: {exc.strerror}", EXIT_USAGE) from None
+        raise CliError(f"cannot create {path}: {exc.strerror}", EXIT_STORE) from None
     session = SQLiteSession(path)
     try:
         session.set_dc(data.dc_id, data.server_address, data.port)
@@ -332,9 +334,9 @@ def _write_private(path: Path, payload: bytes, *, force: bool) -> None:
             Path(tmp).unlink(missing_ok=True)
             raise
     except FileExistsError:
-        raise CliError(f"{path} exists; --force replaces it", EXIT_USAGE) from None
+        raise CliError(f"{path} exists; --force replaces it", EXIT_STORE) from None
     except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_USAGE) from None
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_STORE) from None
 
 
 # import ---------------------------------------------------------------------------------
@@ -352,7 +354,7 @@ def _run_import(args: argparse.Namespace) -> int:
     if args.string_env is not None:
         raw = os.environ.get(args.string_env, "")
         if not raw.strip():
-            raise CliError(f"${args.string_env} is not set or empty", EXIT_USAGE)
+            raise CliError(f"${args.string_env} is not set or empty", EXIT_STORE)
         data = _guard(lambda: parse_string_session(raw, source=f"${args.string_env}"))
         what = f"${args.string_env}"
     elif args.string_stdin:
@@ -363,7 +365,7 @@ def _run_import(args: argparse.Namespace) -> int:
             else sys.stdin.readline()
         )
         if not raw.strip():
-            raise CliError("no session string on standard input", EXIT_USAGE)
+            raise CliError("no session string on standard input", EXIT_STORE)
         data = _guard(lambda: parse_string_session(raw, source="standard input"))
         what = "standard input"
     elif "://" in args.paths[0]:
@@ -470,6 +472,7 @@ async def _copy(source_url: str, target_url: str, *, force: bool) -> int:
     if source_url == target_url:
         raise CliError("FROM_URL and TO_URL are the same store", EXIT_USAGE)
     source = open_store_arg(source_url)
+    require_existing(source_url, source)  # the source is only read: never created
     target = open_store_arg(target_url)
     check_writable(target)
     holder = _holder()

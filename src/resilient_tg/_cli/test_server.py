@@ -154,8 +154,13 @@ async def _serve(
         try:
             _populate(server, users, bots)
             pem_path = key_dir / PEM_FILE
-            pem_path.write_text(server.public_key_pem, encoding="ascii")
-            os.chmod(pem_path, 0o644)  # a public key
+            try:
+                pem_path.write_text(server.public_key_pem, encoding="ascii")
+                os.chmod(pem_path, 0o644)  # a public key
+            except OSError as exc:  # the data dir cannot be written: as for any store
+                raise CliError(
+                    f"cannot write {pem_path}: {exc.strerror or exc}", EXIT_STORE
+                ) from None
             # Handlers first: a script may signal as soon as it has read the info.
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 _announce(out, server, pem_path, data_dir=args.data_dir)

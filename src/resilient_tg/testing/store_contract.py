@@ -28,14 +28,33 @@ giving it a ``store`` fixture that yields an *empty* store (one per test)::
             # Strings that must never show in repr(store) or describe(): passwords, keys.
             return ["hunter2"]
 
-The tests are async and run under anyio's pytest plugin (``pip install
-'resilient-tg[test]'`` brings pytest and hypothesis). They cover: an empty store loads
-None; save→load keeps every field (hypothesis, with `session_data`); save
-replaces; delete empties and is a no-op on an empty store; the lease (exclusion,
-renew, release, takeover after expiry, fencing tokens, re-acquire by the same
-holder); and that secrets stay out of reprs. They run in one process; a store with a
-cross-process lease should also be tested with real processes racing for it, as
-resilient_tg's own test suite does for FileStore.
+Requirements: ``pip install 'resilient-tg[testing]'`` brings what the suite imports
+(pytest, hypothesis, and cryptography for `resilient_tg.testing`). The tests are async
+and run under anyio's pytest plugin (anyio is a dependency of resilient_tg; its plugin
+registers itself); give them an ``anyio_backend`` fixture returning ``"asyncio"``, as
+above (Telethon runs on asyncio only). ``store`` is function-scoped; the hypothesis
+test reuses one store for all its examples (each save replaces the last).
+
+They cover: an empty store loads None; save→load keeps every field of any valid
+`SessionData` (hypothesis, with `session_data`: 64-bit ids, any printable text in
+names, host names or IP addresses); save replaces; delete empties and is a no-op on an
+empty store; the lease (exclusion with `SessionInUseError` carrying ``holder`` and a
+future ``expires_at``, renew, release, takeover after expiry, fencing tokens that grow
+with each new holder, re-acquire by the same holder, `current_lease` None when free);
+and that secrets stay out of reprs. Rules a store must keep that are easy to miss:
+
+- ``acquire_lease("", ttl)`` raises ValueError whose message contains ``holder``, and
+  ``acquire_lease(holder, ttl)`` with ``ttl <= 0`` raises ValueError whose message
+  contains ``ttl`` (check both before any I/O).
+- ``renew_lease`` without the lease (never taken, released, or taken over) raises
+  `LeaseLostError`; ``release_lease`` of a lease you do not hold changes nothing.
+- A lease of `StoreContract.lease_ttl` seconds (0.3) must expire on time; a store whose
+  expiry is coarser (whole seconds) sets a larger ``lease_ttl`` on its subclass.
+- ``repr()``, ``str()`` and ``describe()`` never show the auth key or anything the
+  ``store_secrets`` fixture returns.
+
+They run in one process; a store with a cross-process lease should also be tested with
+real processes racing for it, as resilient_tg's own test suite does for FileStore.
 
 `session_data` is the hypothesis strategy for `SessionData`; use it in
 your own property tests too.
