@@ -39,16 +39,14 @@ TMP_MARK = ".tmp."
 
 def _link_error(path: Path, what: str) -> PermissionError:
     return PermissionError(
-        errno.ELOOP,
-        f"{what} is a symbolic link; refusing to follow it (remove the link, "
-        "or point at the real file)",
-        str(path),
+        f"{what} {path} is a symbolic link; refusing to follow it (remove the link, "
+        "or point at the real file)"
     )
 
 
-def open_nofollow(path: Path, flags: int, mode: int = 0o600, *, what: str = "the file") -> int:
+def open_nofollow(path: Path, flags: int, mode: int = 0o600, *, what: str) -> int:
     """``os.open`` with O_NOFOLLOW and O_CLOEXEC; a link at ``path`` raises
-    PermissionError (errno ELOOP) naming ``what`` and the path."""
+    PermissionError naming ``what`` and the path."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
@@ -57,7 +55,7 @@ def open_nofollow(path: Path, flags: int, mode: int = 0o600, *, what: str = "the
         raise
 
 
-def refuse_link(path: Path, *, what: str = "the file") -> None:
+def refuse_link(path: Path, *, what: str) -> None:
     """Raise PermissionError if ``path`` is a symbolic link (a missing path is fine)."""
     try:
         info = os.lstat(path)
@@ -67,9 +65,10 @@ def refuse_link(path: Path, *, what: str = "the file") -> None:
         raise _link_error(path, what)
 
 
-def check_private_dir(directory: Path, *, owner: str) -> None:
+def check_private_dir(directory: Path, *, what: str, opt_out: str) -> None:
     """Refuse a directory writable by group or others: anyone who can write it can
-    replace or remove our files. ``owner`` names who refuses and how to opt out."""
+    replace or remove our files. ``what`` names the directory's role, ``opt_out`` how
+    to accept it anyway."""
     try:
         mode = stat.S_IMODE(os.stat(directory).st_mode)
     except FileNotFoundError:
@@ -81,11 +80,9 @@ def check_private_dir(directory: Path, *, owner: str) -> None:
             if mode & bit
         )
         raise PermissionError(
-            errno.EPERM,
-            f"{owner} refuses the directory {directory}: it is writable by {who} "
-            f"(mode {mode:04o}), so another user could replace or remove the session's "
-            "files; run `chmod go-w` on it, or keep the session in a private directory",
-            str(directory),
+            f"{what} {directory} is writable by {who} (mode {mode:04o}), so another user "
+            f"could replace or remove the files in it; refused: run `chmod go-w` on it, "
+            f"or {opt_out}"
         )
 
 

@@ -340,7 +340,7 @@ class StatusPublisher:
         try:
             await anyio.to_thread.run_sync(_write_status_file, self._file, payload, sweep)
         except OSError as exc:
-            error = f"cannot write the status file {self._file}: {_describe_os_error(exc)}"
+            error = _describe_write_error(self._file, exc)
             if error != self._file_error:  # once per distinct error, not every second
                 log.warning("%s", error)
             self._file_error = error
@@ -384,10 +384,12 @@ def _write_status_file(path: Path, payload: bytes, sweep: bool) -> None:
     write_atomically(path, payload, mode=0o644, durable=False, what="the status file")
 
 
-def _describe_os_error(exc: OSError) -> str:
-    return f"{exc.strerror or type(exc).__name__}" + (
-        f": {exc.filename}" if exc.filename is not None else ""
-    )
+def _describe_write_error(path: Path, exc: OSError) -> str:
+    """Names the status file once: our own refusals already name it."""
+    if exc.strerror is None:  # raised by _safefile with the path in its message
+        return f"cannot write the status file: {exc}"
+    where = exc.filename if exc.filename is not None else path
+    return f"cannot write the status file {path}: {exc.strerror} ({where})"
 
 
 def _unexpected(exc: BaseException) -> bool:

@@ -206,7 +206,8 @@ class FileStore(SessionStore):
         if not self._allow_shared_dir:
             check_private_dir(
                 self._path.parent,
-                owner="FileStore (pass allow_shared_dir=True to accept it)",
+                what="the session directory",
+                opt_out="pass allow_shared_dir=True to FileStore if it is shared on purpose",
             )
 
     def _read(self) -> bytes | None:
@@ -260,7 +261,7 @@ class FileStore(SessionStore):
         make_private_dirs(directory)
         self._check_dir()
         remove_stale_temp_files(directory, self._path.name)
-        write_atomically(self._path, payload, mode=0o600, what=f"the session file {self._path}")
+        write_atomically(self._path, payload, mode=0o600, what="the session file")
 
     def _unlink(self) -> None:
         try:
