@@ -54,6 +54,10 @@ _TEMPORARY_ACCEPT_ERRORS = frozenset(
     {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO}
 )
 _BACKOFF_MIN = 0.05
+# After closing an idle connection to free a descriptor: long enough for it to close.
+_EVICTION_PAUSE = 0.01
+# An accept() error shows in health this long after it last happened.
+_ACCEPT_ERROR_SHOWN = 2.0
 _BACKOFF_MAX = 1.0
 _RESTART_MAX = 5.0
 # A part that ran this long before failing restarts after the shortest delay again.
@@ -117,6 +121,8 @@ class StatusPublisher:
         self._listener: anyio.abc.Listener[anyio.abc.SocketStream] | None = None
         self._connections: dict[int, _Connection] = {}  # oldest first
         self._http_error: str | None = None
+        self._accept_error = ""
+        self._accept_error_at: float | None = None
         self._file_error: str | None = None
         self._swept = False
 
@@ -132,7 +138,13 @@ class StatusPublisher:
     def error(self) -> str | None:
         """What keeps the endpoint or the file from working right now (None when both
         work); shown as ``Health.status_error``."""
-        errors = [e for e in (self._http_error, self._file_error) if e is not None]
+        accept_error = (
+            self._accept_error
+            if self._accept_error_at is not None
+            and time.monotonic() - self._accept_error_at <= _ACCEPT_ERROR_SHOWN
+            else None
+        )
+        errors = [e for e in (self._http_error, accept_error, self._file_error) if e]
         return "; ".join(errors) if errors else None
 
     # ClientListener: called inline by the client.
@@ -256,23 +268,16 @@ class StatusPublisher:
             except OSError as exc:
                 if exc.errno not in _TEMPORARY_ACCEPT_ERRORS:
                     raise
-                error = (
-                    f"the status endpoint cannot accept connections ({exc.strerror or exc}); "
-                    "backing off and accepting again"
-                )
-                if error != self._http_error:
-                    log.warning("%s (%d open)", error, len(self._connections))
-                self._http_error = error
-                # Out of descriptors: the oldest idle connection makes room for a probe.
-                if exc.errno in (errno.EMFILE, errno.ENFILE):
-                    self._evict_oldest()
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _BACKOFF_MAX)
+                self._accept_failed(exc)
+                # Out of descriptors: the oldest idle connection makes room for a probe
+                # (its descriptor is closed within a few loop iterations).
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._evict_oldest():
+                    await anyio.sleep(_EVICTION_PAUSE)
+                else:
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            if delay > _BACKOFF_MIN:
-                log.info("the status endpoint accepts connections again")
-                self._http_error = None
-                delay = _BACKOFF_MIN
+            delay = _BACKOFF_MIN
             if len(self._connections) >= self._max_connections and not self._evict_oldest():
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()  # every slot is answering: no room
@@ -280,6 +285,22 @@ class StatusPublisher:
             connection = _Connection()
             self._connections[id(connection)] = connection
             tg.start_soon(self._handle, stream, connection)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Remember (for health) and log once per episode an accept() that failed."""
+        now = time.monotonic()
+        if self._accept_error_at is None or now - self._accept_error_at > _ACCEPT_ERROR_SHOWN:
+            log.warning(
+                "the status endpoint cannot accept connections (%s; %d open); "
+                "closing idle ones, backing off and accepting again",
+                exc.strerror or exc,
+                len(self._connections),
+            )
+        self._accept_error = (
+            f"the status endpoint could not accept connections ({exc.strerror or exc}); "
+            "it keeps accepting"
+        )
+        self._accept_error_at = now
 
     def _evict_oldest(self) -> bool:
         """Close the oldest connection still waiting for its request; False if none."""
