@@ -234,3 +234,18 @@ async def test_a_status_file_write_failure_clears_once_writes_work(tmp_path: Pat
             await wait_until(lambda: client.health().status_error is None)
             assert time.monotonic() - started < 10
             await wait_until(blocker.is_file)
+
+
+async def test_a_store_url_can_accept_a_shared_directory(tmp_path: Path) -> None:
+    from resilient_tg.stores import open_store
+
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chmod(directory, 0o777)
+    path = directory / "bot.session"
+    with pytest.raises(PermissionError, match="allow_shared_dir"):
+        await open_store(f"file://{path}").save(session_data())
+    await open_store(f"file://{path}?allow_shared_dir=1").save(session_data())
+    assert path.is_file()
+    with pytest.raises(ValueError, match="allow_shared_dir must be 1 or 0"):
+        open_store(f"file://{path}?allow_shared_dir=maybe")
