@@ -34,6 +34,23 @@ def test_core_install_keeps_pytest_working_in_an_unrelated_project(tmp_path: Pat
     assert shown.returncode != 0, "cryptography came with the core install"
     assert "not found" in shown.stderr.lower()
 
+    # The package imports, and what needs no cryptography works; the server says
+    # which extra it needs.
+    probe = _run(
+        [
+            python,
+            "-c",
+            "import resilient_tg.testing as t\n"
+            "assert t.FaultProxy and t.trust_test_server\n"
+            "try:\n    t.MTProtoTestServer\n"
+            "except ImportError as exc:\n    print(exc)\n"
+            "else:\n    raise SystemExit('the server imported without cryptography')\n",
+        ],
+        tmp_path,
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    assert "pip install 'resilient-tg[testing]'" in probe.stdout
+
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_unrelated.py").write_text("def test_ok():\n    assert 1 + 1 == 2\n")
