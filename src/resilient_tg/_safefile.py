@@ -37,21 +37,22 @@ log = logging.getLogger("resilient_tg.stores")
 TMP_MARK = ".tmp."
 
 
-def _link_error(path: Path, what: str) -> PermissionError:
+def _link_error(what: str) -> PermissionError:
     return PermissionError(
-        f"{what} {path} is a symbolic link; refusing to follow it (remove the link, "
+        f"{what} is a symbolic link; refusing to follow it (remove the link, "
         "or point at the real file)"
     )
 
 
 def open_nofollow(path: Path, flags: int, mode: int = 0o600, *, what: str) -> int:
     """``os.open`` with O_NOFOLLOW and O_CLOEXEC; a link at ``path`` raises
-    PermissionError naming ``what`` and the path."""
+    PermissionError starting with ``what`` (which names the path, or the store and the
+    path's role)."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise _link_error(path, what) from None
+            raise _link_error(what) from None
         raise
 
 
@@ -62,13 +63,13 @@ def refuse_link(path: Path, *, what: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISLNK(info.st_mode):
-        raise _link_error(path, what)
+        raise _link_error(what)
 
 
 def check_private_dir(directory: Path, *, what: str, opt_out: str) -> None:
     """Refuse a directory writable by group or others: anyone who can write it can
-    replace or remove our files. ``what`` names the directory's role, ``opt_out`` how
-    to accept it anyway."""
+    replace or remove our files. The error starts with ``what`` (naming the directory
+    or its role) and ends with ``opt_out`` (how to accept it anyway)."""
     try:
         mode = stat.S_IMODE(os.stat(directory).st_mode)
     except FileNotFoundError:
@@ -80,7 +81,7 @@ def check_private_dir(directory: Path, *, what: str, opt_out: str) -> None:
             if mode & bit
         )
         raise PermissionError(
-            f"{what} {directory} is writable by {who} (mode {mode:04o}), so another user "
+            f"{what} is writable by {who} (mode {mode:04o}), so another user "
             f"could replace or remove the files in it; refused: run `chmod go-w` on it, "
             f"or {opt_out}"
         )
@@ -103,7 +104,7 @@ def make_private_dirs(directory: Path) -> None:
             continue  # created meanwhile by someone else: not ours to chmod
         # Through an fd opened without following links: if the new directory was
         # swapped for a link meanwhile, this fails instead of chmod-ing its target.
-        fd = open_nofollow(d, os.O_RDONLY | os.O_DIRECTORY, what="a new directory")
+        fd = open_nofollow(d, os.O_RDONLY | os.O_DIRECTORY, what=f"the new directory {d}")
         try:
             os.fchmod(fd, 0o700)
         finally:
@@ -135,7 +136,7 @@ def _create_temp(directory: Path, name: str, mode: int) -> tuple[Path, int]:
         tmp = directory / f".{name}{TMP_MARK}{os.getpid()}.{secrets.token_hex(8)}"
         try:
             fd = open_nofollow(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, what="a temp file path"
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, what=f"the temp file path {tmp}"
             )
         except FileExistsError:
             continue  # something (a planted link included) took this name: pick another

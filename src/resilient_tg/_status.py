@@ -402,13 +402,13 @@ def _write_status_file(path: Path, payload: bytes, sweep: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if sweep:  # temp files of a publisher that died mid-write; once per publisher
         remove_stale_temp_files(path.parent, path.name)
-    write_atomically(path, payload, mode=0o644, durable=False, what="the status file")
+    write_atomically(path, payload, mode=0o644, durable=False, what=f"the status file {path}")
 
 
 def _describe_write_error(path: Path, exc: OSError) -> str:
     """Names the status file once: our own refusals already name it."""
     if exc.strerror is None:  # raised by _safefile with the path in its message
-        return f"cannot write the status file: {exc}"
+        return f"{exc}; the status file is not written"
     where = exc.filename if exc.filename is not None else path
     return f"cannot write the status file {path}: {exc.strerror} ({where})"
 

@@ -206,7 +206,7 @@ class FileStore(SessionStore):
         if not self._allow_shared_dir:
             check_private_dir(
                 self._path.parent,
-                what="the session directory",
+                what=f"{self.describe()}: the session's directory {self._path.parent}",
                 opt_out="pass allow_shared_dir=True to FileStore if it is shared on purpose",
             )
 
@@ -261,7 +261,9 @@ class FileStore(SessionStore):
         make_private_dirs(directory)
         self._check_dir()
         remove_stale_temp_files(directory, self._path.name)
-        write_atomically(self._path, payload, mode=0o600, what="the session file")
+        write_atomically(
+            self._path, payload, mode=0o600, what=f"{self.describe()}: the session file"
+        )
 
     def _unlink(self) -> None:
         try:
@@ -342,7 +344,7 @@ class FileStore(SessionStore):
                 held.lease = Lease(holder=holder, expires_at=now + ttl, token=token)
                 _write_lock_record(held.fd, held.lease, sync=new_holder)
                 return held.lease
-            fd = _open_locked(self._lock_path)
+            fd = _open_locked(self._lock_path, where)
             for attempt in range(_LOCK_READ_TRIES):
                 if fd is not None:
                     break
@@ -352,7 +354,7 @@ class FileStore(SessionStore):
                 # Released or expired: the lock may have just been dropped, or be briefly
                 # probed by current_lease() in another process. Look again shortly.
                 time.sleep(0.01 * (attempt + 1))  # runs in a worker thread
-                fd = _open_locked(self._lock_path)
+                fd = _open_locked(self._lock_path, where)
             assert fd is not None
             try:
                 previous = _read_lock_record_fd(fd)
@@ -414,7 +416,11 @@ class FileStore(SessionStore):
             if held is not None:
                 return held.lease if held.lease.expires_at > time.time() else None
             try:
-                fd = open_nofollow(self._lock_path, os.O_RDONLY, what="the lock file")
+                fd = open_nofollow(
+                    self._lock_path,
+                    os.O_RDONLY,
+                    what=f"{self.describe()}: the lock file {self._lock_path}",
+                )
             except FileNotFoundError:
                 return None
             try:
@@ -456,13 +462,15 @@ _HELD: dict[str, _Held] = {}
 _HELD_LOCK = threading.Lock()
 
 
-def _open_locked(lock_path: Path) -> int | None:
+def _open_locked(lock_path: Path, where: str) -> int | None:
     """An fd holding an exclusive flock on the lock file, or None if another open file
     (another process, or another fd of ours) holds it."""
     make_private_dirs(lock_path.parent)
     while True:
         # Never through a link: its target would be truncated, written and chmod-ed.
-        fd = open_nofollow(lock_path, os.O_RDWR | os.O_CREAT, 0o600, what="the lock file")
+        fd = open_nofollow(
+            lock_path, os.O_RDWR | os.O_CREAT, 0o600, what=f"{where}: the lock file {lock_path}"
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
