@@ -48,11 +48,11 @@ _MAX_HEAD = 8192
 IDLE_TIMEOUT = 5.0
 # Open connections at most; a probe needs one, a few probers a handful.
 MAX_CONNECTIONS = 64
-# accept() errors that say "not now" (out of descriptors or memory, or a connection
-# that died in the backlog), not "this listener is broken".
-_TEMPORARY_ACCEPT_ERRORS = frozenset(
-    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED, errno.EPROTO}
-)
+# accept() errors that say "not now" (out of descriptors or memory), not "this
+# listener is broken"; and those that concern only the one connection (it died in the
+# backlog), which are skipped.
+_TEMPORARY_ACCEPT_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_CONNECTION_ACCEPT_ERRORS = frozenset({errno.ECONNABORTED, errno.EPROTO})
 _BACKOFF_MIN = 0.05
 # After closing an idle connection to free a descriptor: long enough for it to close.
 _EVICTION_PAUSE = 0.01
@@ -266,6 +266,8 @@ class StatusPublisher:
             try:
                 stream = await listener.accept()
             except OSError as exc:
+                if exc.errno in _CONNECTION_ACCEPT_ERRORS:
+                    continue
                 if exc.errno not in _TEMPORARY_ACCEPT_ERRORS:
                     raise
                 self._accept_failed(exc)
