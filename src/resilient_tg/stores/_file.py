@@ -207,7 +207,10 @@ class FileStore(SessionStore):
             check_private_dir(
                 self._path.parent,
                 what=f"{self.describe()}: the session's directory {self._path.parent}",
-                opt_out="pass allow_shared_dir=True to FileStore if it is shared on purpose",
+                opt_out=(
+                    "if it is shared on purpose, pass allow_shared_dir=True to FileStore "
+                    "(?allow_shared_dir=1 in a file:// store URL)"
+                ),
             )
 
     def _read(self) -> bytes | None:
