@@ -354,6 +354,7 @@ class ResilientClient:
             store=store_info,
             reason=self._reason,
             detail=self._detail,
+            status_error=self._status.error if self._status is not None else None,
         )
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109

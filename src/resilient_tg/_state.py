@@ -118,6 +118,9 @@ class Health:
     store: StoreInfo | None
     reason: StateReason | None = None
     detail: str = ""
+    # What keeps the status endpoint or status file from working (None when they work,
+    # or when none is configured); the link's own health does not depend on it.
+    status_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (times as Unix seconds, enums as strings)."""

@@ -2,7 +2,9 @@
 
 Saves are atomic (temp file in the same directory, fsync, ``os.replace``, fsync of the
 directory), so a crash at any moment leaves the old or the new session, never a mix.
-Files are 0600; a directory the store creates is 0700. All file work runs in a worker
+Files are 0600; a directory the store creates is 0700. No file is opened through a
+symbolic link at its path (see `resilient_tg._safefile`), and a directory writable by
+group or others is refused unless the store is told it may be shared. All file work runs in a worker
 thread: the event loop never waits for a disk. A temp file left by a writer that died
 mid-save is harmless and is swept by the next save (a live writer holds a flock on its
 temp file, so only abandoned ones are removed).
@@ -20,7 +22,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import stat
 import threading
@@ -34,6 +35,14 @@ import anyio.to_thread
 import attrs
 
 from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
+from .._safefile import (
+    check_private_dir,
+    fsync_dir,
+    make_private_dirs,
+    open_nofollow,
+    remove_stale_temp_files,
+    write_atomically,
+)
 from ._base import Lease, SessionStore, _check_lease_args
 from ._data import AUTH_KEY_SIZE, Entity, SessionData, UpdateState, decode, encode
 from ._encryption import MAGIC, Encryptor, resolve_key
@@ -46,7 +55,6 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 # Bound into every sealed file. Deliberately not the path: a backup restored to
 # another directory (or a volume mounted elsewhere) must still open with its key.
 _CRYPTO_CONTEXT = "resilient_tg.FileStore"
-_TMP_MARK = ".tmp."
 _LOCK_READ_TRIES = 5
 
 
@@ -77,6 +85,15 @@ class FileStore(SessionStore):
     raise LeaseLostError if that lease was taken over (in this process) or its lock
     file removed, so a writer that lost the session cannot overwrite the new holder's.
     An object that took no lease (a plain StoreSession user) is not fenced.
+
+    File safety: the session, lock and temp files are opened with ``O_NOFOLLOW``; a
+    symbolic link planted at one of those paths is refused with an error naming it,
+    never followed (its target is never truncated, written or chmod-ed). Links in the
+    directory part of the path are followed. The session's directory must not be
+    writable by group or others (anyone who can write it can swap the session's files):
+    such a directory is refused with PermissionError at load, save and lease time.
+    ``allow_shared_dir=True`` turns that check off, for a directory shared on purpose
+    (e.g. a group-writable volume whose other writers you trust).
     """
 
     cross_process_lease = True
@@ -87,8 +104,10 @@ class FileStore(SessionStore):
         *,
         encryption_key: bytes | str | None = None,
         encryption_key_env: str | None = None,
+        allow_shared_dir: bool = False,
     ) -> None:
         self._path = Path(os.path.abspath(os.fspath(path)))
+        self._allow_shared_dir = allow_shared_dir
         if not self._path.name:
             raise ValueError("FileStore needs a file path, not a directory")
         self._lock_path = self._path.with_name(self._path.name + ".lock")
@@ -182,16 +201,42 @@ class FileStore(SessionStore):
                 )
             yield
 
+    def _check_dir(self) -> None:
+        """Refuse a session directory others can write (unless allowed)."""
+        if not self._allow_shared_dir:
+            check_private_dir(
+                self._path.parent,
+                what=f"{self.describe()}: the session's directory {self._path.parent}",
+                opt_out=(
+                    "if it is shared on purpose, pass allow_shared_dir=True to FileStore "
+                    "(?allow_shared_dir=1 in a file:// store URL)"
+                ),
+            )
+
     def _read(self) -> bytes | None:
+        self._check_dir()
         try:
-            with open(self._path, "rb") as f:
-                return f.read()
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
-        except IsADirectoryError:
-            raise self._corrupt("is a directory, not a session file") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise self._corrupt(
+                    "is a symbolic link; FileStore does not follow links at the session "
+                    "path (point it at the real file)"
+                ) from None
+            raise self._corrupt(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise self._corrupt("is a directory, not a session file")
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise self._corrupt("is not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                return f.read()
         except OSError as exc:
             raise self._corrupt(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+        finally:
+            os.close(fd)
 
     def _parse(self, raw: bytes) -> SessionData:
         source = self.describe()
@@ -216,23 +261,12 @@ class FileStore(SessionStore):
 
     def _write(self, payload: bytes) -> None:
         directory = self._path.parent
-        _make_private_dirs(directory)
-        _remove_stale_temp_files(directory, self._path.name)
-        tmp, fd = _create_temp(directory, self._path.name)
-        try:
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-                os.replace(tmp, self._path)
-            finally:
-                os.close(fd)  # after the rename: the flock marks the temp file as live
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(directory)
+        make_private_dirs(directory)
+        self._check_dir()
+        remove_stale_temp_files(directory, self._path.name)
+        write_atomically(
+            self._path, payload, mode=0o600, what=f"{self.describe()}: the session file"
+        )
 
     def _unlink(self) -> None:
         try:
@@ -240,7 +274,7 @@ class FileStore(SessionStore):
                 os.unlink(self._path)
         except FileNotFoundError:
             return
-        _fsync_dir(self._path.parent)
+        fsync_dir(self._path.parent)
         log.debug("deleted the session file %s", self.describe())
 
     def _corrupt(self, what: str) -> SessionCorruptError:
@@ -285,6 +319,7 @@ class FileStore(SessionStore):
     def _acquire(self, holder: str, ttl: float) -> Lease:
         key = str(self._lock_path)
         where = self.describe()
+        self._check_dir()
         with _HELD_LOCK:
             now = time.time()
             held = _HELD.get(key)
@@ -296,7 +331,7 @@ class FileStore(SessionStore):
             if held is not None:
                 # This process holds the lock: the holders in it share it, TTL rules.
                 if held.lease.holder != holder and held.lease.expires_at > now:
-                    raise _in_use(where, held.lease, now)
+                    raise _in_use(where, held.lease, now, same_process=True)
                 if held.lease.holder != holder:
                     log.warning(
                         "%s: lease of %s expired %.1fs ago; %s takes it over",
@@ -312,17 +347,17 @@ class FileStore(SessionStore):
                 held.lease = Lease(holder=holder, expires_at=now + ttl, token=token)
                 _write_lock_record(held.fd, held.lease, sync=new_holder)
                 return held.lease
-            fd = _open_locked(self._lock_path)
+            fd = _open_locked(self._lock_path, where)
             for attempt in range(_LOCK_READ_TRIES):
                 if fd is not None:
                     break
                 other = _read_lock_record_retrying(self._lock_path)
                 if other.expires_at > time.time() or attempt == _LOCK_READ_TRIES - 1:
-                    raise _in_use(where, other, time.time())
+                    raise _in_use(where, other, time.time(), lock_path=self._lock_path)
                 # Released or expired: the lock may have just been dropped, or be briefly
                 # probed by current_lease() in another process. Look again shortly.
                 time.sleep(0.01 * (attempt + 1))  # runs in a worker thread
-                fd = _open_locked(self._lock_path)
+                fd = _open_locked(self._lock_path, where)
             assert fd is not None
             try:
                 previous = _read_lock_record_fd(fd)
@@ -384,7 +419,11 @@ class FileStore(SessionStore):
             if held is not None:
                 return held.lease if held.lease.expires_at > time.time() else None
             try:
-                fd = os.open(self._lock_path, os.O_RDONLY | os.O_CLOEXEC)
+                fd = open_nofollow(
+                    self._lock_path,
+                    os.O_RDONLY,
+                    what=f"{self.describe()}: the lock file {self._lock_path}",
+                )
             except FileNotFoundError:
                 return None
             try:
@@ -412,78 +451,6 @@ class FileStore(SessionStore):
 # Files and directories ------------------------------------------------------------------
 
 
-def _make_private_dirs(directory: Path) -> None:
-    """Create missing directories 0700 each (umask notwithstanding); existing ones are
-    left as they are."""
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        if current.parent == current:
-            break
-        current = current.parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue  # created meanwhile by someone else: not ours to chmod
-        os.chmod(d, 0o700)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _create_temp(directory: Path, name: str) -> tuple[Path, int]:
-    """A new 0600 temp file beside the session, flock'ed while it is being written so
-    that a cleaner in another process can tell a live writer from a dead one."""
-    while True:
-        tmp = directory / f".{name}{_TMP_MARK}{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if _same_file(fd, tmp):
-            return tmp, fd
-        # A cleaner removed it between create and flock: start again.
-        os.close(fd)
-
-
-def _remove_stale_temp_files(directory: Path, name: str) -> None:
-    """Remove temp files left by writers that died mid-save (nobody holds their flock)."""
-    prefix = f".{name}{_TMP_MARK}"
-    try:
-        entries = [e for e in os.listdir(directory) if e.startswith(prefix)]
-    except OSError:
-        return
-    for entry in entries:
-        path = directory / entry
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue  # renamed or removed meanwhile
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # a live writer holds it
-            if _same_file(fd, path):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                    log.debug("removed a temp file left by an interrupted save: %s", entry)
-        finally:
-            os.close(fd)
-
-
 # Lock file ------------------------------------------------------------------------------
 
 
@@ -498,12 +465,15 @@ _HELD: dict[str, _Held] = {}
 _HELD_LOCK = threading.Lock()
 
 
-def _open_locked(lock_path: Path) -> int | None:
+def _open_locked(lock_path: Path, where: str) -> int | None:
     """An fd holding an exclusive flock on the lock file, or None if another open file
     (another process, or another fd of ours) holds it."""
-    _make_private_dirs(lock_path.parent)
+    make_private_dirs(lock_path.parent)
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Never through a link: its target would be truncated, written and chmod-ed.
+        fd = open_nofollow(
+            lock_path, os.O_RDWR | os.O_CREAT, 0o600, what=f"{where}: the lock file {lock_path}"
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -521,7 +491,7 @@ def _open_locked(lock_path: Path) -> int | None:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        on_disk = os.stat(path)
+        on_disk = os.lstat(path)
     except FileNotFoundError:
         return False
     mine = os.fstat(fd)
@@ -560,7 +530,7 @@ def _read_lock_record_retrying(lock_path: Path) -> Lease:
     """The holder's record; a holder that has just locked may not have written it yet."""
     for attempt in range(_LOCK_READ_TRIES):
         try:
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             break
         try:
@@ -573,17 +543,32 @@ def _read_lock_record_retrying(lock_path: Path) -> Lease:
     return Lease(holder="", expires_at=0.0)
 
 
-def _in_use(where: str, lease: Lease, now: float) -> SessionInUseError:
+def _in_use(
+    where: str,
+    lease: Lease,
+    now: float,
+    *,
+    same_process: bool = False,
+    lock_path: Path | None = None,
+) -> SessionInUseError:
+    """What a FileStore lease is, in words: another process's lease lasts while that
+    process lives and holds the lock file (its TTL is only what it last wrote); a
+    holder in this process keeps it until its TTL runs out."""
     who = lease.holder or "another process (holder not recorded)"
-    if lease.expires_at > now:
-        when = f"for another {lease.expires_at - now:.1f}s"
-    elif lease.expires_at > 0:
-        when = (
-            f"(its lease expired {now - lease.expires_at:.1f}s ago, but its process is alive "
-            "and still holds the lock file)"
-        )
+    if same_process:
+        when = f"in this process, until its lease expires in {lease.expires_at - now:.1f}s"
     else:
-        when = "(still holding the lock file)"
+        lock = f" {lock_path}" if lock_path is not None else ""
+        when = (
+            f"in another process, which holds the lock file{lock}; a FileStore lease "
+            "lasts as long as its process runs and frees the moment that process "
+            "releases it or exits"
+        )
+        if 0 < lease.expires_at <= now:
+            when += (
+                f" (it stopped renewing: its lease expired {now - lease.expires_at:.1f}s ago, "
+                "but its process is alive and still holds the lock file)"
+            )
     return SessionInUseError(
         f"{where}: the session is leased to {who} {when}",
         store=where,

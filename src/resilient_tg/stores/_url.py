@@ -17,7 +17,9 @@ def open_store(url: str) -> SessionStore:
     ``postgresql://...?name=N``, ``mysql://...`` / ``mariadb://...``, ``env://VAR``.
 
     Does no I/O. A ``name`` query parameter picks the session inside a SQL database
-    (default ``"default"``). Unknown schemes are a ValueError naming the scheme.
+    (default ``"default"``); ``file:`` URLs take ``key_env=VAR`` and
+    ``allow_shared_dir=1`` (see `FileStore`). Unknown schemes are a ValueError naming
+    the scheme.
     """
     if not isinstance(url, str) or "://" not in url:
         raise ValueError("a store URL looks like 'file:///path/session.json' or 'memory://'")
@@ -36,7 +38,11 @@ def open_store(url: str) -> SessionStore:
             )
         if not parts.path:
             raise ValueError("file:// URL without a path")
-        return FileStore(unquote(parts.path), encryption_key_env=query.get("key_env"))
+        return FileStore(
+            unquote(parts.path),
+            encryption_key_env=query.get("key_env"),
+            allow_shared_dir=_flag(query, "allow_shared_dir"),
+        )
     if base == "env":
         from ._env import EnvStringStore
 
@@ -50,3 +56,13 @@ def open_store(url: str) -> SessionStore:
 
         return SQLStore(url)
     raise ValueError(f"unknown store URL scheme {parts.scheme!r}")
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    """A boolean query parameter (absent: False)."""
+    value = query.get(name, "0").strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no", ""):
+        return False
+    raise ValueError(f"store URL parameter {name} must be 1 or 0 (true/false), got {value!r}")

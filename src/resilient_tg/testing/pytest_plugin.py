@@ -1,8 +1,10 @@
 """pytest fixtures for MTProtoTestServer and FaultProxy (registered as a pytest11 plugin).
 
-Importing this module starts nothing; a server or proxy runs only while a test uses
-its fixture. The fixtures are async, so tests run under the anyio plugin on asyncio
-(Telethon is asyncio-only)::
+Importing this module starts nothing and needs only the core dependencies (pytest
+loads it in every project where resilient-tg is installed); a server or proxy runs
+only while a test uses its fixture, and the server fixture says which extra to install
+when ``cryptography`` is missing. The fixtures are async, so tests run under the anyio
+plugin on asyncio (Telethon is asyncio-only)::
 
     @pytest.mark.anyio
     async def test_bot_replies(mtproto_server, fault_proxy, proxied_session):
@@ -23,12 +25,23 @@ if TYPE_CHECKING:
     from ._server import MTProtoTestServer
 
 
+def _server_class() -> type[MTProtoTestServer]:
+    try:
+        from ._server import MTProtoTestServer
+    except ImportError:
+        pytest.fail(
+            "the mtproto_server fixture needs the 'testing' extra (the 'cryptography' "
+            "package): pip install 'resilient-tg[testing]'",
+            pytrace=False,
+        )
+    return MTProtoTestServer
+
+
 @pytest.fixture
 async def mtproto_server() -> AsyncIterator[MTProtoTestServer]:
     """A fresh MTProtoTestServer on a free port, stopped after the test."""
-    from ._server import MTProtoTestServer
-
-    async with MTProtoTestServer() as server:
+    server_class = _server_class()
+    async with server_class() as server:
         yield server
 
 
