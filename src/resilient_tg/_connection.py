@@ -143,6 +143,7 @@ class _ObservedConnection:
         self._rtg_error = None
         self._rtg_head = b""
         self._rtg_packets = 0
+        self._rtg_drop_stale()
         try:
             await super().connect(timeout=timeout, ssl=ssl)  # type: ignore[misc]
         except BaseException as exc:
@@ -154,6 +155,12 @@ class _ObservedConnection:
         observer.transport_up(self)
 
     async def disconnect(self) -> None:
+        if self._rtg_error is None:
+            # Telethon may drop the link on the bytes it read before our read loop sees the
+            # close: say what the peer answered rather than "closed by the server".
+            garbage = not_mtproto_so_far(self, "then the link was dropped")
+            if garbage is not None:
+                self._rtg_error = PeerProtocolError(garbage)
         try:
             await super().disconnect()  # type: ignore[misc]
         finally:
@@ -179,6 +186,14 @@ class _ObservedConnection:
         if self._rtg_observer is not None:
             self._rtg_observer.packet_received(self)
         return data
+
+    def _rtg_drop_stale(self) -> None:
+        """A new link starts on this (reused) object: what the previous link's read loop
+        queued and nobody took (its error, a packet) must not be read as the new link's."""
+        queue = getattr(self, "_recv_queue", None)
+        if isinstance(queue, asyncio.Queue):
+            while not queue.empty():
+                queue.get_nowait()
 
     def note_failure(self, error: BaseException) -> None:
         """Record why this link failed (when it was not seen here), for transport_down."""
