@@ -8,6 +8,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NETWORK",
     "EXIT_OK",
+    "EXIT_REJECTED",
     "EXIT_STORE",
     "EXIT_UNHEALTHY",
     "EXIT_USAGE",
@@ -20,6 +21,7 @@ EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_AUTH = 4
 EXIT_NETWORK = 5
+EXIT_REJECTED = 6
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
@@ -29,6 +31,7 @@ EXIT_CODES_HELP = """exit codes:
   3    store error (corrupt or unreadable session, session in use, store unreachable)
   4    authorization error (login failed, the key is no longer accepted)
   5    network error (could not connect in time)
+  6    the server refuses the app's api_id/api_hash (API_ID_INVALID...): fix the configuration
   130  interrupted"""
 
 

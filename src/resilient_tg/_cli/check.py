@@ -24,6 +24,7 @@ from ._common import (
     EXIT_AUTH,
     EXIT_NETWORK,
     EXIT_OK,
+    EXIT_REJECTED,
     EXIT_STORE,
     EXIT_UNHEALTHY,
     EXIT_USAGE,
@@ -43,7 +44,8 @@ env://VAR) or a plain path to a session file.
 
 exit codes: 0 healthy; 1 connected but not logged in (or not healthy); 3 no session,
 corrupt or unreadable store, or session in use; 4 the auth key is no longer accepted
-(AUTH_LOST); 5 could not connect within --timeout."""
+(AUTH_LOST); 5 could not connect within --timeout; 6 the server refuses the api_id/api_hash
+(REJECTED: API_ID_INVALID and kin), reported as soon as the server says so."""
 
 _LEASE_TTL = 30.0
 
@@ -176,12 +178,17 @@ async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, A
 
 async def _wait_healthy(client: Any, deadline: float) -> tuple[int, str | None]:
     """Wait for CONNECTED, then for the first pong; map the outcome to an exit code."""
-    from .. import AuthLostError, NotConnectedError
+    from .. import AppRejectedError, AuthLostError, NotConnectedError
 
     try:
         await client.wait_connected(max(0.0, deadline - time.monotonic()))
     except AuthLostError as exc:
         return EXIT_AUTH, f"the auth key is no longer accepted ({exc.reason or exc})"
+    except AppRejectedError as exc:
+        return EXIT_REJECTED, (
+            f"the server refuses this api_id/api_hash ({exc.reason}); check --api-id and "
+            "--api-hash (or TG_API_ID/TG_API_HASH) against my.telegram.org"
+        )
     except TimeoutError:
         health = client.health()
         last = f" (last error: {health.last_error})" if health.last_error else ""
