@@ -17,9 +17,16 @@ from resilient_tg import (
     StateReason,
 )
 from resilient_tg._fatal import APP_REJECTED, app_rejected
-from resilient_tg.testing import MTProtoTestServer
+from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
-from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT, Recorder, empty_store, seeded_store
+from .clienttools import (
+    FAST_KEEPALIVE,
+    FAST_RECONNECT,
+    Recorder,
+    empty_store,
+    running,
+    seeded_store,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +127,46 @@ def test_the_whole_family_of_app_refusals_is_recognised_and_nothing_else() -> No
 def test_rejected_is_terminal() -> None:
     assert S.REJECTED.terminal
     assert not S.REJECTED.link_up
+
+
+async def test_a_refusal_answered_after_a_reconnect_is_rejected_too(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe after a reconnect answered API_ID_PUBLISHED_FLOOD: REJECTED, not a retry
+    loop and not AUTH_LOST."""
+    caplog.set_level(logging.DEBUG)
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
+    async with running(store, mtproto_server) as (client, rec):
+        rejected: list[StateChange] = []
+        client.on_rejected(rejected.append)
+        await client.wait_connected(10)
+        mtproto_server.inject_rpc_error("updates.getState", "API_ID_PUBLISHED_FLOOD", code=400)
+        fault_proxy.reset()
+        await rec.state(S.REJECTED)
+        with pytest.raises(AppRejectedError) as raised:
+            await client.wait_connected(1)
+        assert raised.value.reason == "API_ID_PUBLISHED_FLOOD"
+        assert "API_ID_PUBLISHED_FLOOD" in (client.health().last_error or "")
+        await rec.until(lambda: len(rejected) == 1)
+    assert S.AUTH_LOST not in rec.states()
+    assert client.state is S.REJECTED
+    assert not [r for r in caplog.records if "(a bug)" in r.getMessage()]
+
+
+async def test_other_errors_answered_to_the_probe_are_retried_not_a_bug(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An answer the client cannot connect with (here CONNECTION_NOT_INITED) is a server
+    error: the link is rebuilt with backoff, and nothing is logged as a bug."""
+    caplog.set_level(logging.DEBUG)
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
+    async with running(store, mtproto_server) as (client, rec):
+        await client.wait_connected(10)
+        mtproto_server.inject_rpc_error("updates.getState", "CONNECTION_NOT_INITED", code=400)
+        fault_proxy.reset()
+        await rec.until(lambda: sum(1 for s in rec.states() if s is S.CONNECTED) >= 2)
+        assert any(c.reason is StateReason.SERVER_ERROR for c in rec.changes)
+        assert "CONNECTION_NOT_INITED" in (client.health().last_error or "")
+    assert not [r for r in caplog.records if "(a bug)" in r.getMessage()]

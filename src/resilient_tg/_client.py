@@ -47,7 +47,7 @@ from ._errors import (
     ResultLostError,
     SessionInUseError,
 )
-from ._fatal import app_rejected
+from ._fatal import app_rejected, rpc_name
 from ._flag import Flag
 from ._keepalive import run_keepalive
 from ._policy import KeepalivePolicy, ReconnectPolicy
@@ -1326,8 +1326,8 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, (LinkAborted, PeerProtocolError)):
         return str(error)  # our own wording, complete; the class name adds nothing
     text = str(error)
-    name = app_rejected(error)
-    if name is not None:
+    name = rpc_name(error)
+    if name is not None and name not in text:
         return f"{name}: {text}"  # Telethon's text does not name the server's error
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from telethon import errors
 
-__all__ = ["APP_REJECTED", "app_rejected"]
+__all__ = ["APP_REJECTED", "app_rejected", "rpc_name"]
 
 # The whole family in Telethon 1.x's error list: the app's credentials, or the
 # connection parameters the app sends in initConnection, are refused.
@@ -27,17 +27,31 @@ _NAMES = {
     "INPUT_LAYER_INVALID": errors.InputLayerInvalidError,
 }
 APP_REJECTED: tuple[type[errors.RPCError], ...] = tuple(_NAMES.values())
+# Telethon's error classes by name (its public table), looked up the other way.
+_CLASS_NAMES: dict[type, str] = {cls: name for name, cls in errors.rpc_errors_dict.items()}
+
+
+def rpc_name(error: BaseException) -> str | None:
+    """The server's error name (``"CONNECTION_NOT_INITED"``) of a Telethon RPCError.
+
+    Telethon's specific error classes carry their category ("BAD_REQUEST") as
+    ``message``, so the name comes from the class where Telethon knows it."""
+    if not isinstance(error, errors.RPCError):
+        return None
+    name = _CLASS_NAMES.get(type(error))
+    if name is not None:
+        return name
+    if type(error).__module__ != errors.RPCError.__module__:
+        return None  # a pattern class (FLOOD_WAIT_X...): its message is only its category
+    message = str(getattr(error, "message", "") or "")  # a generic class: the server's text
+    return message or None
 
 
 def app_rejected(error: BaseException | None) -> str | None:
-    """The server's error name (e.g. ``"API_ID_INVALID"``) if ``error`` refuses the app.
-
-    Telethon's specific error classes carry their category ("BAD_REQUEST") as
-    ``message``, so the name comes from the class."""
-    if not isinstance(error, errors.RPCError):
+    """The server's error name (e.g. ``"API_ID_INVALID"``) if ``error`` refuses the app."""
+    if error is None:
         return None
-    for name, cls in _NAMES.items():
-        if isinstance(error, cls):
-            return name
-    message = str(getattr(error, "message", "") or "")
-    return message if message in _NAMES else None
+    name = rpc_name(error)
+    if isinstance(error, APP_REJECTED) or name in _NAMES:
+        return name
+    return None
