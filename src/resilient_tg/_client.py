@@ -744,7 +744,6 @@ class ResilientClient:
         except errors.RPCError as exc:
             # An answer we cannot connect with (CONNECTION_NOT_INITED, a 400...): retry later.
             if generation == self._generation and not self._state.terminal:
-                self._last_error = _describe(exc)
                 self.abort_link(
                     StateReason.SERVER_ERROR, f"the server answered {_describe(exc)} on connect"
                 )
