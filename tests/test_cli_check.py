@@ -104,6 +104,27 @@ async def test_check_of_a_revoked_key_exits_4(tmp_path: Path) -> None:
         assert path.read_bytes() == before  # AUTH_LOST writes nothing
 
 
+async def test_check_with_a_wrong_api_id_exits_6_at_once_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    async with MTProtoTestServer() as server:
+        alice = server.create_user("+15550001", "Alice")
+        path = await seed(server, tmp_path / "a.session", user_id=alice.id, logged_in_before=True)
+        before = path.read_bytes()
+        started = time.monotonic()
+        wrong = str(server.api_id + 1)
+        result = await check(
+            server, tmp_path, path.as_uri(), "--api-id", wrong, "--timeout", "30", "--json"
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode == 6, result.stderr
+        assert b"API_ID_INVALID" in result.stderr
+        assert b"api_id/api_hash" in result.stderr
+        assert json.loads(result.stdout)["health"]["state"] == "rejected"
+        assert elapsed < 15  # not the 30 s --timeout: the refusal is final at once
+        assert path.read_bytes() == before  # REJECTED writes nothing
+
+
 async def test_check_of_a_session_leased_by_a_live_client_exits_3(tmp_path: Path) -> None:
     async with MTProtoTestServer() as server:
         alice = server.create_user("+15550001", "Alice")

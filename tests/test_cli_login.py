@@ -248,6 +248,43 @@ def test_unreachable_server_exits_5_after_timeout(server: ServerProcess, tmp_pat
     assert "secret-api-hash-value" not in run.stderr + run.stdout
 
 
+@pytest.mark.parametrize("wrong", ["api_id", "api_hash"])
+def test_refused_app_credentials_exit_6_at_once(
+    server: ServerProcess, tmp_path: Path, wrong: str
+) -> None:
+    """A wrong api_id is refused at initConnection (REJECTED), a wrong api_hash at
+    auth.sendCode: both are the app's credentials, one exit code, no --timeout wait."""
+    info = server.info
+    api_id = info["api_id"] + (1 if wrong == "api_id" else 0)
+    api_hash = "0" * 32 if wrong == "api_hash" else info["api_hash"]
+    started = time.monotonic()
+    run = subprocess.run(
+        cli_command(
+            "login",
+            (tmp_path / "x.json").as_uri(),
+            "--test-server",
+            f"{info['host']}:{info['port']}",
+            "--test-server-key",
+            info["public_key_file"],
+            "--phone",
+            DAVE,
+            "--timeout",
+            "30",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+        env={**os.environ, "TG_API_ID": str(api_id), "TG_API_HASH": api_hash},
+        check=False,
+    )
+    assert run.returncode == 6, run.stderr
+    assert "API_ID_INVALID" in run.stderr
+    assert "refuses this api_id/api_hash" in run.stderr
+    assert time.monotonic() - started < 15  # not the 30 s --timeout
+    assert api_hash not in run.stderr + run.stdout
+    assert "(a bug)" not in run.stderr
+
+
 def test_usage_errors_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

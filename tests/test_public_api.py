@@ -27,6 +27,7 @@ def test_errors_share_one_root() -> None:
         "SessionInUseError",
         "LeaseLostError",
         "AuthLostError",
+        "AppRejectedError",
         "NotConnectedError",
         "ResultLostError",
     ):

@@ -12,6 +12,7 @@ import logging
 
 from ._client import ResilientClient
 from ._errors import (
+    AppRejectedError,
     AuthLostError,
     LeaseLostError,
     NotConnectedError,
@@ -26,6 +27,7 @@ from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AppRejectedError",
     "AuthLostError",
     "ConnectionState",
     "Health",

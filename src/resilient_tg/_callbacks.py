@@ -29,7 +29,14 @@ C = TypeVar("C", bound=Callback)
 # Starts the dispatcher as a task of the owner; returns None once the owner is closing.
 Spawner = Callable[[Callable[[], Awaitable[None]]], object]
 
-EVENTS = ("connected", "disconnected", "reconnecting", "state_change", "auth_lost")
+EVENTS = (
+    "connected",
+    "disconnected",
+    "reconnecting",
+    "state_change",
+    "auth_lost",
+    "rejected",
+)
 
 
 class CallbackRegistry:

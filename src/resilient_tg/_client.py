@@ -28,15 +28,26 @@ from telethon.tl.types import auth as auth_types
 
 from . import _compat
 from ._callbacks import Callback, CallbackRegistry
-from ._connection import LinkAborted, current_observer, install_log_filter, make_connection_class
+from ._connection import (
+    CONNECT_FAILURES,
+    LinkAborted,
+    PeerProtocolError,
+    current_observer,
+    explain_failure,
+    install_log_filter,
+    make_connection_class,
+    not_mtproto_so_far,
+)
 from ._deadlines import Deadlines
 from ._errors import (
+    AppRejectedError,
     AuthLostError,
     LeaseLostError,
     NotConnectedError,
     ResultLostError,
     SessionInUseError,
 )
+from ._fatal import app_rejected, rpc_name
 from ._flag import Flag
 from ._keepalive import run_keepalive
 from ._policy import KeepalivePolicy, ReconnectPolicy
@@ -234,6 +245,7 @@ class ResilientClient:
         self._rtt: float | None = None
         self._reconnects_total = 0
         self._last_error: str | None = None
+        self._rejected_reason = ""
 
         # Lease.
         self._lease: Lease | None = None
@@ -307,6 +319,10 @@ class ResilientClient:
         """Call ``callback`` when the server stops accepting the auth key (AUTH_LOST)."""
         return self._callbacks.add("auth_lost", callback)
 
+    def on_rejected(self, callback: C) -> C:
+        """Call ``callback`` when the server refuses the app's api_id/api_hash (REJECTED)."""
+        return self._callbacks.add("rejected", callback)
+
     def health(self) -> Health:
         """A snapshot of the link, the session and the lease; never does I/O."""
         now = time.time()
@@ -358,8 +374,9 @@ class ResilientClient:
         )
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        """Wait for CONNECTED. Raises AuthLostError in AUTH_LOST, NotConnectedError after
-        GAVE_UP or CLOSED, TimeoutError when ``timeout`` passes first."""
+        """Wait for CONNECTED. Raises AuthLostError in AUTH_LOST, AppRejectedError in
+        REJECTED, NotConnectedError after GAVE_UP or CLOSED, TimeoutError when ``timeout``
+        passes first."""
         with anyio.fail_after(timeout):
             while True:
                 state = self._state
@@ -370,6 +387,8 @@ class ResilientClient:
                         f"the session's auth key is no longer accepted ({self._detail})",
                         reason=self._detail,
                     )
+                if state is ConnectionState.REJECTED:
+                    raise self._rejected_error()
                 if state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED):
                     raise NotConnectedError(f"the client is {state.value}: {self._detail}")
                 await self._state_changed.wait()
@@ -425,7 +444,8 @@ class ResilientClient:
         """Stop the tasks, disconnect, flush the session, release the lease — bounded."""
         self._closing = True
         started = time.monotonic()
-        auth_lost = self._state is ConnectionState.AUTH_LOST
+        # AUTH_LOST and REJECTED write nothing: the store is left as it was.
+        auth_lost = self._state in (ConnectionState.AUTH_LOST, ConnectionState.REJECTED)
         with anyio.move_on_after(self.shutdown_timeout) as scope:
             if self._post_connect is not None:
                 self._post_connect.cancel()
@@ -448,6 +468,8 @@ class ResilientClient:
                         "shutting down: %s", self._save_problem(exc)
                     )
             elif self._session is not None:
+                # What Telethon's disconnect() put in the session since is not written either.
+                self._session.discard_changes()
                 await self._session.aclose()
             log.debug("shutdown: releasing the lease")
             if self._lease is not None:
@@ -536,7 +558,7 @@ class ResilientClient:
     ) -> None:
         old = self._state
         if old.terminal and new is not old and old is not ConnectionState.CLOSED:
-            return  # AUTH_LOST and GAVE_UP are final (only leaving writes CLOSED)
+            return  # AUTH_LOST, REJECTED and GAVE_UP are final (only leaving writes CLOSED)
         if old is ConnectionState.CLOSED:
             return
         if old.link_up and new in (ConnectionState.RECONNECTING, ConnectionState.CONNECTING):
@@ -565,6 +587,8 @@ class ResilientClient:
             self._callbacks.emit("disconnected", change)
         if new is ConnectionState.AUTH_LOST:
             self._callbacks.emit("auth_lost", change)
+        if new is ConnectionState.REJECTED:
+            self._callbacks.emit("rejected", change)
         waiter, self._state_changed = self._state_changed, Flag()
         waiter.set()
 
@@ -723,7 +747,7 @@ class ResilientClient:
             state = await self._probe(telegram, generation, timeout)
             if state is None:
                 return
-            if self._state is ConnectionState.AUTH_LOST:
+            if self._state.terminal:
                 return
             if self._authorized:
                 self._transition(
@@ -736,12 +760,25 @@ class ResilientClient:
             await self._make_durable()
         except TimeoutError:
             if generation == self._generation:
+                # Bytes that never made a packet: not a slow server, a peer that is not MTProto.
+                garbage = not_mtproto_so_far(conn, f"nothing more within {timeout:.1f}s")
+                if garbage is not None:
+                    self.abort_link(StateReason.TRANSPORT_ERROR, garbage)
+                else:
+                    self.abort_link(
+                        StateReason.CONNECT_TIMEOUT,
+                        f"no answer within connect_timeout={timeout:.1f}s",
+                    )
+            return
+        except (ConnectionError, OSError, errors.AuthKeyNotFound, errors.InvalidBufferError):
+            return  # the link went down again; transport_down or the supervisor took over
+        except errors.RPCError as exc:
+            # An answer we cannot connect with (CONNECTION_NOT_INITED, a 400...): retry later.
+            if generation == self._generation and not self._state.terminal:
                 self.abort_link(
-                    StateReason.CONNECT_TIMEOUT, f"no answer within connect_timeout={timeout:.1f}s"
+                    StateReason.SERVER_ERROR, f"the server answered {_describe(exc)} on connect"
                 )
             return
-        except (ConnectionError, OSError):
-            return  # the link went down again; transport_down took over
         if generation != self._generation or self._closing:
             return
         self._established.set()
@@ -790,6 +827,12 @@ class ResilientClient:
             except _TRANSIENT_RPC:
                 await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
                 continue
+            except errors.RPCError as exc:
+                name = app_rejected(exc)
+                if name is None:
+                    raise
+                self._rejected(name, exc)
+                return None
             self._authorized = True
             self._was_authorized = True
             self._last_request_ok_at = time.time()
@@ -860,6 +903,34 @@ class ResilientClient:
         )
         self._spawn("auth-lost", self._disconnect_telegram)
 
+    # REJECTED ------------------------------------------------------------------------
+
+    def _rejected(self, name: str, error: BaseException) -> None:
+        """The server refuses the app (API_ID_INVALID...): final, the store is left as it was."""
+        if self._state.terminal or self._closing:
+            return
+        if self._session is not None:
+            self._session.discard_changes()
+        self._rejected_reason = name
+        self._transition(
+            ConnectionState.REJECTED,
+            StateReason.APP_REJECTED,
+            f"{name}: the server refuses this api_id/api_hash",
+            error=error,
+            message=(
+                f"rejected: the server refuses this api_id/api_hash ({name}); not retrying, "
+                "fix the configuration; the store is left as it was"
+            ),
+        )
+        self._spawn("rejected", self._disconnect_telegram)
+
+    def _rejected_error(self) -> AppRejectedError:
+        name = self._rejected_reason
+        return AppRejectedError(
+            f"the server refuses this app's api_id/api_hash ({name}); fix the configuration",
+            reason=name,
+        )
+
     async def _disconnect_telegram(self) -> None:
         if self._telegram is not None:
             await self._telegram.disconnect()
@@ -899,6 +970,10 @@ class ResilientClient:
                 return "stop"
             log.warning("connect ended with %s; starting over", _describe(exc))
             return "again"
+        except errors.RPCError as exc:
+            return await self._connect_answered(telegram, exc)
+        except CONNECT_FAILURES as exc:  # the peer's bytes are not MTProto, or it hung up
+            return await self._connect_failed(telegram, explain_failure(self._conn, exc))
         self._sender_ready.set()
         try:
             await telegram.disconnected
@@ -926,6 +1001,38 @@ class ResilientClient:
             ConnectionState.CLOSED, StateReason.USER, "disconnected by the application"
         )
         return "stop"
+
+    async def _connect_answered(self, telegram: _Telegram, exc: errors.RPCError) -> str:
+        """initConnection was answered with an error: final if it refuses the app or the
+        key, else retried like any failed attempt (a 500, a FLOOD_WAIT...)."""
+        name = app_rejected(exc)
+        if name is not None:
+            self._rejected(name, exc)
+            return "stop"
+        if isinstance(exc, _KEY_DEAD):
+            self._auth_lost(_rpc_name(exc), exc)
+            return "stop"
+        outcome = await self._connect_failed(telegram, exc)
+        if isinstance(exc, _FLOOD) and self._next_attempt_at is not None:
+            self._next_attempt_at = max(
+                self._next_attempt_at, time.monotonic() + max(1, int(exc.seconds))
+            )
+        return outcome
+
+    async def _connect_failed(self, telegram: _Telegram, error: BaseException) -> str:
+        """connect() failed with the link up (Telethon leaves it open): drop the link and
+        retry, paced by the policy like any transport error."""
+        if self._stopping():
+            return "stop"
+        if self._lease_lost_flag:
+            return "again"
+        conn = self._conn
+        if conn is not None and hasattr(conn, "note_failure"):
+            conn.note_failure(error)  # transport_down reports it
+        await _compat.drop_link(telegram)
+        if self._next_attempt_at is None and not self._stopping():
+            self._schedule_retry(_classify(error), error, f"connect failed: {_describe(error)}")
+        return "again"
 
     async def _key_unknown(self, exc: BaseException) -> bool:
         """Transport -404. True to carry on (a never-used key is replaced), False to stop."""
@@ -1162,6 +1269,8 @@ class ResilientClient:
                 f"the session's auth key is no longer accepted ({self._detail})",
                 reason=self._detail,
             )
+        if self._state is ConnectionState.REJECTED:
+            raise self._rejected_error()
         if self._state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED) or self._closing:
             raise NotConnectedError(f"the client is {self._state.value}; no request can be sent")
 
@@ -1257,7 +1366,12 @@ def _classify(error: BaseException | None) -> StateReason:
 def _describe(error: BaseException | None) -> str:
     if error is None:
         return "unknown error"
+    if isinstance(error, (LinkAborted, PeerProtocolError)):
+        return str(error)  # our own wording, complete; the class name adds nothing
     text = str(error)
+    name = rpc_name(error)
+    if name is not None and name not in text:
+        return f"{name}: {text}"  # Telethon's text does not name the server's error
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "TelethonCompatError",
     "check",
     "clock_offset",
+    "drop_link",
     "forget_auth_key",
     "handlers_idle",
     "local_pts",
@@ -46,6 +47,10 @@ def check(client: Any) -> None:
                 hasattr(client, "_save_states_and_entities"),
             ),
             ("TelegramClient._sender", hasattr(client, "_sender")),
+            (
+                "MTProtoSender.disconnect",
+                callable(getattr(getattr(client, "_sender", None), "disconnect", None)),
+            ),
             (
                 "MessageBox.session_state",
                 hasattr(getattr(client, "_message_box", None), "session_state"),
@@ -90,6 +95,12 @@ async def send_raw(client: Any, request: Any) -> Any:
     """Send through the sender alone: no entity processing, no flood-wait bookkeeping and
     none of TelegramClient's 2 s pause after a 500 (our probes and pings time themselves)."""
     return await client._sender.send(request)
+
+
+async def drop_link(client: Any) -> None:
+    """Close the sender's link and its loops, without TelegramClient.disconnect()'s session
+    close and state write: for a connect() that failed with the link still open."""
+    await client._sender.disconnect()
 
 
 def handlers_idle(client: Any) -> bool:

@@ -5,7 +5,10 @@ its queue); this class decides *when* each attempt happens (the policy delay is
 waited inside ``connect``), reports every link up and down with its cause, and can
 abort its socket when the keepalive declares the link dead. Telethon's own WARNINGs
 about the outages of such a link (its reconnect chatter) are routed to DEBUG by
-`install_log_filter`: the client's INFO lines already say what happened.
+`install_log_filter`: the client's INFO lines already say what happened. It also keeps the first
+bytes the peer sent, so that a peer that does not speak MTProto (an HTTP or TLS
+server, garbage) is reported as such, with what it answered, and fails the attempt at
+once instead of leaving Telethon waiting for a packet that never completes.
 """
 
 from __future__ import annotations
@@ -13,12 +16,55 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import struct
 from typing import Any, Protocol
 
+from telethon import errors
 from telethon.network import ConnectionTcpFull
 from telethon.network.connection.connection import Connection
 
-__all__ = ["LinkAborted", "LinkObserver", "current_observer", "make_connection_class"]
+__all__ = [
+    "CONNECT_FAILURES",
+    "LinkAborted",
+    "LinkObserver",
+    "PeerProtocolError",
+    "current_observer",
+    "explain_failure",
+    "make_connection_class",
+    "not_mtproto_so_far",
+]
+
+# No MTProto packet comes near this size (a file part is at most 1 MiB): a peer that
+# announces more is not speaking MTProto ("HTTP" read as a length is 1.3 GB).
+MAX_PACKET = 1 << 25
+# How much of the peer's first answer is kept, and shown in errors.
+_KEEP = 64
+_SHOW = 40
+# Transport error codes an MTProto server sends as a 4-byte packet (-404, -429, -444).
+_TRANSPORT_CODES = frozenset({404, 429, 444})
+# What Telethon raises when a peer's bytes are not MTProto (framing or parsing).
+_PROTOCOL_ERRORS: tuple[type[BaseException], ...] = (
+    errors.InvalidChecksumError,
+    errors.TypeNotFoundError,
+    errors.SecurityError,
+    BufferError,  # InvalidBufferError, and BinaryReader reading past the end
+    AssertionError,  # the plain sender's checks ("Bad auth_key_id")
+    struct.error,
+    ValueError,
+    IndexError,
+    OverflowError,
+)
+
+# What Telethon's connect() raises, besides network and RPC errors, when the peer is not
+# an MTProto server (its parse errors, and a link closed in the middle of a packet).
+CONNECT_FAILURES: tuple[type[BaseException], ...] = (*_PROTOCOL_ERRORS, EOFError)
+
+
+class PeerProtocolError(ConnectionError):
+    """The peer answered something that is not MTProto (an HTTP or TLS server, garbage).
+
+    A ConnectionError, so that Telethon treats it as a lost link and reconnects; the
+    attempts are paced by the ReconnectPolicy like any transport error."""
 
 
 class LinkAborted(ConnectionResetError):
@@ -120,6 +166,9 @@ class _ObservedConnection:
     _rtg_observer: LinkObserver | None = None
     _rtg_error: BaseException | None = None
     _rtg_up: bool = False
+    # The first bytes the peer sent on this link, and whether a whole packet was read.
+    _rtg_head: bytes = b""
+    _rtg_packets: int = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -132,16 +181,26 @@ class _ObservedConnection:
             return
         await observer.before_attempt(self)
         self._rtg_error = None
+        self._rtg_head = b""
+        self._rtg_packets = 0
+        self._rtg_drop_stale()
         try:
             await super().connect(timeout=timeout, ssl=ssl)  # type: ignore[misc]
         except BaseException as exc:
             if not isinstance(exc, asyncio.CancelledError):
                 observer.attempt_failed(self, exc)
             raise
+        self._rtg_tap()
         self._rtg_up = True
         observer.transport_up(self)
 
     async def disconnect(self) -> None:
+        if self._rtg_error is None:
+            # Telethon may drop the link on the bytes it read before our read loop sees the
+            # close: say what the peer answered rather than "closed by the server".
+            garbage = not_mtproto_so_far(self, "then the link was dropped")
+            if garbage is not None:
+                self._rtg_error = PeerProtocolError(garbage)
         try:
             await super().disconnect()  # type: ignore[misc]
         finally:
@@ -155,12 +214,64 @@ class _ObservedConnection:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
+            error = explain_failure(self, exc)
             if self._rtg_error is None:
-                self._rtg_error = exc
+                self._rtg_error = error
+            if error is not exc:
+                # An OSError for Telethon: a lost link, reconnected (and paced) as such.
+                raise error from exc
             raise
+        if len(data) >= 8:
+            self._rtg_packets += 1
         if self._rtg_observer is not None:
             self._rtg_observer.packet_received(self)
         return data
+
+    def _rtg_drop_stale(self) -> None:
+        """A new link starts on this (reused) object: what the previous link's read loop
+        queued and nobody took (its error, a packet) must not be read as the new link's."""
+        queue = getattr(self, "_recv_queue", None)
+        if isinstance(queue, asyncio.Queue):
+            while not queue.empty():
+                queue.get_nowait()
+
+    def note_failure(self, error: BaseException) -> None:
+        """Record why this link failed (when it was not seen here), for transport_down."""
+        if self._rtg_error is None:
+            self._rtg_error = error
+
+    def peer(self) -> str:
+        return f"{getattr(self, '_ip', '?')}:{getattr(self, '_port', '?')}"
+
+    def peer_answer(self) -> str | None:
+        """What the peer sent before any whole packet, shown short and printable; None
+        once a packet of MTProto size was read (or if it sent nothing)."""
+        if self._rtg_packets or not self._rtg_head:
+            return None
+        return show_bytes(self._rtg_head)
+
+    def _rtg_tap(self) -> None:
+        """Keep the first bytes the peer sends, and refuse a packet length no MTProto
+        peer announces: the codec would wait for it until the attempt times out."""
+        reader = getattr(self, "_reader", None)
+        if reader is None or not hasattr(reader, "feed_data"):
+            return
+        feed = reader.feed_data
+        readexactly = reader.readexactly
+
+        def feed_data(data: bytes) -> None:
+            if len(self._rtg_head) < _KEEP:
+                self._rtg_head += bytes(data[: _KEEP - len(self._rtg_head)])
+            feed(data)
+
+        async def checked_readexactly(n: int) -> bytes:
+            if n > MAX_PACKET:
+                raise PeerProtocolError(_not_mtproto(self, f"read as a {n}-byte packet"))
+            data: bytes = await readexactly(n)
+            return data
+
+        reader.feed_data = feed_data
+        reader.readexactly = checked_readexactly
 
     def abort(self, error: LinkAborted) -> None:
         """Kill the socket now: pending reads fail with ``error`` (an OSError), so
@@ -175,6 +286,65 @@ class _ObservedConnection:
             transport = writer.transport
             if transport is not None and not transport.is_closing():
                 transport.abort()
+
+
+def show_bytes(data: bytes) -> str:
+    """The first bytes, printable (escapes for the rest) and short, quoted."""
+    text = repr(bytes(data[:_SHOW]))[1:]  # drop the b of b'...'
+    if len(data) > _SHOW:
+        text = text[:-1] + "..." + text[-1]
+    return text
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _kind(head: bytes) -> str:
+    if head.startswith((b"HTTP/", b"<", b"GET ", b"POST ")):
+        return "; an HTTP server?"
+    if len(head) >= 2 and head[0] in (0x15, 0x16) and head[1] == 0x03:
+        return "; a TLS server?"
+    if head.startswith(b"SSH-"):
+        return "; an SSH server?"
+    return ""
+
+
+def _not_mtproto(conn: Any, what: str = "") -> str:
+    head: bytes = getattr(conn, "_rtg_head", b"")
+    where = conn.peer() if hasattr(conn, "peer") else "?"
+    parts = [f"it answered {show_bytes(head)}"] if head else []
+    if what:
+        parts.append(what)
+    text = ", ".join(parts) or "its answer did not parse"
+    return f"the peer at {where} does not speak MTProto ({text}{_kind(head)})"
+
+
+def not_mtproto_so_far(conn: Any, what: str) -> str | None:
+    """Why the link is not MTProto if the peer sent bytes that never made a packet (an
+    attempt that timed out that way met another kind of server), else None."""
+    if getattr(conn, "_rtg_head", b"") and not getattr(conn, "_rtg_packets", 0):
+        return _not_mtproto(conn, what)
+    return None
+
+
+def explain_failure(conn: Any, error: BaseException) -> BaseException:
+    """``error``, or a PeerProtocolError saying what the peer answered when ``error``
+    shows that the peer does not speak MTProto (garbage, an HTTP or TLS server, a
+    truncated packet before any whole one). Network faults are returned unchanged."""
+    if isinstance(error, (LinkAborted, PeerProtocolError, asyncio.CancelledError)):
+        return error
+    if getattr(error, "code", None) in _TRANSPORT_CODES and isinstance(error, BufferError):
+        return error  # an MTProto transport error (-404, -429, -444): the caller knows them
+    if isinstance(error, asyncio.IncompleteReadError):
+        garbage = not_mtproto_so_far(conn, "then closed the link")
+        return PeerProtocolError(garbage) if garbage is not None else error
+    if isinstance(error, _PROTOCOL_ERRORS):
+        return PeerProtocolError(_not_mtproto(conn, f"which Telethon rejects: {_short(error)}"))
+    return error
 
 
 _CLASSES: dict[type, type] = {}

@@ -5,6 +5,7 @@
     ├── SessionInUseError     another live process holds the session's lease
     ├── LeaseLostError        our lease was taken over or could not be renewed
     ├── AuthLostError         the server no longer accepts the auth key (revoked, duplicated, -404)
+    ├── AppRejectedError      the server refuses the app's api_id/api_hash (API_ID_INVALID...)
     ├── NotConnectedError     the link stayed down for longer than the request could wait
     └── ResultLostError       the request took effect on the server but its answer was lost
 
@@ -15,6 +16,7 @@ never a secret.
 from __future__ import annotations
 
 __all__ = [
+    "AppRejectedError",
     "AuthLostError",
     "LeaseLostError",
     "NotConnectedError",
@@ -60,6 +62,17 @@ class LeaseLostError(ResilientTgError):
 
 class AuthLostError(ResilientTgError):
     """The server no longer accepts the auth key; retrying cannot help and may hurt."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class AppRejectedError(ResilientTgError):
+    """The server refuses the app itself (API_ID_INVALID, API_ID_PUBLISHED_FLOOD and kin):
+    the auth key is fine, the configuration is not; retrying cannot help.
+
+    ``reason`` is the server's error name, e.g. ``"API_ID_INVALID"``."""
 
     def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)

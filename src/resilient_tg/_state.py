@@ -16,7 +16,8 @@ class ConnectionState(str, enum.Enum):
     """The client's lifecycle.
 
     IDLE -> WAITING_LEASE -> CONNECTING -> CATCHING_UP -> CONNECTED -> RECONNECTING ->
-    CONNECTING ... -> CLOSED, plus the terminal AUTH_LOST and GAVE_UP.
+    CONNECTING ... -> CLOSED, plus the terminal AUTH_LOST (the key is dead), REJECTED (the
+    server refuses the app's api_id/api_hash; the key is fine) and GAVE_UP.
     """
 
     IDLE = "idle"
@@ -27,11 +28,17 @@ class ConnectionState(str, enum.Enum):
     RECONNECTING = "reconnecting"
     CLOSED = "closed"
     AUTH_LOST = "auth_lost"
+    REJECTED = "rejected"
     GAVE_UP = "gave_up"
 
     @property
     def terminal(self) -> bool:
-        return self in (ConnectionState.CLOSED, ConnectionState.AUTH_LOST, ConnectionState.GAVE_UP)
+        return self in (
+            ConnectionState.CLOSED,
+            ConnectionState.AUTH_LOST,
+            ConnectionState.REJECTED,
+            ConnectionState.GAVE_UP,
+        )
 
     @property
     def link_up(self) -> bool:
@@ -54,6 +61,7 @@ class StateReason(str, enum.Enum):
     SERVER_ERROR = "server_error"
     FLOOD_WAIT = "flood_wait"
     AUTH_ERROR = "auth_error"
+    APP_REJECTED = "app_rejected"
     GAVE_UP = "gave_up"
     USER = "user"
 

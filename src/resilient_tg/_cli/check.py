@@ -186,24 +186,23 @@ async def _check(args: argparse.Namespace) -> tuple[int, str | None, dict[str, A
 
 async def _wait_healthy(client: Any, deadline: float) -> tuple[int, str | None]:
     """Wait for CONNECTED, then for the first pong; map the outcome to an exit code."""
-    from .. import AuthLostError, NotConnectedError
+    from .. import AppRejectedError, AuthLostError, NotConnectedError
 
     try:
         await client.wait_connected(max(0.0, deadline - time.monotonic()))
-    except (AuthLostError, TimeoutError, NotConnectedError) as exc:
-        if _rejected(client):  # the app's credentials, not the key or the link
-            return EXIT_REJECTED, _rejected_reason(client)
-        if isinstance(exc, AuthLostError):
-            return EXIT_AUTH, f"the auth key is no longer accepted ({exc.reason or exc})"
-        if isinstance(exc, TimeoutError):
-            health = client.health()
-            last = f" (last error: {health.last_error})" if health.last_error else ""
-            return EXIT_NETWORK, f"could not connect within --timeout{last}"
+    except AuthLostError as exc:
+        return EXIT_AUTH, f"the auth key is no longer accepted ({exc.reason or exc})"
+    except AppRejectedError as exc:
+        return EXIT_REJECTED, (
+            f"the server refuses this api_id/api_hash ({exc.reason}); check --api-id and "
+            "--api-hash (or TG_API_ID/TG_API_HASH) against my.telegram.org"
+        )
+    except TimeoutError:
+        health = client.health()
+        last = f" (last error: {health.last_error})" if health.last_error else ""
+        return EXIT_NETWORK, f"could not connect within --timeout{last}"
+    except NotConnectedError as exc:
         return EXIT_NETWORK, f"could not connect: {exc}"
-    except Exception:
-        if _rejected(client):  # REJECTED raises its own error from wait_connected()
-            return EXIT_REJECTED, _rejected_reason(client)
-        raise
     # CONNECTED; healthy also needs a pong, which follows within one keepalive timeout.
     while time.monotonic() < deadline:
         health = client.health()

@@ -25,7 +25,8 @@ from telethon import errors
 from telethon.tl import functions
 
 from .._client import ResilientClient
-from .._errors import AuthLostError, NotConnectedError
+from .._errors import AppRejectedError, AuthLostError, NotConnectedError
+from .._fatal import app_rejected
 from .._policy import ReconnectPolicy
 from ..stores import SessionData, SessionStore, default_holder
 from ._common import (
@@ -488,27 +489,29 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
         raise CliError(
             f"the server no longer accepts this session's key ({exc})", EXIT_AUTH
         ) from None
+    except AppRejectedError as exc:
+        raise CliError(_refused(exc.reason), EXIT_REJECTED) from None
     except NotConnectedError as exc:
         raise CliError(f"lost the connection: {exc}", EXIT_NETWORK) from None
     except errors.FloodWaitError as exc:
         raise CliError(
             f"Telegram asks to wait {exc.seconds}s before trying again", EXIT_AUTH
         ) from None
-    except (errors.ApiIdInvalidError, errors.ApiIdPublishedFloodError) as exc:
-        name = (
-            "API_ID_PUBLISHED_FLOOD"
-            if isinstance(exc, errors.ApiIdPublishedFloodError)
-            else "API_ID_INVALID"
-        )
-        raise CliError(
-            f"the server refused this api_id/api_hash ({name}); fix the configuration",
-            EXIT_REJECTED,
-        ) from None
     except errors.PhoneNumberInvalidError:
         raise CliError("the phone number is not valid", EXIT_AUTH) from None
     except errors.RPCError as exc:
+        name = app_rejected(exc)  # a wrong api_hash is found out at auth.sendCode
+        if name is not None:
+            raise CliError(_refused(name), EXIT_REJECTED) from None
         # Telethon's message names the error and the request class, never its fields.
         raise CliError(f"login failed: {exc}", EXIT_AUTH) from None
+
+
+def _refused(name: str) -> str:
+    return (
+        f"the server refuses this api_id/api_hash ({name}); check --api-id and --api-hash "
+        "(or TG_API_ID/TG_API_HASH) against my.telegram.org"
+    )
 
 
 def _wrap(text: str) -> str:

@@ -33,10 +33,10 @@ the report is fresh; 1 otherwise, with a one-line reason on stderr. That is a
 readiness probe. With --live it is a liveness probe instead: exit 0 while the client
 is alive and still trying (a fresh report, any non-final state, reconnecting
 included); 1 once the report is stale or the client stopped for good (auth_lost,
-gave_up, closed) — restarting the process is what helps then. Bad arguments exit 2.
+rejected, gave_up, closed) — restarting the process is what helps then. Bad arguments exit 2.
 It only reads: a missing status file is a failed probe (1), never created."""
 
-_FINAL_STATES = ("auth_lost", "gave_up", "closed")
+_FINAL_STATES = ("auth_lost", "rejected", "gave_up", "closed")
 
 
 def register(subparsers: Any) -> None:
