@@ -17,6 +17,7 @@ from ._errors import (
     NotConnectedError,
     ResilientTgError,
     ResultLostError,
+    ResultUnknownError,
     SessionCorruptError,
     SessionInUseError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ResilientClient",
     "ResilientTgError",
     "ResultLostError",
+    "ResultUnknownError",
     "SessionCorruptError",
     "SessionInUseError",
     "StateChange",

@@ -35,6 +35,7 @@ from ._errors import (
     LeaseLostError,
     NotConnectedError,
     ResultLostError,
+    ResultUnknownError,
     SessionInUseError,
 )
 from ._flag import Flag
@@ -78,7 +79,13 @@ _KEY_DEAD = (
 # Task.cancelling()/uncancel() (3.11+) tell our own timeout from a caller's cancellation.
 _CAN_TELL_CANCELLATIONS = sys.version_info >= (3, 11)
 _TRANSIENT_RPC = (errors.ServerError, errors.RpcCallFailError, errors.TimedOutError)
+_TRANSIENT_PAUSE = 1.0  # seconds between tries after a transient server error
 _FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
+# Telethon's own requests through __call__ (its update loop): exempt from the queue bound.
+_INTERNAL_REQUESTS = (
+    functions.updates.GetDifferenceRequest,
+    functions.updates.GetChannelDifferenceRequest,
+)
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -139,6 +146,7 @@ class ResilientClient:
         keepalive: KeepalivePolicy | None = None,
         request_timeout: float = 60.0,
         shutdown_timeout: float = 10.0,
+        max_queued_requests: int = 1000,
         lease_ttl: float = 30.0,
         flush_interval: float = 1.0,
         flood_sleep_threshold: float = 60.0,
@@ -164,6 +172,15 @@ class ResilientClient:
                 "ResilientClient(flood_sleep_threshold=...) must be >= 0, "
                 f"got {flood_sleep_threshold!r}"
             )
+        if (
+            isinstance(max_queued_requests, bool)
+            or not isinstance(max_queued_requests, int)
+            or max_queued_requests < 1
+        ):
+            raise ValueError(
+                "ResilientClient(max_queued_requests=...) must be an int >= 1, "
+                f"got {max_queued_requests!r}"
+            )
         if not api_id or not api_hash:
             raise ValueError("ResilientClient needs api_id and api_hash")
         self._listeners: list[ClientListener] = []
@@ -180,6 +197,7 @@ class ResilientClient:
         self.keepalive_policy = keepalive or KeepalivePolicy()
         self.request_timeout = float(request_timeout)
         self.shutdown_timeout = float(shutdown_timeout)
+        self.max_queued_requests = max_queued_requests
         self.lease_ttl = float(lease_ttl)
         self.flush_interval = float(flush_interval)
         self.flood_sleep_threshold = float(flood_sleep_threshold)
@@ -198,6 +216,7 @@ class ResilientClient:
         self._session: StoreSession | None = None
         self._tasks = TaskSet()
         self._deadlines = Deadlines()
+        self._open_requests = 0  # requests in _call now (bounded while the link is down)
         self._closing = False
         self._entered = False
 
@@ -582,6 +601,8 @@ class ResilientClient:
         self._schedule_retry(reason, error, f"connect failed: {_describe(error)}")
 
     def transport_up(self, conn: Any) -> None:
+        if self._telegram is not None:
+            _compat.start_link(self._telegram, conn)  # nothing stale goes out on it
         self._conn = conn
         self._transport_up = True
         generation = self._generation
@@ -1014,107 +1035,158 @@ class ResilientClient:
 
     async def _call(self, request: Any, ordered: bool) -> Any:
         """Every request through ``client.telegram``: wait for the link within
-        request_timeout, retry what is transient, map what the caller must not see."""
+        request_timeout, retry what is transient, map what the caller must not see.
+
+        It ends once: its answer or RPC error (after transient errors, the last one);
+        NotConnectedError (never sent, withdrawn); ResultUnknownError (sent, unanswered,
+        withdrawn); ResultLostError; AuthLostError; or the caller's own cancellation
+        (withdrawn too). A request nobody waits for is never sent or resent."""
         telegram = self._telegram
         assert telegram is not None
-        deadline = time.monotonic() + self.request_timeout
-        generation = self._generation
-        while True:
+        if (
+            self._open_requests >= self.max_queued_requests
+            and not self._carrying.is_set()
+            and not isinstance(request, _INTERNAL_REQUESTS)
+        ):
             self._raise_if_final()
-            if not _compat.sender_user_connected(telegram):
-                await self._wait_user_connected(deadline)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timeout_error()
-            # The try itself is inline (no helper coroutine or task) on Python 3.11+: every
-            # object allocated per request adds to garbage-collection pauses, which show
-            # in the tail latency (benchmarks/overhead.py).
-            if _CAN_TELL_CANCELLATIONS:
-                task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+
-                watch = self._deadlines.add(task, remaining)
-                exc: BaseException | None = None
-                try:
-                    value = await TelegramClient.__call__(telegram, request, ordered=ordered)
-                except asyncio.CancelledError:
-                    if watch.fired:
-                        task.uncancel()
-                        if task.cancelling() == 0:
-                            raise self._timeout_error() from None
-                        raise
-                    if task.cancelling():
-                        raise  # cancelled from outside: not ours to swallow
-                    outcome = "cancelled"
-                except Exception as error:  # noqa: BLE001 - classified below
-                    outcome, exc = "error", error
-                else:
-                    outcome = "ok"
-                finally:
-                    self._deadlines.finish(watch)
-            else:
-                outcome, value = await self._try_once_in_task(telegram, request, ordered, remaining)
-                exc = value if outcome == "error" else None
-            if outcome == "cancelled":
-                # Telethon cancelled it (a full disconnect: lease loss, shutdown): never a
-                # CancelledError for the caller.
+            raise NotConnectedError(
+                f"{_request_name(request)} was not sent: the queue is full "
+                f"({self._open_requests} requests wait for the link, "
+                f"max_queued_requests={self.max_queued_requests}; link {self._state.value})"
+            )
+        self._open_requests += 1
+        try:
+            deadline = time.monotonic() + self.request_timeout
+            generation = self._generation
+            # A try Telethon dropped after giving it a msg_id (a full disconnect): it may
+            # have taken effect, so a timeout is then ResultUnknownError.
+            sent_before = False
+            server_error: BaseException | None = None  # the last transient RPC error
+            while True:
                 self._raise_if_final()
-                continue
-            if exc is None:
-                result = value
-                self._last_request_ok_at = time.time()
-                if isinstance(request, _LOGIN_REQUESTS) and isinstance(
-                    result, auth_types.Authorization
-                ):
-                    self._on_login()
-                elif isinstance(request, functions.auth.LogOutRequest):
-                    self._authorized = False
-                return result
-            if isinstance(exc, _FLOOD):
-                seconds = max(1, int(exc.seconds))
-                if seconds <= self.flood_sleep_threshold and seconds < deadline - time.monotonic():
-                    log.info("flood wait of %ds on %s; sleeping", seconds, type(request).__name__)
-                    await asyncio.sleep(seconds)
+                if not _compat.sender_user_connected(
+                    telegram
+                ) and not await self._wait_user_connected(deadline):
+                    raise self._ending(telegram, request, sent_before, server_error)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._ending(telegram, request, sent_before, server_error)
+                # The try itself is inline (no helper coroutine or task) on Python 3.11+:
+                # every object allocated per request adds to garbage-collection pauses,
+                # which show in the tail latency (benchmarks/overhead.py).
+                if _CAN_TELL_CANCELLATIONS:
+                    task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+
+                    watch = self._deadlines.add(task, remaining)
+                    exc: BaseException | None = None
+                    try:
+                        value = await TelegramClient.__call__(telegram, request, ordered=ordered)
+                    except asyncio.CancelledError as cancelled:
+                        if watch.fired:
+                            task.uncancel()
+                            ending = self._ending(
+                                telegram,
+                                request,
+                                sent_before,
+                                _rpc_context(cancelled) or server_error,
+                            )
+                            if task.cancelling() == 0:
+                                raise ending from None
+                            raise
+                        if task.cancelling():
+                            _compat.withdraw(telegram, request)  # the caller gave up on it
+                            raise
+                        outcome = "cancelled"
+                    except Exception as error:  # noqa: BLE001 - classified below
+                        outcome, exc = "error", error
+                    else:
+                        outcome = "ok"
+                    finally:
+                        self._deadlines.finish(watch)
+                else:
+                    outcome, value = await self._try_once_in_task(
+                        telegram, request, ordered, remaining, sent_before, server_error
+                    )
+                    exc = value if outcome == "error" else None
+                if outcome == "cancelled":
+                    # Telethon cancelled it (a full disconnect: lease loss, shutdown) after
+                    # giving it a msg_id: never a CancelledError for the caller.
+                    sent_before = True
+                    self._raise_if_final()
                     continue
-                raise exc
-            if isinstance(exc, errors.RandomIdDuplicateError):
-                if self._generation != generation:
-                    raise ResultLostError(
-                        f"{type(request).__name__} took effect on the server, but its answer was "
-                        "lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
-                    ) from exc
-                raise exc
-            if isinstance(exc, _TRANSIENT_RPC):
-                pause = min(1.0, deadline - time.monotonic())
-                if pause > 0:
-                    await asyncio.sleep(pause)
+                if exc is None:
+                    result = value
+                    self._last_request_ok_at = time.time()
+                    if isinstance(request, _LOGIN_REQUESTS) and isinstance(
+                        result, auth_types.Authorization
+                    ):
+                        self._on_login()
+                    elif isinstance(request, functions.auth.LogOutRequest):
+                        self._authorized = False
+                    return result
+                if isinstance(exc, _FLOOD):
+                    seconds = max(1, int(exc.seconds))
+                    if (
+                        seconds <= self.flood_sleep_threshold
+                        and seconds < deadline - time.monotonic()
+                    ):
+                        log.info(
+                            "flood wait of %ds on %s; sleeping", seconds, type(request).__name__
+                        )
+                        await asyncio.sleep(seconds)
+                        continue
+                    raise exc
+                if isinstance(exc, errors.RandomIdDuplicateError):
+                    if self._generation != generation:
+                        raise ResultLostError(
+                            f"{type(request).__name__} took effect on the server, but its answer "
+                            "was lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
+                        ) from exc
+                    raise exc
+                if isinstance(exc, _TRANSIENT_RPC):
+                    # The server answered: a later timeout reports this, not silence.
+                    server_error = exc
+                    self._last_error = _describe(exc)
+                    if deadline - time.monotonic() > _TRANSIENT_PAUSE:
+                        await asyncio.sleep(_TRANSIENT_PAUSE)
+                        continue
+                    raise exc
+                if isinstance(exc, errors.AuthKeyNotFound):
+                    sent_before = True  # set on the pending requests of a dropped link
                     continue
+                if isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError):
+                    # Telethon's own "disconnected" errors: wait for the link instead.
+                    continue
+                if isinstance(exc, _KEY_DEAD):
+                    self._auth_lost(_rpc_name(exc), exc)
+                elif isinstance(exc, errors.AuthKeyUnregisteredError) and self._authorized:
+                    self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
                 raise exc
-            if isinstance(exc, errors.AuthKeyNotFound) or (
-                isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError)
-            ):
-                # Telethon's own "disconnected" errors: wait for the link instead.
-                continue
-            if isinstance(exc, _KEY_DEAD):
-                self._auth_lost(_rpc_name(exc), exc)
-            elif isinstance(exc, errors.AuthKeyUnregisteredError) and self._authorized:
-                self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
-            raise exc
+        finally:
+            self._open_requests -= 1
 
     async def _try_once_in_task(
-        self, telegram: _Telegram, request: Any, ordered: bool, remaining: float
+        self,
+        telegram: _Telegram,
+        request: Any,
+        ordered: bool,
+        remaining: float,
+        sent_before: bool,
+        server_error: BaseException | None,
     ) -> tuple[str, Any]:
         """One try within ``remaining`` seconds on Python 3.10, which has no
         Task.cancelling(): in a helper task. ("ok", result), ("error", exception), or
-        ("cancelled", None) when Telethon itself cancelled the request; raises
-        NotConnectedError on timeout."""
+        ("cancelled", None) when Telethon itself cancelled the request; raises how the
+        request ends (see `_ending`) on timeout."""
         task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
         try:
             done, _ = await asyncio.wait({task}, timeout=remaining)
         except asyncio.CancelledError:
             task.cancel()
+            _compat.withdraw(telegram, request)  # the caller gave up on it
             raise
         if not done:
             task.cancel()
-            raise self._timeout_error()
+            raise self._ending(telegram, request, sent_before, server_error)
         if task.cancelled():
             return "cancelled", None
         exc = task.exception()
@@ -1129,22 +1201,43 @@ class ResilientClient:
         if self._state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED) or self._closing:
             raise NotConnectedError(f"the client is {self._state.value}; no request can be sent")
 
-    def _timeout_error(self) -> NotConnectedError:
+    def _ending(
+        self,
+        telegram: _Telegram,
+        request: Any,
+        sent_before: bool,
+        server_error: BaseException | None,
+    ) -> BaseException:
+        """How a request without an answer within request_timeout ends. Withdraws it from
+        Telethon first, so that it is never sent (or resent) after this."""
+        where = _compat.withdraw(telegram, request)
+        link = f"link {self._state.value}{': ' + self._detail if self._detail else ''}"
+        limit = f"request_timeout={self.request_timeout:.1f}s"
+        if where == _compat.SENT or sent_before:
+            return ResultUnknownError(
+                f"{_request_name(request)} was sent but not answered within {limit} ({link}); "
+                "it was withdrawn and will not be resent, and may or may not have taken effect",
+                request=request,
+            )
+        if server_error is not None:
+            return server_error  # every try was answered, with this error last
         return NotConnectedError(
-            f"no answer within request_timeout={self.request_timeout:.1f}s "
-            f"(link {self._state.value}{': ' + self._detail if self._detail else ''})"
+            f"{_request_name(request)} was not sent: no link carried it within {limit} "
+            f"({link}); it was withdrawn and will never be sent"
         )
 
-    async def _wait_user_connected(self, deadline: float) -> None:
+    async def _wait_user_connected(self, deadline: float) -> bool:
+        """Wait until Telethon's sender is user-connected; False if ``deadline`` passes."""
         telegram = self._telegram
         assert telegram is not None
         while not _compat.sender_user_connected(telegram):
             self._raise_if_final()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._timeout_error()
+                return False
             with anyio.move_on_after(min(remaining, 0.05)):
                 await self._state_changed.wait()
+        return True
 
     def _on_login(self) -> None:
         self._authorized = True
@@ -1215,6 +1308,19 @@ def _describe(error: BaseException | None) -> str:
         return "unknown error"
     text = str(error)
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _request_name(request: Any) -> str:
+    if isinstance(request, (list, tuple)):
+        return f"{len(request)} requests"
+    return type(request).__name__
+
+
+def _rpc_context(error: BaseException) -> BaseException | None:
+    """The RPC error a cancellation interrupted the handling of: Telethon pauses 2 s after
+    a 500 inside its own call, and our timeout may land in that pause."""
+    context = error.__context__
+    return context if isinstance(context, errors.RPCError) else None
 
 
 def _rpc_name(error: BaseException) -> str:
