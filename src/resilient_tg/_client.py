@@ -115,8 +115,16 @@ class _Telegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
         # Hands back ResilientClient._call's coroutine: one coroutine less per request.
         return self._rtg_owner._call(request, ordered)
 
-    async def _rtg_raw_call(self, request: Any, ordered: bool = False) -> Any:
-        return await TelegramClient.__call__(self, request, ordered=ordered)
+    async def _rtg_raw_call(
+        self, request: Any, ordered: bool = False, answers: list[BaseException] | None = None
+    ) -> Any:
+        try:
+            return await TelegramClient.__call__(self, request, ordered=ordered)
+        except asyncio.CancelledError as cancelled:
+            answer = _rpc_context(cancelled)  # cancelled in Telethon's pause after a 500
+            if answer is not None and answers is not None:
+                answers.append(answer)
+            raise
 
 
 class ResilientClient:
@@ -1177,7 +1185,8 @@ class ResilientClient:
         Task.cancelling(): in a helper task. ("ok", result), ("error", exception), or
         ("cancelled", None) when Telethon itself cancelled the request; raises how the
         request ends (see `_ending`) on timeout."""
-        task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
+        answers: list[BaseException] = []
+        task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered, answers))
         try:
             done, _ = await asyncio.wait({task}, timeout=remaining)
         except asyncio.CancelledError:
@@ -1186,7 +1195,9 @@ class ResilientClient:
             raise
         if not done:
             task.cancel()
-            raise self._ending(telegram, request, sent_before, server_error)
+            await asyncio.wait({task}, timeout=1.0)  # it ends at its next step
+            answer = answers[-1] if answers else server_error
+            raise self._ending(telegram, request, sent_before, answer)
         if task.cancelled():
             return "cancelled", None
         exc = task.exception()
