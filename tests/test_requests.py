@@ -118,7 +118,7 @@ async def test_blackholed_send_times_out_and_never_executes_after_heal(
     alice = mtproto_server.create_user("+15550001", "Alice")
     bob = mtproto_server.create_user("+15550002", "Bob")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
-    async with running(store, mtproto_server, request_timeout=2.0) as (client, rec):
+    async with running(store, mtproto_server, request_timeout=2.0) as (client, _rec):
         await client.wait_connected(10)
         peer = types.InputPeerUser(bob.id, bob.access_hash)
         fault_proxy.blackhole()
@@ -144,9 +144,10 @@ async def test_caller_cancellation_withdraws_the_request(
     alice = mtproto_server.create_user("+15550001", "Alice")
     bob = mtproto_server.create_user("+15550002", "Bob")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
-    async with running(
-        store, mtproto_server, keepalive=SLOW_KEEPALIVE, request_timeout=30.0
-    ) as (client, rec):
+    async with running(store, mtproto_server, keepalive=SLOW_KEEPALIVE, request_timeout=30.0) as (
+        client,
+        rec,
+    ):
         await client.wait_connected(10)
         peer = types.InputPeerUser(bob.id, bob.access_hash)
 
@@ -193,9 +194,10 @@ async def test_answer_dropped_is_result_unknown_and_not_resent_after_heal(
     alice = mtproto_server.create_user("+15550001", "Alice")
     bob = mtproto_server.create_user("+15550002", "Bob")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
-    async with running(
-        store, mtproto_server, keepalive=SLOW_KEEPALIVE, request_timeout=1.0
-    ) as (client, rec):
+    async with running(store, mtproto_server, keepalive=SLOW_KEEPALIVE, request_timeout=1.0) as (
+        client,
+        rec,
+    ):
         await client.wait_connected(10)
         peer = types.InputPeerUser(bob.id, bob.access_hash)
         fault_proxy.blackhole(direction="down")
@@ -274,7 +276,7 @@ async def test_server_error_until_timeout_is_that_error_not_silence(
     and health's last_error shows it."""
     alice = mtproto_server.create_user("+15550001", "Alice")
     store = seeded_store(mtproto_server, user=alice)
-    async with running(store, mtproto_server, request_timeout=4.0) as (client, rec):
+    async with running(store, mtproto_server, request_timeout=4.0) as (client, _rec):
         await client.wait_connected(10)
         mtproto_server.inject_rpc_error("users.getFullUser", "INTERNAL", times=1000)
         started = time.monotonic()
@@ -294,7 +296,7 @@ async def test_probe_timeout_withdraws_the_probe(
     """Our own requests (send_raw) are withdrawn when their caller times out."""
     alice = mtproto_server.create_user("+15550001", "Alice")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
-    async with running(store, mtproto_server, keepalive=SLOW_KEEPALIVE) as (client, rec):
+    async with running(store, mtproto_server, keepalive=SLOW_KEEPALIVE) as (client, _rec):
         await client.wait_connected(10)
         fault_proxy.blackhole()
         with anyio.move_on_after(0.3) as scope:
