@@ -18,6 +18,8 @@ socket. After a reconnect the sender moves every pending state back to its send 
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 from typing import Any
 
 import telethon
@@ -87,7 +89,8 @@ def _request_internals(client: Any) -> list[tuple[str, bool]]:
     sender = getattr(client, "_sender", None)
     packer = getattr(sender, "_send_queue", None)
     slots = set(getattr(RequestState, "__slots__", ()))
-    conn = ConnectionTcpFull("127.0.0.1", 0, 0, loggers=client._log)
+    loggers: Any = collections.defaultdict(lambda: logging.getLogger("telethon"))
+    conn = ConnectionTcpFull("127.0.0.1", 0, 0, loggers=loggers)
     return [
         ("MTProtoSender._send_queue._deque", hasattr(packer, "_deque")),
         ("MTProtoSender._pending_state", isinstance(getattr(sender, "_pending_state", None), dict)),
