@@ -335,3 +335,39 @@ async def test_a_new_link_starts_without_stale_frames_or_abandoned_requests() ->
     assert _compat.withdraw(telegram, waited.request) == _compat.SENT
     assert _compat.withdraw(telegram, waited.request) is None
     assert waited.future.cancelled()
+
+
+async def test_requests_in_flight_when_the_client_closes_end_at_once(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy, request_path: bool
+) -> None:
+    """Leaving the client ends its callers' requests now, each with its true ending: one
+    sent on a dead link is ResultUnknownError, one never sent is NotConnectedError."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    bob = mtproto_server.create_user("+15550002", "Bob")
+    store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
+    async with running(store, mtproto_server, keepalive=SLOW_KEEPALIVE, request_timeout=30.0) as (
+        client,
+        rec,
+    ):
+        await client.wait_connected(10)
+        peer = types.InputPeerUser(bob.id, bob.access_hash)
+        fault_proxy.blackhole()
+        sent = asyncio.ensure_future(client.telegram.send_message(peer, "sent"))
+        await wait_until(
+            lambda: any(
+                isinstance(state.request, functions.messages.SendMessageRequest)
+                for state in client.telegram._sender._pending_state.values()
+            )
+        )
+        fault_proxy.refuse(math.inf)
+        fault_proxy.reset()
+        await rec.left(S.CONNECTED)
+        queued = asyncio.ensure_future(client.telegram(functions.help.GetNearestDcRequest()))
+        await wait_until(lambda: "GetNearestDcRequest" in held_by_telethon(client))
+        closing = time.monotonic()
+    done, _ = await asyncio.wait([sent, queued], timeout=10)
+    assert time.monotonic() - closing < 10
+    assert done == {sent, queued}
+    assert isinstance(sent.exception(), ResultUnknownError)
+    assert isinstance(queued.exception(), NotConnectedError)
+    assert stored_texts(mtproto_server, alice) == {}

@@ -436,6 +436,7 @@ class ResilientClient:
                     await self._telegram.disconnect()
                 except Exception as exc:  # noqa: BLE001 - shutting down anyway
                     log.warning("disconnect failed during shutdown: %s", _describe(exc))
+                _compat.end_queued(self._telegram)  # their callers hear it now, not at a deadline
             log.debug("shutdown: flushing the session")
             if self._session is not None and not auth_lost:
                 try:
@@ -856,6 +857,7 @@ class ResilientClient:
     async def _disconnect_telegram(self) -> None:
         if self._telegram is not None:
             await self._telegram.disconnect()
+            _compat.end_queued(self._telegram)  # their callers hear it now, not at a deadline
 
     # Supervisor -------------------------------------------------------------------------
 
@@ -1056,7 +1058,7 @@ class ResilientClient:
             and not self._carrying.is_set()
             and not isinstance(request, _INTERNAL_REQUESTS)
         ):
-            self._raise_if_final()
+            self._raise_if_final(request)
             raise NotConnectedError(
                 f"{_request_name(request)} was not sent: the queue is full "
                 f"({self._open_requests} requests wait for the link, "
@@ -1071,7 +1073,7 @@ class ResilientClient:
             sent_before = False
             server_error: BaseException | None = None  # the last transient RPC error
             while True:
-                self._raise_if_final()
+                self._raise_if_final(request, sent_before)
                 if not _compat.sender_user_connected(
                     telegram
                 ) and not await self._wait_user_connected(deadline):
@@ -1119,7 +1121,7 @@ class ResilientClient:
                     # Telethon cancelled it (a full disconnect: lease loss, shutdown) after
                     # giving it a msg_id: never a CancelledError for the caller.
                     sent_before = True
-                    self._raise_if_final()
+                    self._raise_if_final(request, sent_before)
                     continue
                 if exc is None:
                     result = value
@@ -1158,6 +1160,10 @@ class ResilientClient:
                         await asyncio.sleep(_TRANSIENT_PAUSE)
                         continue
                     raise exc
+                if isinstance(exc, _compat.Withdrawn):  # the client stopped: see end_queued
+                    sent_before = sent_before or exc.sent
+                    self._raise_if_final(request, sent_before)
+                    raise self._ending(telegram, request, sent_before, server_error) from exc
                 if isinstance(exc, errors.AuthKeyNotFound):
                     sent_before = True  # set on the pending requests of a dropped link
                     continue
@@ -1203,13 +1209,21 @@ class ResilientClient:
         exc = task.exception()
         return ("error", exc) if exc is not None else ("ok", task.result())
 
-    def _raise_if_final(self) -> None:
+    def _raise_if_final(self, request: Any = None, sent: bool = False) -> None:
+        """Raise if the client can carry no request any more; ``sent``: this one had
+        been given a msg_id, so it may have taken effect."""
         if self._state is ConnectionState.AUTH_LOST:
             raise AuthLostError(
                 f"the session's auth key is no longer accepted ({self._detail})",
                 reason=self._detail,
             )
         if self._state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED) or self._closing:
+            if sent:
+                raise ResultUnknownError(
+                    f"{_request_name(request)} was sent, but the client is {self._state.value} "
+                    "and its answer can no longer come; it may or may not have taken effect",
+                    request=request,
+                )
             raise NotConnectedError(f"the client is {self._state.value}; no request can be sent")
 
     def _ending(

@@ -29,8 +29,10 @@ from telethon.tl.tlobject import TLRequest
 
 __all__ = [
     "TelethonCompatError",
+    "Withdrawn",
     "check",
     "clock_offset",
+    "end_queued",
     "forget_auth_key",
     "handlers_idle",
     "local_pts",
@@ -178,6 +180,32 @@ def _forget(state: Any) -> None:
     future = state.future
     if not future.done():
         future.cancel()
+
+
+class Withdrawn(ConnectionError):
+    """Set by `end_queued` on a request still in the send queue when the client stops
+    (a ConnectionError, so Telethon's own connect() takes it as a lost connection)."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__("the client stopped before this request was answered")
+        self.sent = sent  # it had been given a msg_id on a link that died
+
+
+def end_queued(client: Any) -> None:
+    """After a full disconnect: end every request still in the send queue (Telethon
+    cancels only its pending ones), so that its caller hears it now, not at its deadline,
+    and nothing stale is sent by a later connect()."""
+    queue = client._sender._send_queue._deque
+    kept = []
+    for state in queue:
+        future = state.future
+        if not isinstance(state.request, TLRequest):
+            kept.append(state)  # acks and the like: nobody waits for them
+        elif not future.done():
+            future.set_exception(Withdrawn(state.msg_id is not None))
+            future.exception()  # its waiter (if any) re-raises it; never logged as lost
+    queue.clear()
+    queue.extend(kept)
 
 
 def start_link(client: Any, conn: Any) -> None:
