@@ -224,7 +224,7 @@ class ResilientClient:
         self._session: StoreSession | None = None
         self._tasks = TaskSet()
         self._deadlines = Deadlines()
-        self._open_requests = 0  # requests in _call now (bounded while the link is down)
+        self._waiting_for_sender = 0  # requests in _wait_user_connected (queue bound)
         self._closing = False
         self._entered = False
 
@@ -1053,130 +1053,119 @@ class ResilientClient:
         (withdrawn too). A request nobody waits for is never sent or resent."""
         telegram = self._telegram
         assert telegram is not None
-        if (
-            self._open_requests >= self.max_queued_requests
-            and not self._carrying.is_set()
-            and not isinstance(request, _INTERNAL_REQUESTS)
-        ):
-            self._raise_if_final(request)
-            raise NotConnectedError(
-                f"{_request_name(request)} was not sent: the queue is full "
-                f"({self._open_requests} requests wait for the link, "
-                f"max_queued_requests={self.max_queued_requests}; link {self._state.value})"
-            )
-        self._open_requests += 1
-        try:
-            deadline = time.monotonic() + self.request_timeout
-            generation = self._generation
-            # A try Telethon dropped after giving it a msg_id (a full disconnect): it may
-            # have taken effect, so a timeout is then ResultUnknownError.
-            sent_before = False
-            server_error: BaseException | None = None  # the last transient RPC error
-            while True:
-                self._raise_if_final(request, sent_before)
-                if not _compat.sender_user_connected(
-                    telegram
-                ) and not await self._wait_user_connected(deadline):
-                    raise self._ending(telegram, request, sent_before, server_error)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self._ending(telegram, request, sent_before, server_error)
-                # The try itself is inline (no helper coroutine or task) on Python 3.11+:
-                # every object allocated per request adds to garbage-collection pauses,
-                # which show in the tail latency (benchmarks/overhead.py).
-                if _CAN_TELL_CANCELLATIONS:
-                    task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+
-                    watch = self._deadlines.add(task, remaining)
-                    exc: BaseException | None = None
-                    try:
-                        value = await TelegramClient.__call__(telegram, request, ordered=ordered)
-                    except asyncio.CancelledError as cancelled:
-                        if watch.fired:
-                            task.uncancel()
-                            ending = self._ending(
-                                telegram,
-                                request,
-                                sent_before,
-                                _rpc_context(cancelled) or server_error,
-                            )
-                            if task.cancelling() == 0:
-                                raise ending from None
-                            raise
-                        if task.cancelling():
-                            _compat.withdraw(telegram, request)  # the caller gave up on it
-                            raise
-                        outcome = "cancelled"
-                    except Exception as error:  # noqa: BLE001 - classified below
-                        outcome, exc = "error", error
-                    else:
-                        outcome = "ok"
-                    finally:
-                        self._deadlines.finish(watch)
-                else:
-                    outcome, value = await self._try_once_in_task(
-                        telegram, request, ordered, remaining, sent_before, server_error
-                    )
-                    exc = value if outcome == "error" else None
-                if outcome == "cancelled":
-                    # Telethon cancelled it (a full disconnect: lease loss, shutdown) after
-                    # giving it a msg_id: never a CancelledError for the caller.
-                    sent_before = True
-                    self._raise_if_final(request, sent_before)
-                    continue
-                if exc is None:
-                    result = value
-                    self._last_request_ok_at = time.time()
-                    if isinstance(request, _LOGIN_REQUESTS) and isinstance(
-                        result, auth_types.Authorization
-                    ):
-                        self._on_login()
-                    elif isinstance(request, functions.auth.LogOutRequest):
-                        self._authorized = False
-                    return result
-                if isinstance(exc, _FLOOD):
-                    seconds = max(1, int(exc.seconds))
-                    if (
-                        seconds <= self.flood_sleep_threshold
-                        and seconds < deadline - time.monotonic()
-                    ):
-                        log.info(
-                            "flood wait of %ds on %s; sleeping", seconds, type(request).__name__
+        if not self._carrying.is_set() and not isinstance(request, _INTERNAL_REQUESTS):
+            waiting = _compat.queued_requests(telegram) + self._waiting_for_sender
+            if waiting >= self.max_queued_requests:
+                self._raise_if_final(request)
+                raise NotConnectedError(
+                    f"{_request_name(request)} was not sent: the queue is full ({waiting} "
+                    f"requests wait for the link, max_queued_requests={self.max_queued_requests};"
+                    f" link {self._state.value})"
+                )
+        deadline = time.monotonic() + self.request_timeout
+        generation = self._generation
+        # A try Telethon dropped after giving it a msg_id (a full disconnect): it may
+        # have taken effect, so a timeout is then ResultUnknownError.
+        sent_before = False
+        server_error: BaseException | None = None  # the last transient RPC error
+        while True:
+            self._raise_if_final(request, sent_before)
+            if not _compat.sender_user_connected(telegram) and not await self._wait_user_connected(
+                deadline
+            ):
+                raise self._ending(telegram, request, sent_before, server_error)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._ending(telegram, request, sent_before, server_error)
+            # The try itself is inline (no helper coroutine or task) on Python 3.11+:
+            # every object allocated per request adds to garbage-collection pauses,
+            # which show in the tail latency (benchmarks/overhead.py).
+            if _CAN_TELL_CANCELLATIONS:
+                task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+
+                watch = self._deadlines.add(task, remaining)
+                exc: BaseException | None = None
+                try:
+                    value = await TelegramClient.__call__(telegram, request, ordered=ordered)
+                except asyncio.CancelledError as cancelled:
+                    if watch.fired:
+                        task.uncancel()
+                        ending = self._ending(
+                            telegram,
+                            request,
+                            sent_before,
+                            _rpc_context(cancelled) or server_error,
                         )
-                        await asyncio.sleep(seconds)
-                        continue
-                    raise exc
-                if isinstance(exc, errors.RandomIdDuplicateError):
-                    if self._generation != generation:
-                        raise ResultLostError(
-                            f"{type(request).__name__} took effect on the server, but its answer "
-                            "was lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
-                        ) from exc
-                    raise exc
-                if isinstance(exc, _TRANSIENT_RPC):
-                    # The server answered: a later timeout reports this, not silence.
-                    server_error = exc
-                    self._last_error = _describe(exc)
-                    if deadline - time.monotonic() > _TRANSIENT_PAUSE:
-                        await asyncio.sleep(_TRANSIENT_PAUSE)
-                        continue
-                    raise exc
-                if isinstance(exc, _compat.Withdrawn):  # the client stopped: see end_queued
-                    sent_before = sent_before or exc.sent
-                    self._raise_if_final(request, sent_before)
-                    raise self._ending(telegram, request, sent_before, server_error) from exc
-                if isinstance(exc, errors.AuthKeyNotFound):
-                    sent_before = True  # set on the pending requests of a dropped link
+                        if task.cancelling() == 0:
+                            raise ending from None
+                        raise
+                    if task.cancelling():
+                        _compat.withdraw(telegram, request)  # the caller gave up on it
+                        raise
+                    outcome = "cancelled"
+                except Exception as error:  # noqa: BLE001 - classified below
+                    outcome, exc = "error", error
+                else:
+                    outcome = "ok"
+                finally:
+                    self._deadlines.finish(watch)
+            else:
+                outcome, value = await self._try_once_in_task(
+                    telegram, request, ordered, remaining, sent_before, server_error
+                )
+                exc = value if outcome == "error" else None
+            if outcome == "cancelled":
+                # Telethon cancelled it (a full disconnect: lease loss, shutdown) after
+                # giving it a msg_id: never a CancelledError for the caller.
+                sent_before = True
+                self._raise_if_final(request, sent_before)
+                continue
+            if exc is None:
+                result = value
+                self._last_request_ok_at = time.time()
+                if isinstance(request, _LOGIN_REQUESTS) and isinstance(
+                    result, auth_types.Authorization
+                ):
+                    self._on_login()
+                elif isinstance(request, functions.auth.LogOutRequest):
+                    self._authorized = False
+                return result
+            if isinstance(exc, _FLOOD):
+                seconds = max(1, int(exc.seconds))
+                if seconds <= self.flood_sleep_threshold and seconds < deadline - time.monotonic():
+                    log.info("flood wait of %ds on %s; sleeping", seconds, type(request).__name__)
+                    await asyncio.sleep(seconds)
                     continue
-                if isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError):
-                    # Telethon's own "disconnected" errors: wait for the link instead.
-                    continue
-                if isinstance(exc, _KEY_DEAD):
-                    self._auth_lost(_rpc_name(exc), exc)
-                elif isinstance(exc, errors.AuthKeyUnregisteredError) and self._authorized:
-                    self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
                 raise exc
-        finally:
-            self._open_requests -= 1
+            if isinstance(exc, errors.RandomIdDuplicateError):
+                if self._generation != generation:
+                    raise ResultLostError(
+                        f"{type(request).__name__} took effect on the server, but its answer "
+                        "was lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
+                    ) from exc
+                raise exc
+            if isinstance(exc, _TRANSIENT_RPC):
+                # The server answered: a later timeout reports this, not silence.
+                server_error = exc
+                self._last_error = _describe(exc)
+                if deadline - time.monotonic() > _TRANSIENT_PAUSE:
+                    await asyncio.sleep(_TRANSIENT_PAUSE)
+                    continue
+                raise exc
+            if isinstance(exc, _compat.Withdrawn):  # the client stopped: see end_queued
+                sent_before = sent_before or exc.sent
+                self._raise_if_final(request, sent_before)
+                raise self._ending(telegram, request, sent_before, server_error) from exc
+            if isinstance(exc, errors.AuthKeyNotFound):
+                sent_before = True  # set on the pending requests of a dropped link
+                continue
+            if isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError):
+                # Telethon's own "disconnected" errors: wait for the link instead.
+                continue
+            if isinstance(exc, _KEY_DEAD):
+                self._auth_lost(_rpc_name(exc), exc)
+            elif isinstance(exc, errors.AuthKeyUnregisteredError) and self._authorized:
+                self._auth_lost("AUTH_KEY_UNREGISTERED", exc)
+            raise exc
 
     async def _try_once_in_task(
         self,
@@ -1255,14 +1244,18 @@ class ResilientClient:
         """Wait until Telethon's sender is user-connected; False if ``deadline`` passes."""
         telegram = self._telegram
         assert telegram is not None
-        while not _compat.sender_user_connected(telegram):
-            self._raise_if_final()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with anyio.move_on_after(min(remaining, 0.05)):
-                await self._state_changed.wait()
-        return True
+        self._waiting_for_sender += 1
+        try:
+            while not _compat.sender_user_connected(telegram):
+                self._raise_if_final()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with anyio.move_on_after(min(remaining, 0.05)):
+                    await self._state_changed.wait()
+            return True
+        finally:
+            self._waiting_for_sender -= 1
 
     def _on_login(self) -> None:
         self._authorized = True

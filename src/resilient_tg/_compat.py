@@ -36,6 +36,7 @@ __all__ = [
     "forget_auth_key",
     "handlers_idle",
     "local_pts",
+    "queued_requests",
     "save_states",
     "send_raw",
     "sender_user_connected",
@@ -139,6 +140,13 @@ async def send_raw(client: Any, request: Any) -> Any:
     except asyncio.CancelledError:
         withdraw(client, request)
         raise
+
+
+def queued_requests(client: Any) -> int:
+    """How many requests the sender holds for a link: queued, or sent and unanswered
+    (a few acks and pings included)."""
+    sender = client._sender
+    return len(sender._send_queue._deque) + len(sender._pending_state)
 
 
 def _is_target(request: Any, targets: tuple[Any, ...]) -> bool:
