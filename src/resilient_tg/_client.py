@@ -1077,9 +1077,9 @@ class ResilientClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._ending(telegram, request, sent_before, server_error)
-            # The try itself is inline (no helper coroutine or task) on Python 3.11+:
-            # every object allocated per request adds to garbage-collection pauses,
-            # which show in the tail latency (benchmarks/overhead.py).
+            # The try itself is inline (no helper coroutine or task) on Python 3.11+: every
+            # object allocated per request adds to garbage-collection pauses, which show
+            # in the tail latency (benchmarks/overhead.py).
             if _CAN_TELL_CANCELLATIONS:
                 task: Any = asyncio.current_task()  # cancelling()/uncancel(): 3.11+
                 watch = self._deadlines.add(task, remaining)
@@ -1139,8 +1139,8 @@ class ResilientClient:
             if isinstance(exc, errors.RandomIdDuplicateError):
                 if self._generation != generation:
                     raise ResultLostError(
-                        f"{type(request).__name__} took effect on the server, but its answer "
-                        "was lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
+                        f"{type(request).__name__} took effect on the server, but its answer was "
+                        "lost with the link (the resend was refused as RANDOM_ID_DUPLICATE)"
                     ) from exc
                 raise exc
             if isinstance(exc, _TRANSIENT_RPC):
