@@ -25,7 +25,7 @@ from telethon import errors
 from telethon.tl import functions
 
 from .._client import ResilientClient
-from .._errors import AuthLostError, NotConnectedError
+from .._errors import AuthLostError, NotConnectedError, ResultUnknownError
 from .._policy import ReconnectPolicy
 from ..stores import SessionData, SessionStore, default_holder
 from ._common import EXIT_AUTH, EXIT_CODES_HELP, EXIT_NETWORK, EXIT_STORE, EXIT_USAGE, CliError
@@ -480,7 +480,7 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
         raise CliError(
             f"the server no longer accepts this session's key ({exc})", EXIT_AUTH
         ) from None
-    except NotConnectedError as exc:
+    except (NotConnectedError, ResultUnknownError) as exc:
         raise CliError(f"lost the connection: {exc}", EXIT_NETWORK) from None
     except errors.FloodWaitError as exc:
         raise CliError(
