@@ -29,6 +29,7 @@ def test_errors_share_one_root() -> None:
         "AuthLostError",
         "NotConnectedError",
         "ResultLostError",
+        "ResultUnknownError",
     ):
         assert issubclass(getattr(resilient_tg, name), resilient_tg.ResilientTgError)
 
