@@ -52,6 +52,7 @@ from resilient_tg import (
     NotConnectedError,
     ResilientClient,
     ResultLostError,
+    ResultUnknownError,
     StateChange,
 )
 
@@ -205,8 +206,10 @@ class Worker:
             await self._client.telegram.send_message(peer, text)
         except ResultLostError:
             pass  # it took effect; only its answer was lost in a reconnect
-        except NotConnectedError:
-            await message.nack(requeue=True)  # back to the queue; we are pausing
+        except (NotConnectedError, ResultUnknownError):
+            # Back to the queue; we are pausing. (ResultUnknownError: it was sent and may
+            # have taken effect, so a redelivery may send it twice: at-least-once.)
+            await message.nack(requeue=True)
             return
         except Exception:
             log.exception("command %r failed; rejecting it", message.message_id)

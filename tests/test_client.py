@@ -22,6 +22,7 @@ from resilient_tg import (
     ReconnectPolicy,
     ResilientClient,
     ResultLostError,
+    ResultUnknownError,
     StateChange,
     StateReason,
     _compat,
@@ -237,11 +238,12 @@ async def test_request_fails_with_not_connected_after_request_timeout(
             await client.telegram(functions.updates.GetStateRequest())
         assert 0.9 <= time.monotonic() - started < 3.0
         assert isinstance(info.value, ConnectionError)  # code that handles network errors works
-        # A black-holed link: the request is sent, no answer comes; still bounded.
+        # A black-holed link: the request is sent, no answer comes; still bounded, and
+        # the caller is told it may have taken effect (ResultUnknownError, tests/test_requests).
         fault_proxy.heal()
         await client.wait_connected(10)
         fault_proxy.blackhole()
-        with pytest.raises(NotConnectedError):
+        with pytest.raises(ResultUnknownError):
             await client.telegram(functions.updates.GetStateRequest())
         fault_proxy.heal()
         await client.wait_connected(10)
@@ -566,7 +568,7 @@ async def test_both_request_paths_time_out_and_complete_the_same_way(
         await client.wait_connected(10)
         assert (await client.telegram.get_me()).id == alice.id
         fault_proxy.blackhole()
-        with pytest.raises(NotConnectedError, match="request_timeout"):
+        with pytest.raises(ResultUnknownError, match="request_timeout"):
             await client.telegram(functions.updates.GetStateRequest())
         # An outer cancellation still cancels (it is not turned into an error).
         pending = asyncio.ensure_future(client.telegram(functions.updates.GetStateRequest()))

@@ -232,6 +232,33 @@ async def test_blackhole_drops_bytes_on_live_and_new_links() -> None:
 
 
 @pytest.mark.anyio
+async def test_one_way_blackhole_delivers_requests_and_drops_answers() -> None:
+    """blackhole(direction="down"): client -> server flows, server -> client is lost, on
+    live and new links; heal() aborts the links that lost bytes."""
+    async with proxied() as (echo, proxy), contextlib.AsyncExitStack() as stack:
+        live = await connect(stack, proxy)
+        await roundtrip(live, b"before")
+        proxy.blackhole(direction="down")
+
+        await live.send(b"delivered")
+        new = await connect(stack, proxy)  # connected upstream: only answers are lost
+        await new.send(b"also delivered")
+        await echo.wait_for(lambda: echo.accepted == 2)
+        await assert_silent(live, new)  # the echoes were dropped
+        assert proxy.bytes_up == len(b"before") + len(b"delivered") + len(b"also delivered")
+        assert proxy.bytes_down == len(b"before")
+        assert proxy.bytes_dropped == len(b"delivered") + len(b"also delivered")
+
+        proxy.heal()
+        assert await recv_until_closed(live) == b""
+        assert await recv_until_closed(new) == b""
+        fresh = await connect(stack, proxy)
+        await roundtrip(fresh, b"fresh")
+        with pytest.raises(ValueError, match="direction"):
+            proxy.blackhole(direction="sideways")
+
+
+@pytest.mark.anyio
 async def test_blackhole_heal_resumes_quiet_links_and_aborts_links_that_lost_bytes() -> None:
     async with proxied() as (echo, proxy), contextlib.AsyncExitStack() as stack:
         quiet = await connect(stack, proxy)

@@ -30,6 +30,7 @@ def test_errors_share_one_root() -> None:
         "AppRejectedError",
         "NotConnectedError",
         "ResultLostError",
+        "ResultUnknownError",
     ):
         assert issubclass(getattr(resilient_tg, name), resilient_tg.ResilientTgError)
 

@@ -18,6 +18,7 @@ from ._errors import (
     NotConnectedError,
     ResilientTgError,
     ResultLostError,
+    ResultUnknownError,
     SessionCorruptError,
     SessionInUseError,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ResilientClient",
     "ResilientTgError",
     "ResultLostError",
+    "ResultUnknownError",
     "SessionCorruptError",
     "SessionInUseError",
     "StateChange",

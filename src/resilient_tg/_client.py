@@ -45,6 +45,7 @@ from ._errors import (
     LeaseLostError,
     NotConnectedError,
     ResultLostError,
+    ResultUnknownError,
     SessionInUseError,
 )
 from ._fatal import app_rejected, rpc_name
@@ -91,8 +92,14 @@ _KEY_DEAD = (
 # Task.cancelling()/uncancel() (3.11+) tell our own timeout from a caller's cancellation.
 _CAN_TELL_CANCELLATIONS = sys.version_info >= (3, 11)
 _TRANSIENT_RPC = (errors.ServerError, errors.RpcCallFailError, errors.TimedOutError)
+_TRANSIENT_PAUSE = 1.0  # seconds between tries after a transient server error
 _FLOOD = (errors.FloodWaitError, errors.FloodPremiumWaitError)
 _NOT_LOGGED_IN = "; not logged in"  # the CONNECTED detail's suffix until a login
+# Telethon's own requests through __call__ (its update loop): exempt from the queue bound.
+_INTERNAL_REQUESTS = (
+    functions.updates.GetDifferenceRequest,
+    functions.updates.GetChannelDifferenceRequest,
+)
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -122,8 +129,16 @@ class _Telegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
         # Hands back ResilientClient._call's coroutine: one coroutine less per request.
         return self._rtg_owner._call(request, ordered)
 
-    async def _rtg_raw_call(self, request: Any, ordered: bool = False) -> Any:
-        return await TelegramClient.__call__(self, request, ordered=ordered)
+    async def _rtg_raw_call(
+        self, request: Any, ordered: bool = False, answers: list[BaseException] | None = None
+    ) -> Any:
+        try:
+            return await TelegramClient.__call__(self, request, ordered=ordered)
+        except asyncio.CancelledError as cancelled:
+            answer = _rpc_context(cancelled)  # cancelled in Telethon's pause after a 500
+            if answer is not None and answers is not None:
+                answers.append(answer)
+            raise
 
 
 class ResilientClient:
@@ -153,6 +168,7 @@ class ResilientClient:
         keepalive: KeepalivePolicy | None = None,
         request_timeout: float = 60.0,
         shutdown_timeout: float = 10.0,
+        max_queued_requests: int = 1000,
         lease_ttl: float = 30.0,
         flush_interval: float = 1.0,
         flood_sleep_threshold: float = 60.0,
@@ -178,6 +194,15 @@ class ResilientClient:
                 "ResilientClient(flood_sleep_threshold=...) must be >= 0, "
                 f"got {flood_sleep_threshold!r}"
             )
+        if (
+            isinstance(max_queued_requests, bool)
+            or not isinstance(max_queued_requests, int)
+            or max_queued_requests < 1
+        ):
+            raise ValueError(
+                "ResilientClient(max_queued_requests=...) must be an int >= 1, "
+                f"got {max_queued_requests!r}"
+            )
         if not api_id or not api_hash:
             raise ValueError("ResilientClient needs api_id and api_hash")
         self._listeners: list[ClientListener] = []
@@ -194,6 +219,7 @@ class ResilientClient:
         self.keepalive_policy = keepalive or KeepalivePolicy()
         self.request_timeout = float(request_timeout)
         self.shutdown_timeout = float(shutdown_timeout)
+        self.max_queued_requests = max_queued_requests
         self.lease_ttl = float(lease_ttl)
         self.flush_interval = float(flush_interval)
         self.flood_sleep_threshold = float(flood_sleep_threshold)
@@ -214,6 +240,7 @@ class ResilientClient:
         self._session: StoreSession | None = None
         self._tasks = TaskSet()
         self._deadlines = Deadlines()
+        self._waiting_for_sender = 0  # requests in _wait_user_connected (queue bound)
         self._closing = False
         self._entered = False
 
@@ -459,6 +486,7 @@ class ResilientClient:
                     await self._telegram.disconnect()
                 except Exception as exc:  # noqa: BLE001 - shutting down anyway
                     log.warning("disconnect failed during shutdown: %s", _describe(exc))
+                _compat.end_queued(self._telegram)  # their callers hear it now, not at a deadline
             log.debug("shutdown: flushing the session")
             if self._session is not None and not auth_lost:
                 try:
@@ -637,6 +665,8 @@ class ResilientClient:
         self._schedule_retry(reason, error, f"connect failed: {_describe(error)}")
 
     def transport_up(self, conn: Any) -> None:
+        if self._telegram is not None:
+            _compat.start_link(self._telegram, conn)  # nothing stale goes out on it
         self._conn = conn
         self._transport_up = True
         generation = self._generation
@@ -934,6 +964,7 @@ class ResilientClient:
     async def _disconnect_telegram(self) -> None:
         if self._telegram is not None:
             await self._telegram.disconnect()
+            _compat.end_queued(self._telegram)  # their callers hear it now, not at a deadline
 
     # Supervisor -------------------------------------------------------------------------
 
@@ -1157,18 +1188,38 @@ class ResilientClient:
 
     async def _call(self, request: Any, ordered: bool) -> Any:
         """Every request through ``client.telegram``: wait for the link within
-        request_timeout, retry what is transient, map what the caller must not see."""
+        request_timeout, retry what is transient, map what the caller must not see.
+
+        It ends once: its answer or RPC error (after transient errors, the last one);
+        NotConnectedError (never sent, withdrawn); ResultUnknownError (sent, unanswered,
+        withdrawn); ResultLostError; AuthLostError; or the caller's own cancellation
+        (withdrawn too). A request nobody waits for is never sent or resent."""
         telegram = self._telegram
         assert telegram is not None
+        if not self._carrying.is_set() and not isinstance(request, _INTERNAL_REQUESTS):
+            waiting = _compat.queued_requests(telegram) + self._waiting_for_sender
+            if waiting >= self.max_queued_requests:
+                self._raise_if_final(request)
+                raise NotConnectedError(
+                    f"{_request_name(request)} was not sent: the queue is full ({waiting} "
+                    f"requests wait for the link, max_queued_requests={self.max_queued_requests};"
+                    f" link {self._state.value})"
+                )
         deadline = time.monotonic() + self.request_timeout
         generation = self._generation
+        # A try Telethon dropped after giving it a msg_id (a full disconnect): it may
+        # have taken effect, so a timeout is then ResultUnknownError.
+        sent_before = False
+        server_error: BaseException | None = None  # the last transient RPC error
         while True:
-            self._raise_if_final()
-            if not _compat.sender_user_connected(telegram):
-                await self._wait_user_connected(deadline)
+            self._raise_if_final(request, sent_before)
+            if not _compat.sender_user_connected(telegram) and not await self._wait_user_connected(
+                deadline
+            ):
+                raise self._ending(telegram, request, sent_before, server_error)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._timeout_error()
+                raise self._ending(telegram, request, sent_before, server_error)
             # The try itself is inline (no helper coroutine or task) on Python 3.11+: every
             # object allocated per request adds to garbage-collection pauses, which show
             # in the tail latency (benchmarks/overhead.py).
@@ -1178,14 +1229,21 @@ class ResilientClient:
                 exc: BaseException | None = None
                 try:
                     value = await TelegramClient.__call__(telegram, request, ordered=ordered)
-                except asyncio.CancelledError:
+                except asyncio.CancelledError as cancelled:
                     if watch.fired:
                         task.uncancel()
+                        ending = self._ending(
+                            telegram,
+                            request,
+                            sent_before,
+                            _rpc_context(cancelled) or server_error,
+                        )
                         if task.cancelling() == 0:
-                            raise self._timeout_error() from None
+                            raise ending from None
                         raise
                     if task.cancelling():
-                        raise  # cancelled from outside: not ours to swallow
+                        _compat.withdraw(telegram, request)  # the caller gave up on it
+                        raise
                     outcome = "cancelled"
                 except Exception as error:  # noqa: BLE001 - classified below
                     outcome, exc = "error", error
@@ -1194,12 +1252,15 @@ class ResilientClient:
                 finally:
                     self._deadlines.finish(watch)
             else:
-                outcome, value = await self._try_once_in_task(telegram, request, ordered, remaining)
+                outcome, value = await self._try_once_in_task(
+                    telegram, request, ordered, remaining, sent_before, server_error
+                )
                 exc = value if outcome == "error" else None
             if outcome == "cancelled":
-                # Telethon cancelled it (a full disconnect: lease loss, shutdown): never a
-                # CancelledError for the caller.
-                self._raise_if_final()
+                # Telethon cancelled it (a full disconnect: lease loss, shutdown) after
+                # giving it a msg_id: never a CancelledError for the caller.
+                sent_before = True
+                self._raise_if_final(request, sent_before)
                 continue
             if exc is None:
                 result = value
@@ -1226,14 +1287,21 @@ class ResilientClient:
                     ) from exc
                 raise exc
             if isinstance(exc, _TRANSIENT_RPC):
-                pause = min(1.0, deadline - time.monotonic())
-                if pause > 0:
-                    await asyncio.sleep(pause)
+                # The server answered: a later timeout reports this, not silence.
+                server_error = exc
+                self._last_error = _describe(exc)
+                if deadline - time.monotonic() > _TRANSIENT_PAUSE:
+                    await asyncio.sleep(_TRANSIENT_PAUSE)
                     continue
                 raise exc
-            if isinstance(exc, errors.AuthKeyNotFound) or (
-                isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError)
-            ):
+            if isinstance(exc, _compat.Withdrawn):  # the client stopped: see end_queued
+                sent_before = sent_before or exc.sent
+                self._raise_if_final(request, sent_before)
+                raise self._ending(telegram, request, sent_before, server_error) from exc
+            if isinstance(exc, errors.AuthKeyNotFound):
+                sent_before = True  # set on the pending requests of a dropped link
+                continue
+            if isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError):
                 # Telethon's own "disconnected" errors: wait for the link instead.
                 continue
             if isinstance(exc, _KEY_DEAD):
@@ -1243,27 +1311,39 @@ class ResilientClient:
             raise exc
 
     async def _try_once_in_task(
-        self, telegram: _Telegram, request: Any, ordered: bool, remaining: float
+        self,
+        telegram: _Telegram,
+        request: Any,
+        ordered: bool,
+        remaining: float,
+        sent_before: bool,
+        server_error: BaseException | None,
     ) -> tuple[str, Any]:
         """One try within ``remaining`` seconds on Python 3.10, which has no
         Task.cancelling(): in a helper task. ("ok", result), ("error", exception), or
-        ("cancelled", None) when Telethon itself cancelled the request; raises
-        NotConnectedError on timeout."""
-        task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered))
+        ("cancelled", None) when Telethon itself cancelled the request; raises how the
+        request ends (see `_ending`) on timeout."""
+        answers: list[BaseException] = []
+        task = asyncio.ensure_future(telegram._rtg_raw_call(request, ordered, answers))
         try:
             done, _ = await asyncio.wait({task}, timeout=remaining)
         except asyncio.CancelledError:
             task.cancel()
+            _compat.withdraw(telegram, request)  # the caller gave up on it
             raise
         if not done:
             task.cancel()
-            raise self._timeout_error()
+            await asyncio.wait({task}, timeout=1.0)  # it ends at its next step
+            answer = answers[-1] if answers else server_error
+            raise self._ending(telegram, request, sent_before, answer)
         if task.cancelled():
             return "cancelled", None
         exc = task.exception()
         return ("error", exc) if exc is not None else ("ok", task.result())
 
-    def _raise_if_final(self) -> None:
+    def _raise_if_final(self, request: Any = None, sent: bool = False) -> None:
+        """Raise if the client can carry no request any more; ``sent``: this one had
+        been given a msg_id, so it may have taken effect."""
         if self._state is ConnectionState.AUTH_LOST:
             raise AuthLostError(
                 f"the session's auth key is no longer accepted ({self._detail})",
@@ -1272,24 +1352,55 @@ class ResilientClient:
         if self._state is ConnectionState.REJECTED:
             raise self._rejected_error()
         if self._state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED) or self._closing:
+            if sent:
+                raise ResultUnknownError(
+                    f"{_request_name(request)} was sent, but the client is {self._state.value} "
+                    "and its answer can no longer come; it may or may not have taken effect",
+                    request=request,
+                )
             raise NotConnectedError(f"the client is {self._state.value}; no request can be sent")
 
-    def _timeout_error(self) -> NotConnectedError:
+    def _ending(
+        self,
+        telegram: _Telegram,
+        request: Any,
+        sent_before: bool,
+        server_error: BaseException | None,
+    ) -> BaseException:
+        """How a request without an answer within request_timeout ends. Withdraws it from
+        Telethon first, so that it is never sent (or resent) after this."""
+        where = _compat.withdraw(telegram, request)
+        link = f"link {self._state.value}{': ' + self._detail if self._detail else ''}"
+        limit = f"request_timeout={self.request_timeout:.1f}s"
+        if where == _compat.SENT or sent_before:
+            return ResultUnknownError(
+                f"{_request_name(request)} was sent but not answered within {limit} ({link}); "
+                "it was withdrawn and will not be resent, and may or may not have taken effect",
+                request=request,
+            )
+        if server_error is not None:
+            return server_error  # every try was answered, with this error last
         return NotConnectedError(
-            f"no answer within request_timeout={self.request_timeout:.1f}s "
-            f"(link {self._state.value}{': ' + self._detail if self._detail else ''})"
+            f"{_request_name(request)} was not sent: no link carried it within {limit} "
+            f"({link}); it was withdrawn and will never be sent"
         )
 
-    async def _wait_user_connected(self, deadline: float) -> None:
+    async def _wait_user_connected(self, deadline: float) -> bool:
+        """Wait until Telethon's sender is user-connected; False if ``deadline`` passes."""
         telegram = self._telegram
         assert telegram is not None
-        while not _compat.sender_user_connected(telegram):
-            self._raise_if_final()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._timeout_error()
-            with anyio.move_on_after(min(remaining, 0.05)):
-                await self._state_changed.wait()
+        self._waiting_for_sender += 1
+        try:
+            while not _compat.sender_user_connected(telegram):
+                self._raise_if_final()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with anyio.move_on_after(min(remaining, 0.05)):
+                    await self._state_changed.wait()
+            return True
+        finally:
+            self._waiting_for_sender -= 1
 
     def _on_login(self) -> None:
         self._authorized = True
@@ -1373,6 +1484,19 @@ def _describe(error: BaseException | None) -> str:
     if name is not None and name not in text:
         return f"{name}: {text}"  # Telethon's text does not name the server's error
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _request_name(request: Any) -> str:
+    if isinstance(request, (list, tuple)):
+        return f"{len(request)} requests"
+    return type(request).__name__
+
+
+def _rpc_context(error: BaseException) -> BaseException | None:
+    """The RPC error a cancellation interrupted the handling of: Telethon pauses 2 s after
+    a 500 inside its own call, and our timeout may land in that pause."""
+    context = error.__context__
+    return context if isinstance(context, errors.RPCError) else None
 
 
 def _rpc_name(error: BaseException) -> str:

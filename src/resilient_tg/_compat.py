@@ -1,30 +1,55 @@
 """Every use of Telethon internals, in one place, checked against the installed version.
 
 Telethon 1.x offers no public way to read the update state it has applied, to write
-it to the session before its 60 s keepalive, to see why its update loop gave up, or
-to read its clock offset. These helpers do, and `check` fails loudly (at client
-construction and in our test suite) when a Telethon release moves them.
+it to the session before its 60 s keepalive, to see why its update loop gave up, to
+read its clock offset, or to take back a request nobody waits for. These helpers do,
+and `check` fails loudly (at client construction and in our test suite) when a
+Telethon release moves them.
+
+Where Telethon keeps a request (1.40-1.45): its sender's send queue
+(``_sender._send_queue``, a MessagePacker whose ``_deque`` holds RequestStates not yet
+given a msg_id in this link), then, once packed and encrypted, ``_sender._pending_state``
+(msg_id -> RequestState) until its answer, and the frame itself in the connection's
+outgoing slot (``Connection._send_queue``, one frame) until it is written to the
+socket. After a reconnect the sender moves every pending state back to its send queue
+(with its old msg_id still set), so it is resent.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import logging
 from typing import Any
 
 import telethon
+from telethon.network import ConnectionTcpFull
+from telethon.network.requeststate import RequestState
+from telethon.tl.tlobject import TLRequest
 
 __all__ = [
     "TelethonCompatError",
+    "Withdrawn",
     "check",
     "clock_offset",
     "drop_link",
+    "end_queued",
     "forget_auth_key",
     "handlers_idle",
     "local_pts",
+    "queued_requests",
     "save_states",
     "send_raw",
     "sender_user_connected",
+    "start_link",
     "updates_error",
+    "withdraw",
 ]
+
+# What `withdraw` found: the request waited in the send queue and was never given a
+# msg_id (never written to any link), or it had been given one (written, or about to be).
+QUEUED = "queued"
+SENT = "sent"
 
 TESTED_MAJOR = 1
 
@@ -56,6 +81,7 @@ def check(client: Any) -> None:
                 hasattr(getattr(client, "_message_box", None), "session_state"),
             ),
             ("MessageBox.is_empty", hasattr(getattr(client, "_message_box", None), "is_empty")),
+            *_request_internals(client),
         )
         if not ok
     ]
@@ -64,6 +90,22 @@ def check(client: Any) -> None:
             f"Telethon {version} lacks {', '.join(missing)}; this resilient_tg release was "
             "tested with Telethon 1.40-1.45"
         )
+
+
+def _request_internals(client: Any) -> list[tuple[str, bool]]:
+    """The internals `withdraw` and `start_link` rely on."""
+    sender = getattr(client, "_sender", None)
+    packer = getattr(sender, "_send_queue", None)
+    slots = set(getattr(RequestState, "__slots__", ()))
+    loggers: Any = collections.defaultdict(lambda: logging.getLogger("telethon"))
+    conn = ConnectionTcpFull("127.0.0.1", 0, 0, loggers=loggers)
+    return [
+        ("MTProtoSender._send_queue._deque", hasattr(packer, "_deque")),
+        ("MTProtoSender._pending_state", isinstance(getattr(sender, "_pending_state", None), dict)),
+        ("RequestState.msg_id/request/future", {"msg_id", "request", "future"} <= slots),
+        ("Connection._send_queue", isinstance(getattr(conn, "_send_queue", None), asyncio.Queue)),
+        ("Connection._recv_queue", isinstance(getattr(conn, "_recv_queue", None), asyncio.Queue)),
+    ]
 
 
 def local_pts(client: Any) -> int | None:
@@ -93,8 +135,110 @@ def sender_user_connected(client: Any) -> bool:
 
 async def send_raw(client: Any, request: Any) -> Any:
     """Send through the sender alone: no entity processing, no flood-wait bookkeeping and
-    none of TelegramClient's 2 s pause after a 500 (our probes and pings time themselves)."""
-    return await client._sender.send(request)
+    none of TelegramClient's 2 s pause after a 500 (our probes and pings time themselves).
+
+    Cancelled (a timeout of the caller's), the request is withdrawn: it is never resent
+    after a reconnect, and a late answer finds nothing to complete."""
+    future = client._sender.send(request)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        withdraw(client, request)
+        raise
+
+
+def queued_requests(client: Any) -> int:
+    """How many requests the sender holds for a link: queued, or sent and unanswered
+    (a few acks and pings included)."""
+    sender = client._sender
+    return len(sender._send_queue._deque) + len(sender._pending_state)
+
+
+def _is_target(request: Any, targets: tuple[Any, ...]) -> bool:
+    while True:
+        for target in targets:
+            if request is target:
+                return True
+        inner = getattr(request, "query", None)  # InvokeWithoutUpdates and kin wrap it
+        if not isinstance(inner, TLRequest):
+            return False
+        request = inner
+
+
+def withdraw(client: Any, request: Any) -> str | None:
+    """Take ``request`` (or each request of a list) back from every place the sender
+    keeps it, so it is never written, or never resent. Returns `SENT` if one had been
+    given a msg_id (it may have been written), `QUEUED` if it only waited in the send
+    queue, None if it was in neither (answered, or not handed to the sender yet).
+
+    Costs a scan of the send queue and the pending states: call it only for a request
+    that ends without its answer."""
+    sender = client._sender
+    targets = tuple(request) if isinstance(request, (list, tuple)) else (request,)
+    found: str | None = None
+    queue = sender._send_queue._deque
+    taken = [state for state in queue if _is_target(state.request, targets)]
+    for state in taken:
+        queue.remove(state)
+        found = SENT if state.msg_id is not None or found == SENT else QUEUED
+        _forget(state)
+    pending = sender._pending_state
+    for msg_id in [k for k, state in pending.items() if _is_target(state.request, targets)]:
+        _forget(pending.pop(msg_id))
+        found = SENT
+    return found
+
+
+def _forget(state: Any) -> None:
+    future = state.future
+    if not future.done():
+        future.cancel()
+
+
+class Withdrawn(ConnectionError):
+    """Set by `end_queued` on a request still in the send queue when the client stops
+    (a ConnectionError, so Telethon's own connect() takes it as a lost connection)."""
+
+    def __init__(self, sent: bool) -> None:
+        super().__init__("the client stopped before this request was answered")
+        self.sent = sent  # it had been given a msg_id on a link that died
+
+
+def end_queued(client: Any) -> None:
+    """After a full disconnect: end every request still in the send queue (Telethon
+    cancels only its pending ones), so that its caller hears it now, not at its deadline,
+    and nothing stale is sent by a later connect()."""
+    queue = client._sender._send_queue._deque
+    kept = []
+    for state in queue:
+        future = state.future
+        if not isinstance(state.request, TLRequest):
+            kept.append(state)  # acks and the like: nobody waits for them
+        elif not future.done():
+            future.set_exception(Withdrawn(state.msg_id is not None))
+            future.exception()  # its waiter (if any) re-raises it; never logged as lost
+    queue.clear()
+    queue.extend(kept)
+
+
+def start_link(client: Any, conn: Any) -> None:
+    """A new link of ``client``'s main sender starts on ``conn``; call it before anything
+    is sent on it. Empties the connection's outgoing slot (a frame encrypted for the dead
+    link would go out under the old session id) and its incoming slot (a packet or an
+    error of the dead link), and drops every request nobody waits for any more (its
+    future is done), so that it is not resent."""
+    for queue in (conn._send_queue, conn._recv_queue):
+        while not queue.empty():
+            queue.get_nowait()
+    sender = client._sender
+    queue = sender._send_queue._deque
+    if any(state.future.done() for state in queue):
+        kept = [state for state in queue if not state.future.done()]
+        queue.clear()
+        queue.extend(kept)
+    pending = sender._pending_state
+    for msg_id in [k for k, state in pending.items() if state.future.done()]:
+        del pending[msg_id]
 
 
 async def drop_link(client: Any) -> None:

@@ -6,8 +6,9 @@
     ├── LeaseLostError        our lease was taken over or could not be renewed
     ├── AuthLostError         the server no longer accepts the auth key (revoked, duplicated, -404)
     ├── AppRejectedError      the server refuses the app's api_id/api_hash (API_ID_INVALID...)
-    ├── NotConnectedError     the link stayed down for longer than the request could wait
-    └── ResultLostError       the request took effect on the server but its answer was lost
+    ├── NotConnectedError     the request was never sent: no link in time, or the queue was full
+    ├── ResultLostError       the request took effect on the server but its answer was lost
+    └── ResultUnknownError    sent, but not answered in time: it may or may not have taken effect
 
 Each error keeps what caused it as attributes (``store``, ``holder``, ``reason``...),
 never a secret.
@@ -22,6 +23,7 @@ __all__ = [
     "NotConnectedError",
     "ResilientTgError",
     "ResultLostError",
+    "ResultUnknownError",
     "SessionCorruptError",
     "SessionInUseError",
 ]
@@ -80,7 +82,8 @@ class AppRejectedError(ResilientTgError):
 
 
 class NotConnectedError(ResilientTgError, ConnectionError):
-    """The request waited for the link within its timeout and the link did not come back.
+    """The request was never written to any link and never will be: the link did not come
+    back within its timeout, the client is stopped, or too many requests already wait.
 
     It is also a ``ConnectionError`` so that code (Telethon's update loop included)
     that already handles network errors handles it too."""
@@ -89,3 +92,17 @@ class NotConnectedError(ResilientTgError, ConnectionError):
 class ResultLostError(ResilientTgError):
     """The request took effect on the server (it answered RANDOM_ID_DUPLICATE to our resend),
     but the original answer was lost with the link."""
+
+
+class ResultUnknownError(ResilientTgError, TimeoutError):
+    """The request had been sent (or was about to be), and no answer came within
+    ``request_timeout``: it may or may not have taken effect on the server.
+
+    It was withdrawn and is never resent. ``request`` is the request object, so a caller
+    can retry it as it was; a request carrying a ``random_id`` (sending messages) is then
+    refused by the server as RANDOM_ID_DUPLICATE if the first one took effect.
+    """
+
+    def __init__(self, message: str, *, request: object = None) -> None:
+        super().__init__(message)
+        self.request = request

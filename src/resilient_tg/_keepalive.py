@@ -63,6 +63,7 @@ async def _ping_forever(client: ResilientClient, lingering: set[asyncio.Task[obj
         task: asyncio.Task[object] = asyncio.ensure_future(_compat.send_raw(telegram, ping))
         done, _ = await asyncio.wait({task}, timeout=policy.timeout)
         if not done:
+            _compat.withdraw(telegram, ping)  # never resent; its task ends (cancelled) now
             lingering.add(task)
             task.add_done_callback(_forget(lingering))
             if generation == client._generation and established.is_set():

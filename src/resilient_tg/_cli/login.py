@@ -25,7 +25,7 @@ from telethon import errors
 from telethon.tl import functions
 
 from .._client import ResilientClient
-from .._errors import AppRejectedError, AuthLostError, NotConnectedError
+from .._errors import AppRejectedError, AuthLostError, NotConnectedError, ResultUnknownError
 from .._fatal import app_rejected
 from .._policy import ReconnectPolicy
 from ..stores import SessionData, SessionStore, default_holder
@@ -491,7 +491,7 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
         ) from None
     except AppRejectedError as exc:
         raise CliError(_refused(exc.reason), EXIT_REJECTED) from None
-    except NotConnectedError as exc:
+    except (NotConnectedError, ResultUnknownError) as exc:
         raise CliError(f"lost the connection: {exc}", EXIT_NETWORK) from None
     except errors.FloodWaitError as exc:
         raise CliError(

@@ -30,6 +30,10 @@ Semantics in one place:
   an outage behaves the same way.
 * A blackhole also swallows the TCP handshake: a link accepted during it is connected
   upstream only after heal(), and only if it lost nothing meanwhile.
+* A one-way blackhole (``blackhole(direction="down")`` or ``"up"``) drops one
+  direction only, the other flows: with ``"down"`` every request reaches the server and
+  every answer is lost ("request delivered, answer dropped"). New links are connected
+  upstream as usual; heal() aborts links that lost bytes, as above.
 * A half-close (EOF) is forwarded as a half-close; a link ends when both directions
   have ended, or at once with a RST when either side fails or resets, or when the
   upstream cannot be reached.
@@ -141,7 +145,8 @@ class FaultProxy:
         self._links: dict[int, _Link] = {}
         self._next_link_id = 0
         # fault state
-        self._blackholed = False
+        self._blackholed = False  # both directions: no new link is connected upstream
+        self._dropping: frozenset[str] = frozenset()  # directions a blackhole drops
         self._latency = 0.0
         self._bandwidth: int | None = None
         self._cut_after: int | None = None
@@ -247,16 +252,31 @@ class FaultProxy:
 
     # ------------------------------------------------------------------ faults
 
-    def blackhole(self) -> None:
+    def blackhole(self, direction: str = "both") -> None:
         """Silently drop every byte in both directions, on live and new links.
 
         Links stay open (no EOF, no reset). New connections are accepted but not
         connected upstream until heal(). See the module docstring for what heal() does
         to links that lost bytes.
+
+        ``direction="down"`` drops only server->client bytes while client->server bytes
+        still flow (requests are delivered, their answers are lost); ``"up"`` the
+        reverse. A one-way blackhole lets new links connect upstream. A later call
+        replaces the direction.
         """
-        self._blackholed = True
+        directions = {"both": frozenset((_UP, _DOWN)), _UP: frozenset((_UP,))}
+        directions[_DOWN] = frozenset((_DOWN,))
+        if direction not in directions:
+            raise ValueError(f"direction must be 'both', 'up' or 'down', got {direction!r}")
+        self._dropping = directions[direction]
+        self._blackholed = direction == "both"
         self._notify()
-        _log.info("FaultProxy :%d: blackhole on (%d live links)", self._port, len(self._links))
+        _log.info(
+            "FaultProxy :%d: blackhole on (%s; %d live links)",
+            self._port,
+            "both ways" if direction == "both" else f"{direction} only",
+            len(self._links),
+        )
 
     def reset(self) -> None:
         """Abort every live link now with a TCP RST to both peers; new links work."""
@@ -317,7 +337,7 @@ class FaultProxy:
         ended = [
             name
             for name, on in (
-                ("blackhole", self._blackholed),
+                ("blackhole", bool(self._dropping)),
                 ("latency", self._latency > 0),
                 ("bandwidth", self._bandwidth is not None),
                 ("cut_after", self._cut_after is not None),
@@ -326,6 +346,7 @@ class FaultProxy:
             if on
         ]
         self._blackholed = False
+        self._dropping = frozenset()
         self._latency = 0.0
         self._bandwidth = None
         self._cut_after = None
@@ -469,7 +490,7 @@ class FaultProxy:
         try:
             with link.scope, up_send, up_recv, down_send, down_recv:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._read, link, link.client, up_send)
+                    tg.start_soon(self._read, link, link.client, up_send, _UP)
                     while self._blackholed:  # a blackhole lets no SYN through
                         await self._wait_for_change()
                     server = await self._connect_upstream(link)
@@ -477,7 +498,7 @@ class FaultProxy:
                         link.close(rst=True)
                         return
                     tg.start_soon(self._write, link, up_recv, server, _UP)
-                    tg.start_soon(self._read, link, server, down_send)
+                    tg.start_soon(self._read, link, server, down_send, _DOWN)
                     tg.start_soon(self._write, link, down_recv, link.client, _DOWN)
         finally:
             self._finish_link(link)
@@ -517,7 +538,11 @@ class FaultProxy:
         return None
 
     async def _read(
-        self, link: _Link, src: socket.socket, out: MemoryObjectSendStream[_Chunk]
+        self,
+        link: _Link,
+        src: socket.socket,
+        out: MemoryObjectSendStream[_Chunk],
+        direction: str,
     ) -> None:
         """Read one side into the queue; a blackhole drops what is read."""
         while True:
@@ -526,7 +551,7 @@ class FaultProxy:
             except (OSError, anyio.ClosedResourceError):
                 link.close(rst=True)
                 return
-            if self._blackholed:
+            if direction in self._dropping:
                 link.lost_data = True
                 if not data:
                     await anyio.sleep_forever()  # the FIN is lost too; heal() aborts
@@ -549,7 +574,7 @@ class FaultProxy:
             chunk = await inp.receive()
             while not await self._sleep_until(chunk.read_at + self._latency):
                 pass  # latency changed: recompute the due time
-            if self._blackholed:
+            if direction in self._dropping:
                 link.lost_data = True
                 if not chunk.data:
                     await anyio.sleep_forever()
@@ -573,7 +598,7 @@ class FaultProxy:
         """Send ``view`` slice by slice, re-checking faults before every slice."""
         start: float | None = None  # when the slice being paced started its turn
         while view:
-            if self._blackholed:
+            if direction in self._dropping:
                 link.lost_data = True
                 self._bytes_dropped += len(view)
                 break
