@@ -906,6 +906,11 @@ class ResilientClient:
         log.info("the server does not know our (never authorized) auth key; creating a new one")
         assert self._session is not None
         assert self._telegram is not None
+        # Telethon also puts the -404 into its disconnected future (now or in a moment):
+        # take it, so that it is not reported as an exception never retrieved.
+        self._telegram.disconnected.add_done_callback(
+            lambda ended: ended.cancelled() or ended.exception()
+        )
         await self._telegram.disconnect()
         _compat.forget_auth_key(self._telegram)
         self._first_attempt = True
