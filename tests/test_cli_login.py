@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from resilient_tg import ResilientClient
+from resilient_tg._cli._common import CliError
 from resilient_tg._cli.login import LoginOptions, Prompter, login
 from resilient_tg.cli import main
 from resilient_tg.stores import FileStore, SessionData
@@ -439,3 +440,45 @@ async def test_login_replaces_a_never_authorized_key_the_server_forgot(
     assert data is not None
     assert data.auth_key not in (None, stale)
     assert data.ever_authorized is True
+
+
+@pytest.mark.anyio
+async def test_login_on_a_revoked_key_exits_4_and_says_what_to_do(
+    mtproto_server: MTProtoTestServer, tmp_path: Path
+) -> None:
+    """A key that was logged in and then revoked is not discarded: it is reported."""
+    judy = mtproto_server.create_user("+15550110", "Judy")
+    path = tmp_path / "judy.json"
+    key = mtproto_server.issue_auth_key(judy.id)
+    await FileStore(path).save(
+        SessionData(
+            dc_id=mtproto_server.dc_id,
+            server_address=mtproto_server.host,
+            port=mtproto_server.port,
+            auth_key=key,
+            ever_authorized=True,
+        )
+    )
+    mtproto_server.revoke_auth_keys(judy.id)
+    before = path.read_bytes()
+    options = LoginOptions(
+        store_url=path.as_uri(),
+        api_id=mtproto_server.api_id,
+        api_hash=mtproto_server.api_hash,
+        phone=judy.phone,
+        bot=False,
+        bot_token=None,
+        test_server=(mtproto_server.host, mtproto_server.port),
+        test_server_pem=None,
+        timeout=PROCESS_TIMEOUT,
+    )
+    stderr = io.StringIO()
+    with pytest.raises(CliError) as info:
+        await login(options, Prompter(_CodeFromServer(mtproto_server, judy.phone), stderr))
+    assert info.value.code == 4
+    message = str(info.value)
+    assert "AUTH_KEY_UNREGISTERED" in message
+    assert "revoked" in message
+    assert message.count(path.as_uri()) == 1
+    assert DISCARDED not in stderr.getvalue()
+    assert path.read_bytes() == before

@@ -526,7 +526,10 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
         raise
     except AuthLostError as exc:
         raise CliError(
-            f"the server no longer accepts this session's key ({exc})", EXIT_AUTH
+            f"the server no longer accepts the logged-in key in {store.describe()} "
+            f"({exc.reason or exc}): it was revoked or logged out elsewhere; log in into a "
+            "new store, or remove this session first (`session export` keeps a copy)",
+            EXIT_AUTH,
         ) from None
     except NotConnectedError as exc:
         raise CliError(f"lost the connection: {exc}", EXIT_NETWORK) from None
