@@ -51,8 +51,10 @@ async def seed(
             server_address=server.host,
             port=port or server.port,
             auth_key=key,
-            # Update state is what a session that was logged in carries.
-            update_state=UpdateState() if logged_in_before else None,
+            ever_authorized=logged_in_before,
+            update_state=UpdateState(pts=7, qts=1, date=1_700_000_000, seq=2)
+            if logged_in_before
+            else None,
         )
     )
     return path
@@ -150,13 +152,26 @@ async def test_check_of_an_unreachable_server_exits_5_within_the_timeout(tmp_pat
         closed_port = int(sock.getsockname()[1])
     async with MTProtoTestServer() as server:
         alice = server.create_user("+15550001", "Alice")
-        path = await seed(server, tmp_path / "alice.session", user_id=alice.id, port=closed_port)
+        path = await seed(
+            server,
+            tmp_path / "alice.session",
+            user_id=alice.id,
+            port=closed_port,
+            logged_in_before=True,
+        )
+        before = await FileStore(path).load()
         started = time.monotonic()
         result = await check(server, tmp_path, path.as_uri(), "--timeout", "2")
         elapsed = time.monotonic() - started
         assert result.returncode == 5, result.stderr
         assert b"could not connect" in result.stderr
         assert elapsed < 2 + 8  # the timeout, a bounded shutdown and interpreter start-up
+    # It never connected: the stored update state is exactly as it was (not pts 0).
+    after = await FileStore(path).load()
+    assert after is not None
+    assert before is not None
+    assert after.update_state == before.update_state
+    assert after.ever_authorized is True
 
 
 async def test_check_of_a_corrupt_or_empty_store_exits_3(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -15,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from resilient_tg import ResilientClient
+from resilient_tg._cli._common import CliError
+from resilient_tg._cli.login import LoginOptions, Prompter, login
 from resilient_tg.cli import main
 from resilient_tg.stores import FileStore, SessionData
-from resilient_tg.testing import trust_test_server
+from resilient_tg.testing import MTProtoTestServer, trust_test_server
 
 from .test_cli_test_server import PROCESS_TIMEOUT, ServerProcess, cli_command
 
@@ -28,6 +32,8 @@ DAVE = "+15550104"
 ERIN = "+15550105"
 FRANK = "+15550106"  # 2FA, on a terminal
 FRANK_PASSWORD = "frank-tty-secret"
+GRACE = "+15550107"  # a wrong code, then a new login
+HEIDI = "+15550108"  # interrupted at the code prompt
 ALICE_PASSWORD = "alice: correct horse"
 
 
@@ -46,6 +52,10 @@ def server() -> Iterator[ServerProcess]:
         f"{ERIN}:Erin",
         "--user",
         f"{FRANK}:Frank:{FRANK_PASSWORD}",
+        "--user",
+        f"{GRACE}:Grace",
+        "--user",
+        f"{HEIDI}:Heidi",
         "--bot",
         "echo_bot",
     )
@@ -360,3 +370,152 @@ def test_on_a_terminal_the_password_is_not_echoed(server: ServerProcess, tmp_pat
         os.close(master)
     assert code.encode() in screen  # typed text is echoed...
     assert FRANK_PASSWORD.encode() not in screen  # ...but not the password
+
+
+DISCARDED = "Discarded the never-authorized auth key"
+
+
+def test_after_wrong_codes_the_store_connects_unauthorized_and_a_new_login_works(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A failed login leaves a never-authorized key: a client is CONNECTED with
+    authorized False (not AUTH_LOST), and the next login discards the key and succeeds."""
+    path = tmp_path / "grace.json"
+    status, _out, err = finish(start_login(server, path.as_uri(), "--phone", GRACE), "0\n1\n\n")
+    assert status == 4, err
+    failed = stored(path)
+    assert failed.auth_key is not None
+    assert failed.ever_authorized is False
+    assert failed.update_state is None
+    assert asyncio.run(_authorized(server, path)) == (False, 0)
+
+    again = start_login(server, path.as_uri(), "--phone", GRACE)
+    code = server.wait_code(GRACE, count=2)
+    status, out, err = finish(again, f"{code}\n")
+    assert status == 0, err
+    assert "logged in as Grace" in out
+    assert err.count(DISCARDED) == 1
+    assert_no_secrets(server, out + err, path=path)
+    logged_in = stored(path)
+    assert logged_in.ever_authorized is True
+    assert logged_in.auth_key != failed.auth_key
+    assert asyncio.run(_authorized(server, path)) == (True, user_id(server, GRACE))
+
+
+def test_a_login_interrupted_at_the_code_prompt_can_be_run_again(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    path = tmp_path / "heidi.json"
+    login = start_login(server, path.as_uri(), "--phone", HEIDI)
+    server.wait_code(HEIDI)
+    login.send_signal(signal.SIGINT)
+    try:
+        status = login.wait(PROCESS_TIMEOUT)  # stdin stays open: no end-of-input
+    finally:
+        if login.poll() is None:
+            login.kill()
+    _out, err = login.communicate()
+    assert status == 130, err
+    assert stored(path).ever_authorized is False
+    assert stored(path).update_state is None
+    assert asyncio.run(_authorized(server, path)) == (False, 0)
+
+    again = start_login(server, path.as_uri(), "--phone", HEIDI)
+    code = server.wait_code(HEIDI, count=2)
+    status, out, err = finish(again, f"{code}\n")
+    assert status == 0, err
+    assert "logged in as Heidi" in out
+    assert err.count(DISCARDED) == 1
+
+
+class _CodeFromServer:
+    """Standard input that answers the code prompt with the code the server sent."""
+
+    def __init__(self, server: MTProtoTestServer, phone: str) -> None:
+        self._server = server
+        self._phone = phone
+
+    def isatty(self) -> bool:
+        return False
+
+    def readline(self) -> str:
+        return self._server.login_code(self._phone) + "\n"
+
+
+@pytest.mark.anyio
+async def test_login_replaces_a_never_authorized_key_the_server_forgot(
+    mtproto_server: MTProtoTestServer, tmp_path: Path
+) -> None:
+    """-404 for a never-authorized key: the client makes a new key, and login says so."""
+    ivan = mtproto_server.create_user("+15550109", "Ivan")
+    path = tmp_path / "ivan.json"
+    stale = mtproto_server.issue_auth_key()
+    await FileStore(path).save(
+        SessionData(
+            dc_id=mtproto_server.dc_id,
+            server_address=mtproto_server.host,
+            port=mtproto_server.port,
+            auth_key=stale,
+        )
+    )
+    mtproto_server.forget_auth_keys()
+    options = LoginOptions(
+        store_url=path.as_uri(),
+        api_id=mtproto_server.api_id,
+        api_hash=mtproto_server.api_hash,
+        phone=ivan.phone,
+        bot=False,
+        bot_token=None,
+        test_server=(mtproto_server.host, mtproto_server.port),
+        test_server_pem=None,
+        timeout=PROCESS_TIMEOUT,
+    )
+    stderr = io.StringIO()
+    assert await login(options, Prompter(_CodeFromServer(mtproto_server, ivan.phone), stderr)) == 0
+    assert stderr.getvalue().count(DISCARDED) == 1
+    data = await FileStore(path).load()
+    assert data is not None
+    assert data.auth_key not in (None, stale)
+    assert data.ever_authorized is True
+
+
+@pytest.mark.anyio
+async def test_login_on_a_revoked_key_exits_4_and_says_what_to_do(
+    mtproto_server: MTProtoTestServer, tmp_path: Path
+) -> None:
+    """A key that was logged in and then revoked is not discarded: it is reported."""
+    judy = mtproto_server.create_user("+15550110", "Judy")
+    path = tmp_path / "judy.json"
+    key = mtproto_server.issue_auth_key(judy.id)
+    await FileStore(path).save(
+        SessionData(
+            dc_id=mtproto_server.dc_id,
+            server_address=mtproto_server.host,
+            port=mtproto_server.port,
+            auth_key=key,
+            ever_authorized=True,
+        )
+    )
+    mtproto_server.revoke_auth_keys(judy.id)
+    before = path.read_bytes()
+    options = LoginOptions(
+        store_url=path.as_uri(),
+        api_id=mtproto_server.api_id,
+        api_hash=mtproto_server.api_hash,
+        phone=judy.phone,
+        bot=False,
+        bot_token=None,
+        test_server=(mtproto_server.host, mtproto_server.port),
+        test_server_pem=None,
+        timeout=PROCESS_TIMEOUT,
+    )
+    stderr = io.StringIO()
+    with pytest.raises(CliError) as info:
+        await login(options, Prompter(_CodeFromServer(mtproto_server, judy.phone), stderr))
+    assert info.value.code == 4
+    message = str(info.value)
+    assert "AUTH_KEY_UNREGISTERED" in message
+    assert "revoked" in message
+    assert message.count(path.as_uri()) == 1
+    assert DISCARDED not in stderr.getvalue()
+    assert path.read_bytes() == before

@@ -84,7 +84,10 @@ async def test_a_telethon_string_session_loads(
 ) -> None:
     env.setenv(VAR, telethon_string(2, ip, 443, KEY))
     data = await EnvStringStore(VAR).load()
-    assert data == SessionData(dc_id=2, server_address=expected, port=443, auth_key=KEY)
+    # A string carries a logged-in session: it counts as authorized (a 401 is a revocation).
+    assert data == SessionData(
+        dc_id=2, server_address=expected, port=443, auth_key=KEY, ever_authorized=True
+    )
 
 
 async def test_surrounding_whitespace_is_ignored(env: pytest.MonkeyPatch) -> None:
@@ -287,7 +290,7 @@ async def test_without_a_fallback_a_new_key_is_reported_and_other_changes_droppe
     await store.save(same_key)
     assert errors_in(caplog) == []
     assert await store.load() == SessionData(
-        dc_id=2, server_address="127.0.0.1", port=443, auth_key=KEY
+        dc_id=2, server_address="127.0.0.1", port=443, auth_key=KEY, ever_authorized=True
     ), "update state cannot be kept without a fallback"
     await store.save(SessionData(dc_id=2, server_address="127.0.0.1", port=443, auth_key=OTHER_KEY))
     errors = errors_in(caplog)

@@ -189,7 +189,7 @@ async def test_store_io_runs_in_a_worker_thread(tmp_path: Path) -> None:
         (b'{"format": "something else"}', "not a resilient_tg session"),
         (b"SQLite format 3\x00" + bytes(100), "import_telethon"),
         (b"RTGE1" + bytes(60), "is encrypted"),
-        (encode(sample()).replace(b'"version":1', b'"version":99'), "version 99"),
+        (encode(sample()).replace(b'"version":2', b'"version":99'), "version 99"),
         (encode(sample()).replace(b'"port":4430', b'"port":"x"'), "missing or invalid field"),
     ],
 )

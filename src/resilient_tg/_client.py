@@ -443,7 +443,10 @@ class ResilientClient:
             await self._acquire_lease_waiting(StateReason.START)
             self._session = await StoreSession.open(self._store, flush_interval=self.flush_interval)
             self._session.save_listeners.append(self._notify_save)
-            self._was_authorized = _looks_authorized(self._session)
+            self._was_authorized = self._session.ever_authorized
+            # Until it has caught up on a link, the client writes back the update state it
+            # loaded: a client that never connected knows no newer one.
+            self._session.hold_update_state()
             self._telegram = self._build_telegram(self._session)
             self._spawn("supervisor", self._supervise)
             self._spawn("keepalive", run_keepalive, self)
@@ -811,6 +814,8 @@ class ResilientClient:
             return
         if generation != self._generation or self._closing:
             return
+        if self._authorized and self._session is not None:
+            self._session.release_update_state()  # probed and caught up: the state is learned
         self._established.set()
         self._connected_since = time.monotonic()
         self._outage_started = None
@@ -865,6 +870,8 @@ class ResilientClient:
                 return None
             self._authorized = True
             self._was_authorized = True
+            if self._session is not None:
+                self._session.mark_authorized()  # durable before CONNECTED (_make_durable)
             self._last_request_ok_at = time.time()
             # The answer is the link's first pong: healthy as soon as CONNECTED is reported.
             self._record_pong(time.monotonic() - sent)
@@ -1073,6 +1080,11 @@ class ResilientClient:
         log.info("the server does not know our (never authorized) auth key; creating a new one")
         assert self._session is not None
         assert self._telegram is not None
+        # Telethon also puts the -404 into its disconnected future (now or in a moment):
+        # take it, so that it is not reported as an exception never retrieved.
+        self._telegram.disconnected.add_done_callback(
+            lambda ended: ended.cancelled() or ended.exception()
+        )
         await self._telegram.disconnect()
         _compat.forget_auth_key(self._telegram)
         self._first_attempt = True
@@ -1154,7 +1166,8 @@ class ResilientClient:
         data = await self._store.load()
         if self._session is not None:
             self._session.reload(data)
-            self._was_authorized = self._was_authorized or _looks_authorized(self._session)
+            self._session.hold_update_state()  # the stored state is the newest until caught up
+            self._was_authorized = self._session.ever_authorized
 
     # Background flush ---------------------------------------------------------------------
 
@@ -1408,6 +1421,9 @@ class ResilientClient:
         # Health follows a login made through client.telegram (it was "not logged in").
         self._detail = self._detail.removesuffix(_NOT_LOGGED_IN)
         if self._session is not None:
+            self._session.mark_authorized()
+            # Telethon fetches the new account's update state right after the login.
+            self._session.release_update_state()
             self._session.save()
 
     async def _on_raw_update(self, update: Any) -> None:
@@ -1446,15 +1462,6 @@ class _NoState:
     """Stands in for updates.State when the session is not logged in."""
 
     pts = 0
-
-
-def _looks_authorized(session: StoreSession) -> bool:
-    """Whether this session was logged in before: Telethon stores itself as entity 0 and
-    keeps update state only for logged-in accounts."""
-    data = session.snapshot()
-    if data is None or data.auth_key is None:
-        return False
-    return data.update_state is not None or any(e.id == 0 for e in data.entities)
 
 
 def _classify(error: BaseException | None) -> StateReason:

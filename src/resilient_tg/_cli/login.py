@@ -17,7 +17,7 @@ import os
 import sys
 import textwrap
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
 import attrs
@@ -363,6 +363,47 @@ async def _seed(store: SessionStore, options: LoginOptions) -> None:
 async def _log_in_with_client(
     store: SessionStore, holder: str, options: LoginOptions, prompter: Prompter
 ) -> str:
+    """Connect, then log in unless the session already is; a never-authorized key left by
+    a login that did not finish is discarded once the server has said it does not accept
+    it (a login interrupted after the server accepted it left a logged-in key)."""
+    with store_errors(store):
+        stored = await store.load()
+    stale = (
+        stored.auth_key
+        if stored is not None and stored.auth_key is not None and not stored.ever_authorized
+        else None
+    )
+    while True:
+        async with _login_client(store, holder, options) as client:
+            telegram = client.telegram
+            if client.health().authorized:
+                me = await telegram.get_me()
+                return f"already logged in as {_who(me)}; nothing changed"
+            if stale is not None:
+                with store_errors(store):
+                    current = await store.load()
+                if current is None or current.auth_key != stale:
+                    # The server no longer knew the key (-404): the client made a new one.
+                    _say_discarded(prompter, store)
+                    stale = None
+            if stale is None:
+                if options.bot:
+                    user = await _bot_login(telegram, options, prompter)
+                else:
+                    user = await _user_login(telegram, options, prompter)
+                return f"logged in as {_who(user)}"
+        # The server answered 401 for the never-authorized key: start over with a new one.
+        _say_discarded(prompter, store)
+        with store_errors(store):
+            await _drop_key(store, holder, stale)
+        stale = None
+
+
+@contextlib.asynccontextmanager
+async def _login_client(
+    store: SessionStore, holder: str, options: LoginOptions
+) -> AsyncIterator[ResilientClient]:
+    """A ResilientClient on ``store``, entered and CONNECTED (authorized or not)."""
     client = ResilientClient(
         store,
         options.api_id,
@@ -386,15 +427,22 @@ async def _log_in_with_client(
                 + (f" (last error: {last})" if last else ""),
                 EXIT_NETWORK,
             ) from None
-        telegram = client.telegram
-        if client.health().authorized:
-            me = await telegram.get_me()
-            return f"already logged in as {_who(me)}; nothing changed"
-        if options.bot:
-            user = await _bot_login(telegram, options, prompter)
-        else:
-            user = await _user_login(telegram, options, prompter)
-        return f"logged in as {_who(user)}"
+        yield client
+
+
+def _say_discarded(prompter: Prompter, store: SessionStore) -> None:
+    prompter.say(
+        f"Discarded the never-authorized auth key in {store.describe()} (left by a login "
+        "that did not finish; the server does not accept it); logging in with a new key."
+    )
+
+
+async def _drop_key(store: SessionStore, holder: str, key: bytes) -> None:
+    """Remove ``key`` from the stored session (under the lease), keeping its server."""
+    await store.acquire_lease(holder, LEASE_TTL)  # the client released it when it left
+    data = await store.load()
+    if data is not None and data.auth_key == key and not data.ever_authorized:
+        await store.save(attrs.evolve(data, auth_key=None))
 
 
 async def _bot_login(telegram: Any, options: LoginOptions, prompter: Prompter) -> Any:
@@ -487,7 +535,10 @@ def _login_errors(store: SessionStore, options: LoginOptions) -> Iterator[None]:
         raise
     except AuthLostError as exc:
         raise CliError(
-            f"the server no longer accepts this session's key ({exc})", EXIT_AUTH
+            f"the server no longer accepts the logged-in key in {store.describe()} "
+            f"({exc.reason or exc}): it was revoked or logged out elsewhere; log in into a "
+            "new store, or remove this session first (`session export` keeps a copy)",
+            EXIT_AUTH,
         ) from None
     except AppRejectedError as exc:
         raise CliError(_refused(exc.reason), EXIT_REJECTED) from None

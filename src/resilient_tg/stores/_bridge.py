@@ -6,6 +6,11 @@ return value makes it warn), so this session changes memory at once and writes i
 the background: auth key and DC changes as soon as possible, entities and update
 state batched at most every ``flush_interval`` seconds. ``await flush()`` makes the
 current state durable; ``aclose()`` flushes and stops the writer.
+
+It writes back only what its client learned: Telethon's "nothing known" update state
+(pts 0, date 1, written by a client that never fetched one) never replaces the stored
+one, and while ``hold_update_state()`` is in force (ResilientClient, until it has
+caught up on a link) the update state stays exactly as loaded.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self._wake: Flag | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
+        # The auth key that was ever logged in (None: the current key never was).
+        self._authorized_key: bytes | None = None
+        self._update_state_held = False
         #: The error of the last failed write (None once a write succeeds), for health.
         self.last_save_error: BaseException | None = None
         self.last_saved_at: float | None = None
@@ -65,6 +73,9 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self.save_failures = 0
         #: Called after every write with its duration and error (None on success).
         self.save_listeners: list[Callable[[float, BaseException | None], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<StoreSession {self.store.describe()} dc {self._dc_id}>"
 
     @classmethod
     async def open(cls, store: SessionStore, *, flush_interval: float = 1.0) -> StoreSession:
@@ -98,6 +109,7 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             e.id: (e.id, e.access_hash, e.username, e.phone, e.name) for e in data.entities
         }
         self._entities = set(self._rows.values())
+        self._authorized_key = data.auth_key if data.ever_authorized else None
 
     def snapshot(self) -> SessionData | None:
         """The current state as SessionData (None before any DC is set)."""
@@ -124,7 +136,36 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
                 Entity(id=r[0], access_hash=r[1], username=r[2], phone=r[3], name=r[4])
                 for r in self._rows.values()
             ),
+            ever_authorized=self.ever_authorized,
         )
+
+    # Authorization and update state ------------------------------------------------------
+
+    @property
+    def ever_authorized(self) -> bool:
+        """Whether the current auth key was ever logged in (a new key never was)."""
+        key = self._auth_key.key if self._auth_key is not None else None
+        return key is not None and key == self._authorized_key
+
+    def mark_authorized(self) -> None:
+        """The server accepted the current key as logged in: persist that (promptly)."""
+        key = self._auth_key.key if self._auth_key is not None else None
+        if key is not None and key != self._authorized_key:
+            self._authorized_key = key
+            self._changed(urgent=True)
+
+    def hold_update_state(self) -> None:
+        """Keep the update state as loaded: Telethon's writes of it are ignored until
+        `release_update_state` (a client that has not caught up knows no newer state)."""
+        self._update_state_held = True
+
+    def release_update_state(self) -> None:
+        """Take Telethon's update state again (the client has caught up or logged in)."""
+        self._update_state_held = False
+
+    @property
+    def update_state_held(self) -> bool:
+        return self._update_state_held
 
     # Telethon's Session interface -----------------------------------------------------
 
@@ -143,6 +184,8 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self._changed(urgent=True)
 
     def set_update_state(self, entity_id: int, state: Any) -> None:
+        if self._update_state_held or (entity_id == 0 and _knows_nothing(state)):
+            return
         old = self._update_states.get(entity_id)
         super().set_update_state(entity_id, state)
         if old is None or (old.pts, old.qts, old.seq, old.date) != (
@@ -349,6 +392,11 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
                 listener(duration, error)
             except Exception:
                 log.exception("session save listener %r failed; ignored", listener)
+
+
+def _knows_nothing(state: Any) -> bool:
+    """Telethon's empty message box: what a client that never fetched a state writes."""
+    return (state.pts, state.qts, state.seq) == (0, 0, 0) and _timestamp(state.date) <= 1
 
 
 def _date(timestamp: int) -> dt.datetime:

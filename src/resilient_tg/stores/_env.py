@@ -248,11 +248,14 @@ def parse_string_session(value: str, *, source: str) -> SessionData:
         raise bad(f"{len(raw)} bytes decoded, expected {_IPV4.size} or {_IPV6.size}")
     assert len(key) == AUTH_KEY_SIZE
     try:
+        auth_key = key if any(key) else None
         return SessionData(
             dc_id=dc_id,
             server_address=ipaddress.ip_address(ip).compressed,
             port=port,
-            auth_key=key if any(key) else None,
+            auth_key=auth_key,
+            # A string carries a session someone logged in: a 401 means it was revoked.
+            ever_authorized=auth_key is not None,
         )
     except ValueError as exc:
         text = str(exc)

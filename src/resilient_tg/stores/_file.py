@@ -682,6 +682,8 @@ def _telethon_rows(conn: sqlite3.Connection, corrupt: Any) -> SessionData:
             takeout_id=None if takeout is None else _as_int(takeout),
             update_state=state,
             entities=tuple(entities),
+            # A Telethon file holds a session someone logged in: a 401 means it was revoked.
+            ever_authorized=auth_key is not None,
         )
     except (TypeError, ValueError) as exc:
         # Name the field, never the value (it could be key material).

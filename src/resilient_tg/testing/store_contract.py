@@ -119,15 +119,21 @@ def entities() -> st.SearchStrategy[tuple[Entity, ...]]:
 
 def session_data() -> st.SearchStrategy[SessionData]:
     """Any valid SessionData: every field, optional ones present or absent."""
-    return st.builds(
-        SessionData,
-        dc_id=st.integers(min_value=1, max_value=2**31 - 1),
-        server_address=_ADDRESS,
-        port=st.integers(min_value=1, max_value=65535),
-        auth_key=st.none() | st.binary(min_size=AUTH_KEY_SIZE, max_size=AUTH_KEY_SIZE),
-        takeout_id=st.none() | _INT64,
-        update_state=st.none() | update_states(),
-        entities=entities(),
+    key = st.binary(min_size=AUTH_KEY_SIZE, max_size=AUTH_KEY_SIZE)
+    # ever_authorized is about the auth key: it can be true only with one.
+    key_and_flag = st.tuples(st.none(), st.just(False)) | st.tuples(key, st.booleans())
+    return key_and_flag.flatmap(
+        lambda pair: st.builds(
+            SessionData,
+            dc_id=st.integers(min_value=1, max_value=2**31 - 1),
+            server_address=_ADDRESS,
+            port=st.integers(min_value=1, max_value=65535),
+            auth_key=st.just(pair[0]),
+            takeout_id=st.none() | _INT64,
+            update_state=st.none() | update_states(),
+            entities=entities(),
+            ever_authorized=st.just(pair[1]),
+        )
     )
 
 
