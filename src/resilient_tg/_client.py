@@ -106,6 +106,8 @@ _LOGIN_REQUESTS = (
     functions.auth.ImportBotAuthorizationRequest,
     functions.auth.CheckPasswordRequest,
     functions.auth.ImportAuthorizationRequest,
+    functions.auth.ExportLoginTokenRequest,  # QR login: answers LoginTokenSuccess once accepted
+    functions.auth.ImportLoginTokenRequest,
 )
 
 
@@ -1278,9 +1280,7 @@ class ResilientClient:
             if exc is None:
                 result = value
                 self._last_request_ok_at = time.time()
-                if isinstance(request, _LOGIN_REQUESTS) and isinstance(
-                    result, auth_types.Authorization
-                ):
+                if isinstance(request, _LOGIN_REQUESTS) and _is_authorization(result):
                     self._on_login()
                 elif isinstance(request, functions.auth.LogOutRequest):
                     self._authorized = False
@@ -1456,6 +1456,13 @@ class ResilientClient:
     def _save_problem(self, error: BaseException) -> str:
         where = self._store.describe()
         return f"cannot save the session to {where}: {store_error_text(where, error)}"
+
+
+def _is_authorization(result: Any) -> bool:
+    """A login's answer: auth.authorization, directly or inside a QR login's success."""
+    if isinstance(result, auth_types.LoginTokenSuccess):
+        result = result.authorization
+    return isinstance(result, auth_types.Authorization)
 
 
 class _NoState:
