@@ -111,8 +111,10 @@ async def test_hanging_renewals_drop_the_link_margin_before_the_lease_expires(
             assert drop.reason is StateReason.LEASE
             assert "lease lost" in drop.detail
             await wait_until(
-                lambda: fault_proxy.links_open == 0
-                and not upstream & {c.peer for c in mtproto_server.connections}
+                lambda: (
+                    fault_proxy.links_open == 0
+                    and not upstream & {c.peer for c in mtproto_server.connections}
+                )
             )
             closed_at = time.time()
             expires_at = first_store.expires_at  # the last lease the store handed us

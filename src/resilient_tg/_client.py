@@ -933,7 +933,7 @@ class ResilientClient:
 
     def _on_lease_lost(self, why: str) -> None:
         """Two processes must never use one key: drop the link now (called by the lease
-        keeper, from its timer too), then wait for the lease in the background."""
+        keeper, from its expiry timer too), then wait for the lease in the background."""
         if self._closing:
             return
         if self._session is not None:
@@ -944,29 +944,34 @@ class ResilientClient:
             f"lease lost: {why}",
             message=f"lease lost ({why}); dropping the link and waiting for it",
         )
-        self.abort_link(StateReason.LEASE, f"lease lost: {why}", quiet=True)
+        # The recovery's first step closes the socket, within a loop iteration. (Not an
+        # abort here: that starts Telethon's own reconnect, and cancelling it early leaves
+        # its sender unable to send after the next connect.)
         self._spawn("lease-recovery", self._recover_lease)
 
     async def _recover_lease(self) -> None:
-        """After a loss: close the link for good, take the lease again, reload, resume."""
+        """After a loss: close the link, take the lease again, reload the session, resume."""
         if self._telegram is not None:
             await self._telegram.disconnect()
-        await self._leases.acquire(retry_failures=True, announce=False)
         while not self._closing:
+            await self._leases.acquire(retry_failures=True, announce=False)
             try:
-                data = await self._store.load()
+                with anyio.fail_after(self.lease_ttl / 3):
+                    data = await self._store.load()
             except Exception as exc:  # noqa: BLE001 - store outage: retry, we hold the lease
                 log.warning(
-                    "could not reload the session after the lease came back: %s", _describe(exc)
+                    "could not reload the session after taking the lease: %s", _describe(exc)
                 )
                 await asyncio.sleep(min(1.0, self.lease_ttl / 6))
                 continue
+            if self._leases.lease is None:
+                continue  # lost again while reloading
             if self._session is not None:
                 self._session.reload(data)
                 self._was_authorized = self._was_authorized or _looks_authorized(self._session)
-            break
-        self._first_attempt = True
-        self._leases.held.set()  # the supervisor connects again
+            self._first_attempt = True
+            self._leases.resume()  # the supervisor connects again
+            return
 
     async def _housekeeping(self) -> None:
         """Renew the lease every lease_ttl/3 and flush the update state every

@@ -63,8 +63,8 @@ class LeaseKeeper:
     async def acquire(self, *, retry_failures: bool = False, announce: bool = True) -> None:
         """Take the lease, waiting while another live holder has it. A store failure is
         raised, or with ``retry_failures`` logged and retried (each try then bounded by
-        ttl/3, so a hanging store is retried too). Without ``announce`` the caller sets
-        `held` itself, once it is ready for the link to come back."""
+        ttl/3, so a hanging store is retried too). Without ``announce`` the lease is held
+        but `lost` stays true until the owner, ready for the link again, calls `resume`."""
         poll = min(0.5, self._ttl / 3)
         while not self._closed:
             try:
@@ -87,11 +87,10 @@ class LeaseKeeper:
                 await asyncio.sleep(poll)
                 continue
             self.foreign = None
-            self.lost = False
             self.lease = lease
             self._arm()
             if announce:
-                self.held.set()
+                self.resume()
             return
 
     async def renew(self) -> None:
@@ -119,16 +118,26 @@ class LeaseKeeper:
         self.lease = lease
         self._arm()
 
-    def drop(self, why: str) -> None:
-        """The lease is gone (or about to be): forget it and tell the owner once."""
-        if self.lost or self._closed:
+    def resume(self) -> None:
+        """The lease is held again and the owner is ready: the link may come back."""
+        if self.lease is None:
             return
-        self.lost = True
+        self.lost = False
+        self.held.set()
+
+    def drop(self, why: str) -> None:
+        """The lease is gone (or about to be): forget it, and tell the owner unless it is
+        recovering from a loss already (then it sees ``lease`` is None and takes it again)."""
+        if self._closed:
+            return
         self.lease = None
-        self.held = Flag()
         self._disarm()
         if self._renewing is not None:
             self._renewing.cancel()
+        if self.lost:
+            return
+        self.lost = True
+        self.held = Flag()
         self._on_lost(why)
 
     async def release(self) -> None:
