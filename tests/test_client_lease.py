@@ -106,7 +106,7 @@ async def test_hanging_renewals_drop_the_link_margin_before_the_lease_expires(
 
         task = asyncio.ensure_future(run_second())
         try:
-            await rec.state(S.WAITING_LEASE)
+            await rec.until(lambda: S.WAITING_LEASE in rec.states())
             drop = next(c for c in rec.changes if c.new is S.WAITING_LEASE)
             assert drop.reason is StateReason.LEASE
             assert "lease lost" in drop.detail
