@@ -635,7 +635,13 @@ class ResilientClient:
             lived = error.detail
         else:
             lived = _describe(error) if error is not None else "closed by the server"
-        self._schedule_retry(reason, error, f"link lost: {lived}")
+        if self._state.link_up:
+            self._schedule_retry(reason, error, f"link lost: {lived}")
+        else:
+            # The link of a connect attempt, which never answered (e.g. a TCP connect
+            # accepted into a black hole): a failed attempt, not a lost link.
+            attempt = f"connect attempt {self._attempt}" if self._attempt else "connect attempt"
+            self._schedule_retry(reason, error, f"{attempt}: {lived}")
 
     def packet_received(self, conn: Any) -> None:
         pass  # kept for observers that count traffic; the keepalive measures liveness
