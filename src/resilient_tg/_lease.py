@@ -66,7 +66,7 @@ class LeaseKeeper:
         ttl/3, so a hanging store is retried too). Without ``announce`` the lease is held
         but `lost` stays true until the owner, ready for the link again, calls `resume`."""
         poll = min(0.5, self._ttl / 3)
-        while not self._closed:
+        while not self._stopped():
             try:
                 if retry_failures:
                     with anyio.fail_after(self._ttl / 3):
@@ -87,6 +87,9 @@ class LeaseKeeper:
                 await asyncio.sleep(poll)
                 continue
             self.foreign = None
+            if self._stopped():  # released meanwhile (shutdown): give this one back too
+                await self._store.release_lease(self._holder)
+                return
             self.lease = lease
             self._arm()
             if announce:
@@ -141,7 +144,9 @@ class LeaseKeeper:
         self._on_lost(why)
 
     async def release(self) -> None:
-        """Give the lease up (on shutdown); a failure is logged, the lease then expires."""
+        """Give the lease up for good (on shutdown); a failure is logged, the lease then
+        expires. No acquisition succeeds after this."""
+        self._closed = True
         self._disarm()
         if self.lease is None:
             return
@@ -150,6 +155,10 @@ class LeaseKeeper:
             await self._store.release_lease(self._holder)
         except Exception as exc:  # noqa: BLE001 - it expires by itself
             log.warning("could not release the lease: %s", _describe(exc))
+
+    def _stopped(self) -> bool:
+        """Released or closed: the owner is shutting down."""
+        return self._closed
 
     def close(self) -> None:
         """No more timers or acquisitions (the owner is shutting down)."""
