@@ -958,7 +958,10 @@ class ResilientClient:
     async def _recover_lease(self) -> None:
         """After a loss: close the link, take the lease again, reload the session, resume."""
         if self._telegram is not None:
-            await self._telegram.disconnect()
+            try:
+                await self._telegram.disconnect()
+            except Exception as exc:  # noqa: BLE001 - the link is closed either way
+                log.warning("disconnect after the lease loss failed: %s", _describe(exc))
         while not self._closing:
             await self._leases.acquire(retry_failures=True, announce=False)
             try:
