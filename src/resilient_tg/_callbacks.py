@@ -2,9 +2,14 @@
 
 Callbacks may be plain functions or coroutine functions; they get the StateChange.
 One dispatcher task calls them one at a time in the order the transitions happened,
-so a slow callback delays later callbacks, never the client. An exception is
-logged and swallowed. The dispatcher exists only while callbacks are queued: a
-client with no callbacks, or none pending, pays no task for them.
+so a slow callback delays later callbacks. An exception is logged and swallowed. The
+dispatcher exists only while callbacks are queued: a client with no callbacks, or
+none pending, pays no task for them.
+
+A plain function runs in the event loop: while it runs, nothing else does, the client
+included. One that takes `BLOCKING_WARNING` seconds or more is named in a WARNING
+with how long it blocked (the keepalive does not count such a stall against the link,
+see _keepalive.py); slow work belongs in a coroutine or a thread.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import collections
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,7 +26,7 @@ import anyio
 from ._flag import Flag
 from ._state import StateChange
 
-__all__ = ["Callback", "CallbackRegistry"]
+__all__ = ["BLOCKING_WARNING", "Callback", "CallbackRegistry"]
 
 log = logging.getLogger("resilient_tg.client")
 
@@ -28,6 +34,9 @@ Callback = Callable[[StateChange], Any]
 C = TypeVar("C", bound=Callback)
 # Starts the dispatcher as a task of the owner; returns None once the owner is closing.
 Spawner = Callable[[Callable[[], Awaitable[None]]], object]
+
+#: Seconds a plain-function callback may hold the event loop before it is warned about.
+BLOCKING_WARNING = 0.25
 
 EVENTS = (
     "connected",
@@ -117,14 +126,29 @@ class CallbackRegistry:
 
 async def call_safely(callback: Callback, change: StateChange, event: str) -> None:
     try:
-        result = callback(change)
+        started = time.monotonic()
+        try:
+            result = callback(change)
+        finally:
+            blocked = time.monotonic() - started
+            if blocked >= BLOCKING_WARNING:
+                log.warning(
+                    "on_%s callback %s blocked the event loop for %.1fs; the client could not "
+                    "run meanwhile (make it async, or move slow work to a thread)",
+                    event,
+                    _name(callback),
+                    blocked,
+                )
         if inspect.isawaitable(result):
             await _await(result)
     except anyio.get_cancelled_exc_class():
         raise
     except Exception:
-        name = getattr(callback, "__qualname__", repr(callback))
-        log.exception("on_%s callback %s raised; the client carries on", event, name)
+        log.exception("on_%s callback %s raised; the client carries on", event, _name(callback))
+
+
+def _name(callback: Callback) -> str:
+    return str(getattr(callback, "__qualname__", None) or repr(callback))
 
 
 async def _await(result: Awaitable[Any]) -> None:

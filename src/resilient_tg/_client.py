@@ -46,11 +46,11 @@ from ._errors import (
     NotConnectedError,
     ResultLostError,
     ResultUnknownError,
-    SessionInUseError,
 )
 from ._fatal import app_rejected, rpc_name
 from ._flag import Flag
 from ._keepalive import run_keepalive
+from ._lease import LeaseKeeper
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason, StoreInfo
 from ._status import StatusPublisher
@@ -276,11 +276,31 @@ class ResilientClient:
         self._last_error: str | None = None
         self._rejected_reason = ""
 
-        # Lease.
-        self._lease: Lease | None = None
-        self._foreign_lease: LeaseInfo | None = None
-        self._have_lease = Flag()
-        self._lease_lost_flag = False
+        # Lease (see _lease.py; read through the properties below).
+        self._leases = LeaseKeeper(
+            self._store,
+            self.holder,
+            self.lease_ttl,
+            on_waiting=self._on_lease_waiting,
+            on_lost=self._on_lease_lost,
+        )
+
+    # The lease keeper's state, under the names the rest of the client reads.
+    @property
+    def _lease(self) -> Lease | None:
+        return self._leases.lease
+
+    @property
+    def _foreign_lease(self) -> LeaseInfo | None:
+        return self._leases.foreign
+
+    @property
+    def _have_lease(self) -> Flag:
+        return self._leases.held
+
+    @property
+    def _lease_lost_flag(self) -> bool:
+        return self._leases.lost
 
     # Public API -------------------------------------------------------------------
 
@@ -442,7 +462,7 @@ class ResilientClient:
                 await self._tasks.start("status", self._status.run)
             # Read once before waiting for the lease: a corrupt session fails fast.
             await self._store.load()
-            await self._acquire_lease_waiting(StateReason.START)
+            await self._leases.acquire()
             self._session = await StoreSession.open(self._store, flush_interval=self.flush_interval)
             self._session.save_listeners.append(self._notify_save)
             self._was_authorized = self._session.ever_authorized
@@ -505,12 +525,7 @@ class ResilientClient:
                 self._session.discard_changes()
                 await self._session.aclose()
             log.debug("shutdown: releasing the lease")
-            if self._lease is not None:
-                try:
-                    await self._store.release_lease(self.holder)
-                except Exception as exc:  # noqa: BLE001 - it expires by itself
-                    log.warning("could not release the lease: %s", _describe(exc))
-                self._lease = None
+            await self._leases.release()
             if not self._state.terminal:
                 self._transition(ConnectionState.CLOSED, StateReason.USER, "client closed")
             with anyio.move_on_after(1.0):
@@ -522,6 +537,7 @@ class ResilientClient:
             if not self._state.terminal:
                 self._transition(ConnectionState.CLOSED, StateReason.USER, "shutdown timed out")
         self._callbacks.close()
+        self._leases.close()
         # Our tasks end before the store closes: the lease and flush loops use it.
         await self._tasks.aclose()
         self._deadlines.close()
@@ -709,7 +725,13 @@ class ResilientClient:
             lived = error.detail
         else:
             lived = _describe(error) if error is not None else "closed by the server"
-        self._schedule_retry(reason, error, f"link lost: {lived}")
+        if self._state.link_up:
+            self._schedule_retry(reason, error, f"link lost: {lived}")
+        else:
+            # The link of a connect attempt, which never answered (e.g. a TCP connect
+            # accepted into a black hole): a failed attempt, not a lost link.
+            attempt = f"connect attempt {self._attempt}" if self._attempt else "connect attempt"
+            self._schedule_retry(reason, error, f"{attempt}: {lived}")
 
     def packet_received(self, conn: Any) -> None:
         pass  # kept for observers that count traffic; the keepalive measures liveness
@@ -1094,65 +1116,20 @@ class ResilientClient:
 
     # Lease ------------------------------------------------------------------------------
 
-    async def _acquire_lease_waiting(self, reason: StateReason) -> None:
-        poll = min(0.5, self.lease_ttl / 3)
-        while not self._closing:
-            try:
-                self._lease = await self._store.acquire_lease(self.holder, self.lease_ttl)
-            except SessionInUseError as exc:
-                self._foreign_lease = LeaseInfo(
-                    holder=exc.holder, expires_at=exc.expires_at or 0.0, ours=False
-                )
-                if self._state is not ConnectionState.WAITING_LEASE:
-                    self._transition(
-                        ConnectionState.WAITING_LEASE,
-                        StateReason.LEASE,
-                        f"session leased to {exc.holder}",
-                        message=f"waiting for the session lease held by {exc.holder}",
-                    )
-                await asyncio.sleep(poll)
-                continue
-            self._foreign_lease = None
-            self._lease_lost_flag = False
-            self._have_lease.set()
+    def _on_lease_waiting(self, holder: str) -> None:
+        if self._state is not ConnectionState.WAITING_LEASE:
+            self._transition(
+                ConnectionState.WAITING_LEASE,
+                StateReason.LEASE,
+                f"session leased to {holder}",
+                message=f"waiting for the session lease held by {holder}",
+            )
+
+    def _on_lease_lost(self, why: str) -> None:
+        """Two processes must never use one key: drop the link now (called by the lease
+        keeper, from its expiry timer too), then wait for the lease in the background."""
+        if self._closing:
             return
-
-    async def _housekeeping(self) -> None:
-        """Renew the lease every lease_ttl/3 and flush the update state every
-        flush_interval: one task for both, as each client's tasks count in a fleet."""
-        renew_every = self.lease_ttl / 3
-        next_renew = time.monotonic() + renew_every
-        next_flush = time.monotonic() + self.flush_interval
-        while not self._closing:
-            await asyncio.sleep(max(0.0, min(next_renew, next_flush) - time.monotonic()))
-            now = time.monotonic()
-            if now >= next_renew:
-                next_renew = now + renew_every
-                await self._renew_lease()
-            if now >= next_flush and not self._closing:
-                await self._flush_update_state()
-                next_flush = time.monotonic() + self.flush_interval
-
-    async def _renew_lease(self) -> None:
-        if self._lease is None:
-            return
-        try:
-            # Bounded: a renew that hangs (database outage) must not outlive the lease.
-            with anyio.fail_after(self.lease_ttl / 3):
-                self._lease = await self._store.renew_lease(self.holder, self.lease_ttl)
-        except LeaseLostError as exc:
-            await self._lease_lost(_describe(exc))
-        except Exception as exc:  # noqa: BLE001 - store outage: keep trying until expiry
-            margin = self.lease_ttl / 6
-            log.warning("could not renew the session lease: %s", _describe(exc))
-            if self._lease is not None and time.time() >= self._lease.expires_at - margin:
-                await self._lease_lost("could not renew it before it expired")
-
-    async def _lease_lost(self, why: str) -> None:
-        """Two processes must never use one key: drop the link now, wait, reload, resume."""
-        self._lease_lost_flag = True
-        self._lease = None
-        self._have_lease = Flag()
         if self._session is not None:
             self._session.discard_changes()
         self._transition(
@@ -1161,15 +1138,55 @@ class ResilientClient:
             f"lease lost: {why}",
             message=f"lease lost ({why}); dropping the link and waiting for it",
         )
+        # The recovery's first step closes the socket, within a loop iteration. (Not an
+        # abort here: that starts Telethon's own reconnect, and cancelling it early leaves
+        # its sender unable to send after the next connect.)
+        self._spawn("lease-recovery", self._recover_lease)
+
+    async def _recover_lease(self) -> None:
+        """After a loss: close the link, take the lease again, reload the session, resume."""
         if self._telegram is not None:
-            await self._telegram.disconnect()
-        await self._acquire_lease_waiting(StateReason.LEASE)
-        self._first_attempt = True
-        data = await self._store.load()
-        if self._session is not None:
-            self._session.reload(data)
-            self._session.hold_update_state()  # the stored state is the newest until caught up
-            self._was_authorized = self._session.ever_authorized
+            try:
+                await self._telegram.disconnect()
+            except Exception as exc:  # noqa: BLE001 - the link is closed either way
+                log.warning("disconnect after the lease loss failed: %s", _describe(exc))
+        while not self._closing:
+            await self._leases.acquire(retry_failures=True, announce=False)
+            try:
+                with anyio.fail_after(self.lease_ttl / 3):
+                    data = await self._store.load()
+            except Exception as exc:  # noqa: BLE001 - store outage: retry, we hold the lease
+                log.warning(
+                    "could not reload the session after taking the lease: %s", _describe(exc)
+                )
+                await asyncio.sleep(min(1.0, self.lease_ttl / 6))
+                continue
+            if self._leases.lease is None:
+                continue  # lost again while reloading
+            if self._session is not None:
+                self._session.reload(data)
+                self._session.hold_update_state()  # the stored state is the newest until caught up
+                self._was_authorized = self._session.ever_authorized
+            self._first_attempt = True
+            self._leases.resume()  # the supervisor connects again
+            return
+
+    async def _housekeeping(self) -> None:
+        """Renew the lease every lease_ttl/3 and flush the update state every
+        flush_interval: one task for both, as each client's tasks count in a fleet. (The
+        lease keeper's own timer drops the link if renewals hang.)"""
+        renew_every = self.lease_ttl / 3
+        next_renew = time.monotonic() + renew_every
+        next_flush = time.monotonic() + self.flush_interval
+        while not self._closing:
+            await asyncio.sleep(max(0.0, min(next_renew, next_flush) - time.monotonic()))
+            now = time.monotonic()
+            if now >= next_renew:
+                next_renew = now + renew_every
+                await self._leases.renew()
+            if now >= next_flush and not self._closing:
+                await self._flush_update_state()
+                next_flush = time.monotonic() + self.flush_interval
 
     # Background flush ---------------------------------------------------------------------
 
@@ -1197,7 +1214,7 @@ class ResilientClient:
             except Exception as exc:  # noqa: BLE001 - visible in health, retried next time
                 log.debug("periodic session flush failed: %s", _describe(exc))
         if lost is not None:
-            await self._lease_lost(_describe(lost))  # unbounded: it waits for the lease
+            self._leases.drop(_describe(lost))
 
     # Requests -------------------------------------------------------------------------------
 

@@ -148,6 +148,11 @@ class KeepalivePolicy:
 
     The pings are ``ping_delay_disconnect``, so the server also drops a link that lost
     us after ``interval + timeout`` (rounded up to whole seconds, at least 1).
+
+    A stalled event loop (a blocking callback, a long computation) is not counted
+    against the link: the time the loop did not run is added to the pong's timeout.
+    The server does not know about our stalls, though: a stall longer than
+    `disconnect_delay` may still lose the link on the server's side.
     """
 
     interval: float = attrs.field(default=5.0, converter=_float, validator=_positive)

@@ -1,0 +1,160 @@
+"""The session lease under a store that stops answering: the link is dropped before
+another holder can take the lease, whatever the renewal is doing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from resilient_tg import ConnectionState, ResilientClient, StateReason
+from resilient_tg.stores import MemoryStore, SessionData
+from resilient_tg.stores._base import Lease
+from resilient_tg.testing import FaultProxy, MTProtoTestServer
+
+from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT, running
+from .conftest import wait_until
+
+pytestmark = pytest.mark.anyio
+
+S = ConnectionState
+
+
+class SharedLease(MemoryStore):
+    """A MemoryStore whose lease is keyed by ``key``: two of them lease one session, as
+    two processes on one database would. Records when each lease call returned."""
+
+    def __init__(self, data: SessionData, key: str) -> None:
+        super().__init__(data)
+        self._key = key
+        self.expires_at: float | None = None  # of the last lease this store handed out
+        self.acquired_at: float | None = None
+
+    def lease_key(self) -> str:
+        return self._key
+
+    async def acquire_lease(self, holder: str, ttl: float) -> Lease:
+        lease = await super().acquire_lease(holder, ttl)
+        self.expires_at = lease.expires_at
+        self.acquired_at = time.time()
+        return lease
+
+    async def renew_lease(self, holder: str, ttl: float) -> Lease:
+        lease = await super().renew_lease(holder, ttl)
+        self.expires_at = lease.expires_at
+        return lease
+
+
+class Partitioned(SharedLease):
+    """Its lease calls hang forever once ``cut`` is set (the database is unreachable)."""
+
+    cut = False
+
+    async def acquire_lease(self, holder: str, ttl: float) -> Lease:
+        if self.cut:
+            await asyncio.Event().wait()
+        return await super().acquire_lease(holder, ttl)
+
+    async def renew_lease(self, holder: str, ttl: float) -> Lease:
+        if self.cut:
+            await asyncio.Event().wait()
+        return await super().renew_lease(holder, ttl)
+
+
+async def test_hanging_renewals_drop_the_link_margin_before_the_lease_expires(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    data = SessionData(
+        dc_id=mtproto_server.dc_id,
+        server_address=mtproto_server.host,
+        port=fault_proxy.port,
+        auth_key=key,
+    )
+    first_store = Partitioned(data, "alice")
+    ttl = 3.0
+    margin = ttl / 6
+    async with running(first_store, mtproto_server, lease_ttl=ttl) as (first, rec):
+        await first.wait_connected(10)
+        upstream = {c.peer for c in mtproto_server.connections}
+        assert fault_proxy.links_open == 1
+        first_store.cut = True
+        # The second holder, straight to the server, waits for the lease to expire.
+        second_store = SharedLease(
+            SessionData(
+                dc_id=mtproto_server.dc_id,
+                server_address=mtproto_server.host,
+                port=mtproto_server.port,
+                auth_key=key,
+            ),
+            "alice",
+        )
+        second = ResilientClient(
+            second_store,
+            mtproto_server.api_id,
+            mtproto_server.api_hash,
+            keepalive=FAST_KEEPALIVE,
+            reconnect=FAST_RECONNECT,
+            lease_ttl=ttl,
+        )
+
+        async def run_second() -> None:
+            async with second:
+                await second.wait_connected(20)
+
+        task = asyncio.ensure_future(run_second())
+        try:
+            await rec.until(lambda: S.WAITING_LEASE in rec.states())
+            drop = next(c for c in rec.changes if c.new is S.WAITING_LEASE)
+            assert drop.reason is StateReason.LEASE
+            assert "lease lost" in drop.detail
+            await wait_until(
+                lambda: (
+                    fault_proxy.links_open == 0
+                    and not upstream & {c.peer for c in mtproto_server.connections}
+                )
+            )
+            closed_at = time.time()
+            expires_at = first_store.expires_at  # the last lease the store handed us
+            assert expires_at is not None
+            # Dropped by the timer at expires_at - margin (+ slack for a loaded machine),
+            # and the link was gone before the lease could pass to anyone else.
+            assert drop.at <= expires_at - margin + 0.3
+            assert closed_at < expires_at
+            await asyncio.wait_for(task, 20)
+            assert second_store.acquired_at is not None
+            assert second_store.acquired_at >= expires_at
+            assert first.state is S.WAITING_LEASE
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_healthy_store_keeps_the_lease_and_the_link(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """The expiry timer is re-armed by every renewal: it never fires while they work."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    data = SessionData(
+        dc_id=mtproto_server.dc_id,
+        server_address=mtproto_server.host,
+        port=mtproto_server.port,
+        auth_key=key,
+    )
+    store = SharedLease(data, "alice-healthy")
+    ttl = 1.5
+    async with running(store, mtproto_server, lease_ttl=ttl) as (client, rec):
+        await client.wait_connected(10)
+        first_expiry = store.expires_at
+        assert first_expiry is not None
+        # Past the first lease's expiry (renewed meanwhile): still connected.
+        await wait_until(lambda: time.time() > first_expiry + ttl / 2)
+        assert S.WAITING_LEASE not in rec.states()
+        assert client.state is S.CONNECTED
+        lease = client.health().lease
+        assert lease is not None
+        assert lease.ours
+        assert lease.expires_at > first_expiry
