@@ -10,7 +10,8 @@ state machine (`_transition`), entering and leaving, and the public API. The par
   missed (CATCHING_UP) before CONNECTED;
 - `._requests`: the request gate every ``client.telegram`` request passes;
 - `._upkeep` and `._lease`: lease renewal and loss, update-state flushing;
-- `._keepalive`, `._health`: liveness pings and the Health snapshot.
+- `._keepalive`, `._health`: liveness pings and the Health snapshot;
+- `._arguments`: the constructor's argument checks.
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import anyio
 
 from . import _compat
+from ._arguments import check_arguments
 from ._callbacks import Callback, CallbackRegistry
 from ._deadlines import Deadlines
 from ._errors import AppRejectedError, AuthLostError, NotConnectedError
@@ -57,17 +58,6 @@ H = TypeVar("H", bound=Callable[..., Any])
 # The reconnect jitter's default source, shared: a Random() per client would cost 2.5 KB
 # each, and jitter needs no per-client stream (pass rng= for a seeded one).
 _RNG = random.Random()
-
-# Telethon arguments that a policy owns: passing one is a TypeError naming the field.
-_OWNED_KWARGS = {
-    "connection_retries": "ReconnectPolicy.max_attempts",
-    "retry_delay": "ReconnectPolicy.initial_delay / max_delay",
-    "auto_reconnect": "ReconnectPolicy (reconnection is always on)",
-    "catch_up": "ResilientClient (missed updates are always fetched after a reconnect)",
-    "timeout": "ReconnectPolicy.connect_timeout",
-    "request_retries": "ResilientClient(request_timeout=...) (transient errors retry within it)",
-    "raise_last_call_error": "ResilientClient (the real error is always raised)",
-}
 
 
 class ClientListener(Protocol):
@@ -116,33 +106,17 @@ class ResilientClient:
         status_address: str | None = None,
         **telethon_kwargs: Any,
     ) -> None:
-        for name, owner in _OWNED_KWARGS.items():
-            if name in telethon_kwargs:
-                raise TypeError(f"ResilientClient does not take {name!r}: use {owner} instead")
-        for name, value in (
-            ("request_timeout", request_timeout),
-            ("shutdown_timeout", shutdown_timeout),
-            ("lease_ttl", lease_ttl),
-            ("flush_interval", flush_interval),
-        ):
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"ResilientClient({name}=...) must be > 0, got {value!r}")
-        if not isinstance(flood_sleep_threshold, (int, float)) or flood_sleep_threshold < 0:
-            raise ValueError(
-                "ResilientClient(flood_sleep_threshold=...) must be >= 0, "
-                f"got {flood_sleep_threshold!r}"
-            )
-        if (
-            isinstance(max_queued_requests, bool)
-            or not isinstance(max_queued_requests, int)
-            or max_queued_requests < 1
-        ):
-            raise ValueError(
-                "ResilientClient(max_queued_requests=...) must be an int >= 1, "
-                f"got {max_queued_requests!r}"
-            )
-        if not api_id or not api_hash:
-            raise ValueError("ResilientClient needs api_id and api_hash")
+        check_arguments(
+            api_id,
+            api_hash,
+            telethon_kwargs,
+            request_timeout=request_timeout,
+            shutdown_timeout=shutdown_timeout,
+            max_queued_requests=max_queued_requests,
+            lease_ttl=lease_ttl,
+            flush_interval=flush_interval,
+            flood_sleep_threshold=flood_sleep_threshold,
+        )
         self._listeners: list[ClientListener] = []
         self._status: StatusPublisher | None = None
         if status_file is not None or status_address is not None:
@@ -205,8 +179,8 @@ class ResilientClient:
             self._store,
             self.holder,
             self.lease_ttl,
-            on_waiting=partial(on_lease_waiting, self),
-            on_lost=partial(on_lease_lost, self),
+            on_waiting=self._on_lease_waiting,  # bound methods: smaller than partials
+            on_lost=self._on_lease_lost,
         )
 
     # Public API -------------------------------------------------------------------
@@ -486,6 +460,12 @@ class ResilientClient:
     def _abort_link(self, reason: StateReason, detail: str, *, quiet: bool = False) -> None:
         """Close the current socket; Telethon then reconnects (paced by the policy)."""
         self._link.abort(reason, detail, quiet=quiet)
+
+    def _on_lease_waiting(self, holder: str) -> None:
+        on_lease_waiting(self, holder)
+
+    def _on_lease_lost(self, why: str) -> None:
+        on_lease_lost(self, why)
 
     async def _on_raw_update(self, update: Any) -> None:
         self._last_update_at = time.time()
