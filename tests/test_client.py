@@ -555,9 +555,9 @@ async def test_both_request_paths_time_out_and_complete_the_same_way(
     fast_path: bool,
 ) -> None:
     """The 3.11+ timer path and the 3.10 helper-task path behave alike."""
-    from resilient_tg import _client as client_module
+    from resilient_tg import _requests as gate_module
 
-    monkeypatch.setattr(client_module, "_CAN_TELL_CANCELLATIONS", fast_path)
+    monkeypatch.setattr(gate_module, "_CAN_TELL_CANCELLATIONS", fast_path)
     alice = mtproto_server.create_user("+15550001", "Alice")
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
     slow = KeepalivePolicy(interval=10.0, timeout=10.0)

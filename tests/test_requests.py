@@ -66,10 +66,10 @@ def stored_texts(server: MTProtoTestServer, owner: TestUser) -> collections.Coun
 @pytest.fixture(params=[True, False], ids=["timer", "helper-task"])
 def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Runs a test on the 3.11+ timer path and on the 3.10 helper-task path."""
-    from resilient_tg import _client as client_module
+    from resilient_tg import _requests as gate_module
 
     fast = bool(request.param)
-    monkeypatch.setattr(client_module, "_CAN_TELL_CANCELLATIONS", fast)
+    monkeypatch.setattr(gate_module, "_CAN_TELL_CANCELLATIONS", fast)
     return fast
 
 

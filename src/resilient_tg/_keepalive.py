@@ -181,9 +181,9 @@ def _declare_dead(client: ResilientClient, up_since: float, last_pong: float | N
     now = time.monotonic()
     if last_pong is not None or client.state.link_up:
         silence = now - (last_pong if last_pong is not None else up_since)
-        client.abort_link(StateReason.KEEPALIVE_TIMEOUT, f"keepalive timeout after {silence:.1f}s")
+        client._abort_link(StateReason.KEEPALIVE_TIMEOUT, f"keepalive timeout after {silence:.1f}s")
     else:
-        client.abort_link(StateReason.CONNECT_TIMEOUT, f"no answer within {now - up_since:.1f}s")
+        client._abort_link(StateReason.CONNECT_TIMEOUT, f"no answer within {now - up_since:.1f}s")
 
 
 def _forget(tasks: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:

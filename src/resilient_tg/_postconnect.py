@@ -1,0 +1,208 @@
+"""After a link comes up: probe, catch up, make the session durable, report CONNECTED.
+
+`run_post_connect` runs once per link (a task the supervisor starts in transport_up and
+cancels when the link goes down). The probe (updates.getState) proves that the link
+carries answers and tells whether the session is authorized; its answer is also the
+link's first pong. An authorized session then fetches what it missed (CATCHING_UP), and
+the auth key is in the store before the first CONNECTED is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from telethon import errors
+from telethon.tl import functions
+
+from . import _compat
+from ._connection import not_mtproto_so_far
+from ._fatal import app_rejected
+from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, address, dc_of, describe, error_name
+from ._state import ConnectionState, StateReason
+
+if TYPE_CHECKING:
+    from ._client import ResilientClient
+    from ._requests import GatedTelegram
+    from ._supervisor import LinkSupervisor
+
+__all__ = ["NOT_LOGGED_IN", "run_post_connect"]
+
+log = logging.getLogger("resilient_tg.client")
+
+NOT_LOGGED_IN = "; not logged in"  # the CONNECTED detail's suffix until a login
+
+
+class _NoState:
+    """Stands in for updates.State when the session is not logged in."""
+
+    pts = 0
+
+
+async def run_post_connect(
+    link: LinkSupervisor, client: ResilientClient, conn: Any, generation: int
+) -> None:
+    """Probe, catch up and report CONNECTED on the link of ``generation`` (or abort it)."""
+    telegram = client._telegram
+    assert telegram is not None
+    timeout = client.reconnect_policy.connect_timeout
+    started = link.attempt_started or time.monotonic()
+    try:
+        with anyio.fail_after(timeout):
+            await link.sender_ready.wait()
+        if generation != client._generation:
+            return
+        client._carrying.set()
+        state = await _probe(link, client, telegram, timeout)
+        if state is None:
+            return
+        if client._state.terminal:
+            return
+        if client._authorized:
+            client._transition(
+                ConnectionState.CATCHING_UP,
+                StateReason.CONNECTED,
+                "link up; fetching missed updates",
+                message=f"link up to {address(conn)}; catching up on missed updates",
+            )
+            await _catch_up(client, telegram, state.pts, generation)
+        await _make_durable(client)
+    except TimeoutError:
+        if generation == client._generation:
+            # Bytes that never made a packet: not a slow server, a peer that is not MTProto.
+            garbage = not_mtproto_so_far(conn, f"nothing more within {timeout:.1f}s")
+            if garbage is not None:
+                link.abort(StateReason.TRANSPORT_ERROR, garbage)
+            else:
+                link.abort(
+                    StateReason.CONNECT_TIMEOUT,
+                    f"no answer within connect_timeout={timeout:.1f}s",
+                )
+        return
+    except (ConnectionError, OSError, errors.AuthKeyNotFound, errors.InvalidBufferError):
+        return  # the link went down again; transport_down or the supervisor took over
+    except errors.RPCError as exc:
+        # An answer we cannot connect with (CONNECTION_NOT_INITED, a 400...): retry later.
+        if generation == client._generation and not client._state.terminal:
+            link.abort(StateReason.SERVER_ERROR, f"the server answered {describe(exc)} on connect")
+        return
+    if generation != client._generation or client._closing:
+        return
+    if client._authorized and client._session is not None:
+        client._session.release_update_state()  # probed and caught up: the state is learned
+    link.established.set()
+    link.connected_since = time.monotonic()
+    link.outage_started = None
+    link.attempt = 0
+    elapsed = time.monotonic() - started
+    auth = "" if client._authorized else NOT_LOGGED_IN
+    client._transition(
+        ConnectionState.CONNECTED,
+        StateReason.CONNECTED,
+        f"connected to {address(conn)}{auth}",
+        message=f"connected to {address(conn)} (dc {dc_of(telegram)}) in {elapsed:.2f}s{auth}",
+    )
+
+
+async def _probe(
+    link: LinkSupervisor, client: ResilientClient, telegram: GatedTelegram, limit: float
+) -> Any:
+    """updates.getState: proves the link carries answers and tells if we are authorized."""
+    deadline = time.monotonic() + limit
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sent = time.monotonic()
+        try:
+            with anyio.fail_after(remaining):
+                state = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
+        except FLOOD as exc:
+            seconds = max(1, int(exc.seconds))
+            client._detail = f"FLOOD_WAIT {seconds}s on reconnect"
+            log.info("flood wait of %ds on reconnect; waiting it out", seconds)
+            await asyncio.sleep(seconds)
+            deadline = time.monotonic() + limit
+            continue
+        except KEY_DEAD as exc:
+            link.auth_lost(error_name(exc), exc)
+            return None
+        except errors.AuthKeyUnregisteredError as exc:
+            if client._was_authorized:
+                link.auth_lost("AUTH_KEY_UNREGISTERED", exc)
+                return None
+            client._authorized = False
+            return _NoState()
+        except errors.UnauthorizedError:
+            client._authorized = False
+            return _NoState()
+        except TRANSIENT_RPC:
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+            continue
+        except errors.RPCError as exc:
+            name = app_rejected(exc)
+            if name is None:
+                raise
+            link.rejected(name, exc)
+            return None
+        client._authorized = True
+        client._was_authorized = True
+        if client._session is not None:
+            client._session.mark_authorized()  # durable before CONNECTED (_make_durable)
+        client._last_request_ok_at = time.time()
+        # The answer is the link's first pong: healthy as soon as CONNECTED is reported.
+        client._record_pong(time.monotonic() - sent)
+        return state
+
+
+async def _catch_up(
+    client: ResilientClient, telegram: GatedTelegram, server_pts: int, generation: int
+) -> None:
+    """Make Telethon fetch the difference until its pts reaches the server's."""
+    deadline_span = max(client.reconnect_policy.connect_timeout, 5.0)
+    rounds = 0
+    while generation == client._generation:
+        local = _compat.local_pts(telegram)
+        if local is None or local >= server_pts:
+            return
+        rounds += 1
+        await telegram.catch_up()
+        deadline = time.monotonic() + deadline_span
+        while time.monotonic() < deadline and generation == client._generation:
+            local = _compat.local_pts(telegram)
+            if local is not None and local >= server_pts:
+                return
+            await asyncio.sleep(0.01)
+        if rounds >= 5:
+            log.warning(
+                "catch-up did not reach pts %d after %d rounds; carrying on", server_pts, rounds
+            )
+            return
+        fresh = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
+        server_pts = fresh.pts
+
+
+async def _make_durable(client: ResilientClient) -> None:
+    """The auth key must be in the store before the first CONNECTED is reported."""
+    session = client._session
+    assert session is not None
+    delay = 0.2
+    warned = ""
+    while session.dirty and not client._closing:
+        try:
+            await session.flush()
+        except Exception as exc:  # noqa: BLE001 - any store failure: retry, visible in health
+            # Keeps the client from CONNECTED: health's detail says why (and last_error,
+            # through the session's save listener); a WARNING whenever the answer changes.
+            problem = client._save_problem(exc)
+            client._detail = f"{problem}; retrying"
+            if problem != warned:
+                log.warning("%s; retrying in %.1fs", problem, delay)
+                warned = problem
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            return

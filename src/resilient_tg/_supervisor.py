@@ -1,0 +1,407 @@
+"""The link supervisor: connect cycles, retries paced by the ReconnectPolicy, final states.
+
+The ``connection=`` class from `._connection` reports to it (it is the LinkObserver):
+before each attempt (wait out the policy's delay, give up when it says so), on a failed
+attempt, when a link comes up (start the post-connect: probe, catch up, CONNECTED) and
+when it goes down (schedule the next attempt). Its `supervise` task runs Telethon's
+``connect()`` .. ``disconnected`` cycles and tells what ended each. AUTH_LOST and
+REJECTED are decided here too. One per client; the client reads `attempt` and `up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from telethon import errors
+
+from . import _compat
+from ._connection import (
+    CONNECT_FAILURES,
+    LinkAborted,
+    current_observer,
+    explain_failure,
+)
+from ._fatal import app_rejected
+from ._flag import Flag
+from ._kinds import FLOOD, KEY_DEAD, address, classify, describe, error_name
+from ._postconnect import run_post_connect
+from ._state import ConnectionState, StateChange, StateReason
+
+if TYPE_CHECKING:
+    from ._client import ResilientClient
+    from ._requests import GatedTelegram
+
+__all__ = ["LinkSupervisor"]
+
+log = logging.getLogger("resilient_tg.client")
+
+
+class LinkSupervisor:
+    """Keeps one client's link: the LinkObserver its connections report to, and the
+    connect-cycle task. Internal; the client holds one as ``_link``."""
+
+    __slots__ = (
+        "_client",
+        "attempt",
+        "attempt_started",
+        "conn",
+        "connected_since",
+        "established",
+        "first_attempt",
+        "gave_up",
+        "next_attempt_at",
+        "outage_started",
+        "post_connect",
+        "sender_ready",
+        "up",
+    )
+
+    def __init__(self, client: ResilientClient) -> None:
+        self._client = client
+        self.conn: Any = None  # the connection of the current (or last) link
+        self.up = False  # the current link's transport is up
+        self.attempt = 0
+        self.attempt_started: float | None = None
+        self.next_attempt_at: float | None = None
+        self.outage_started: float | None = None
+        self.connected_since: float | None = None
+        self.first_attempt = True
+        # Set when telegram.connect() has returned in this connect cycle.
+        self.sender_ready = Flag()
+        # Set while the current link has answered our probe.
+        self.established = Flag()
+        self.post_connect: asyncio.Task[None] | None = None
+        self.gave_up = False
+
+    # LinkObserver: called by the connection class ------------------------------------
+
+    async def before_attempt(self, conn: Any) -> None:
+        client = self._client
+        while True:
+            if client._closing or self.gave_up or client._leases.lost or client._state.terminal:
+                await asyncio.Event().wait()  # cancelled by disconnect()
+            if self.first_attempt:
+                self.first_attempt = False
+                self.attempt = 0
+                client._transition(
+                    ConnectionState.CONNECTING,
+                    StateReason.START,
+                    f"connecting to {address(conn)}",
+                    message=f"connecting to {address(conn)}",
+                )
+                break
+            if self.next_attempt_at is None:  # a loss we did not see (defensive)
+                self.schedule_retry(StateReason.TRANSPORT_ERROR, None, "link lost")
+            assert self.next_attempt_at is not None
+            wait = self.next_attempt_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if client._closing or client._leases.lost:
+                continue
+            elapsed = time.monotonic() - (self.outage_started or time.monotonic())
+            if client.reconnect_policy.gives_up(self.attempt, elapsed):
+                self._give_up(elapsed)
+                continue
+            self.next_attempt_at = None
+            change_detail = f"reconnecting to {address(conn)} (attempt {self.attempt})"
+            client._transition(
+                ConnectionState.CONNECTING, StateReason.START, change_detail, message=change_detail
+            )
+            client._callbacks.emit("reconnecting", self._last_change())
+            with anyio.move_on_after(client.reconnect_policy.connect_timeout):
+                await client._callbacks.drain()
+            break
+        self.attempt_started = time.monotonic()
+        self.conn = conn
+
+    def attempt_failed(self, conn: Any, error: BaseException) -> None:
+        reason = classify(error)
+        self.schedule_retry(reason, error, f"connect failed: {describe(error)}")
+
+    def transport_up(self, conn: Any) -> None:
+        client = self._client
+        if client._telegram is not None:
+            _compat.start_link(client._telegram, conn)  # nothing stale goes out on it
+        self.conn = conn
+        self.up = True
+        generation = client._generation
+        if self.post_connect is not None:
+            self.post_connect.cancel()
+        task = client._tasks.spawn(
+            "post-connect",
+            client._guarded,
+            "post-connect",
+            run_post_connect,
+            self,
+            client,
+            conn,
+            generation,
+        )
+        self.post_connect = task
+        if task is not None:
+            task.add_done_callback(self._post_connect_done)
+
+    def transport_down(self, conn: Any, error: BaseException | None) -> None:
+        if conn is not self.conn:
+            return
+        client = self._client
+        self.up = False
+        client._generation += 1
+        self.established.clear()
+        client._carrying.clear()
+        if self.post_connect is not None:
+            self.post_connect.cancel()
+            self.post_connect = None
+        if client._closing or client._state.terminal or client._leases.lost:
+            return
+        now = time.monotonic()
+        if self.connected_since is not None and now - self.connected_since >= (
+            client.reconnect_policy.reset_after
+        ):
+            self.attempt = 0
+            self.outage_started = None
+        self.connected_since = None
+        reason = classify(error) if error is not None else StateReason.EOF
+        lived = ""
+        if isinstance(error, LinkAborted):
+            lived = error.detail
+        else:
+            lived = describe(error) if error is not None else "closed by the server"
+        if client._state.link_up:
+            self.schedule_retry(reason, error, f"link lost: {lived}")
+        else:
+            # The link of a connect attempt, which never answered (e.g. a TCP connect
+            # accepted into a black hole): a failed attempt, not a lost link.
+            attempt = f"connect attempt {self.attempt}" if self.attempt else "connect attempt"
+            self.schedule_retry(reason, error, f"{attempt}: {lived}")
+
+    def packet_received(self, conn: Any) -> None:
+        pass  # kept for observers that count traffic; the keepalive measures liveness
+
+    # Retries ------------------------------------------------------------------------
+
+    def schedule_retry(self, reason: StateReason, error: BaseException | None, what: str) -> None:
+        """RECONNECTING: the next attempt after the policy's delay."""
+        client = self._client
+        if client._closing or client._state.terminal:
+            return
+        if self.outage_started is None:
+            self.outage_started = time.monotonic()
+        self.attempt += 1
+        elapsed = time.monotonic() - self.outage_started
+        delay = client.reconnect_policy.delay(self.attempt, client._rng, elapsed)
+        self.next_attempt_at = time.monotonic() + delay
+        client._transition(
+            ConnectionState.RECONNECTING,
+            reason,
+            what,
+            error=error,
+            next_delay=delay,
+            message=f"{what}; reconnecting in {delay:.1f}s (attempt {self.attempt})",
+        )
+
+    def _give_up(self, elapsed: float) -> None:
+        client = self._client
+        self.gave_up = True
+        policy = client.reconnect_policy
+        limit = (
+            f"max_attempts={policy.max_attempts}"
+            if policy.max_attempts is not None and self.attempt > policy.max_attempts
+            else f"max_elapsed={policy.max_elapsed}s"
+        )
+        client._transition(
+            ConnectionState.GAVE_UP,
+            StateReason.GAVE_UP,
+            f"gave up after {self.attempt - 1} attempts in {elapsed:.1f}s ({limit})",
+        )
+        client._spawn("give-up", self.disconnect_telegram)
+
+    def _last_change(self) -> StateChange:
+        client = self._client
+        return StateChange(
+            old=client._state,
+            new=client._state,
+            reason=client._reason or StateReason.START,
+            detail=client._detail,
+            attempt=self.attempt,
+        )
+
+    def abort(self, reason: StateReason, detail: str, *, quiet: bool = False) -> None:
+        """Close the current socket; Telethon then reconnects (paced by the policy)."""
+        conn = self.conn
+        if conn is not None and self.up:
+            conn.abort(LinkAborted(reason, detail, quiet=quiet))
+
+    def _post_connect_done(self, task: asyncio.Task[None]) -> None:
+        if self.post_connect is task:
+            self.post_connect = None  # a finished task keeps its frame's results alive
+
+    # Final states ----------------------------------------------------------------------
+
+    def auth_lost(self, why: str, error: BaseException | None) -> None:
+        """AUTH_LOST: the server no longer accepts the key; the store is left as it was."""
+        client = self._client
+        if client._state is ConnectionState.AUTH_LOST or client._closing:
+            return
+        client._authorized = False
+        if client._session is not None:
+            client._session.discard_changes()
+        client._transition(
+            ConnectionState.AUTH_LOST,
+            StateReason.AUTH_ERROR,
+            why,
+            error=error,
+            message=f"auth lost: {why}; not retrying, the store is left as it was",
+        )
+        client._spawn("auth-lost", self.disconnect_telegram)
+
+    def rejected(self, name: str, error: BaseException) -> None:
+        """The server refuses the app (API_ID_INVALID...): final, the store is left as it was."""
+        client = self._client
+        if client._state.terminal or client._closing:
+            return
+        if client._session is not None:
+            client._session.discard_changes()
+        client._rejected_reason = name
+        client._transition(
+            ConnectionState.REJECTED,
+            StateReason.APP_REJECTED,
+            f"{name}: the server refuses this api_id/api_hash",
+            error=error,
+            message=(
+                f"rejected: the server refuses this api_id/api_hash ({name}); not retrying, "
+                "fix the configuration; the store is left as it was"
+            ),
+        )
+        client._spawn("rejected", self.disconnect_telegram)
+
+    async def disconnect_telegram(self) -> None:
+        telegram = self._client._telegram
+        if telegram is not None:
+            await telegram.disconnect()
+            _compat.end_queued(telegram)  # their callers hear it now, not at a deadline
+
+    # Connect cycles ----------------------------------------------------------------------
+
+    def _stopping(self) -> bool:
+        return self._client._closing or self._client._state.terminal
+
+    async def supervise(self) -> None:
+        """Connect cycles: connect, live until Telethon fully disconnects, decide what next."""
+        client = self._client
+        telegram = client._telegram
+        assert telegram is not None
+        # The connection Telethon builds inside connect() (in this task) reports to us.
+        current_observer.set(self)
+        while not self._stopping():
+            await client._leases.held.wait()
+            if self._stopping():
+                return
+            self.sender_ready.clear()
+            self.established.clear()
+            client._carrying.clear()
+            outcome = await self._connect_cycle(telegram)
+            if outcome == "stop":
+                return
+
+    async def _connect_cycle(self, telegram: GatedTelegram) -> str:
+        """One connect() .. disconnected cycle; returns "again" or "stop"."""
+        client = self._client
+        try:
+            await telegram.connect()
+        except errors.AuthKeyNotFound as exc:
+            return "again" if await self._key_unknown(exc) else "stop"
+        except (ConnectionError, OSError) as exc:
+            if client._leases.lost:
+                return "again"
+            if self._stopping():
+                return "stop"
+            log.warning("connect ended with %s; starting over", describe(exc))
+            return "again"
+        except errors.RPCError as exc:
+            return await self._connect_answered(telegram, exc)
+        except CONNECT_FAILURES as exc:  # the peer's bytes are not MTProto, or it hung up
+            return await self._connect_failed(telegram, explain_failure(self.conn, exc))
+        self.sender_ready.set()
+        try:
+            await telegram.disconnected
+        except errors.AuthKeyNotFound as exc:
+            return "again" if await self._key_unknown(exc) else "stop"
+        except Exception as exc:  # noqa: BLE001 - Telethon gave the link up; we do not
+            if self._stopping():
+                return "stop"
+            log.warning("Telethon dropped the link (%s); reconnecting", describe(exc))
+            await telegram.disconnect()
+            self.schedule_retry(classify(exc), exc, f"link dropped: {describe(exc)}")
+            return "again"
+        if self._stopping():
+            return "stop"
+        if client._leases.lost:
+            return "again"
+        failure = _compat.updates_error(telegram)
+        if failure is not None and isinstance(
+            failure, (errors.UnauthorizedError, errors.AuthKeyError, *KEY_DEAD)
+        ):
+            self.auth_lost(error_name(failure), failure)
+            return "stop"
+        # Someone called client.telegram.disconnect() (or log_out()): respect it.
+        client._transition(
+            ConnectionState.CLOSED, StateReason.USER, "disconnected by the application"
+        )
+        return "stop"
+
+    async def _connect_answered(self, telegram: GatedTelegram, exc: errors.RPCError) -> str:
+        """initConnection was answered with an error: final if it refuses the app or the
+        key, else retried like any failed attempt (a 500, a FLOOD_WAIT...)."""
+        name = app_rejected(exc)
+        if name is not None:
+            self.rejected(name, exc)
+            return "stop"
+        if isinstance(exc, KEY_DEAD):
+            self.auth_lost(error_name(exc), exc)
+            return "stop"
+        outcome = await self._connect_failed(telegram, exc)
+        if isinstance(exc, FLOOD) and self.next_attempt_at is not None:
+            self.next_attempt_at = max(
+                self.next_attempt_at, time.monotonic() + max(1, int(exc.seconds))
+            )
+        return outcome
+
+    async def _connect_failed(self, telegram: GatedTelegram, error: BaseException) -> str:
+        """connect() failed with the link up (Telethon leaves it open): drop the link and
+        retry, paced by the policy like any transport error."""
+        if self._stopping():
+            return "stop"
+        if self._client._leases.lost:
+            return "again"
+        conn = self.conn
+        if conn is not None and hasattr(conn, "note_failure"):
+            conn.note_failure(error)  # transport_down reports it
+        await _compat.drop_link(telegram)
+        if self.next_attempt_at is None and not self._stopping():
+            self.schedule_retry(classify(error), error, f"connect failed: {describe(error)}")
+        return "again"
+
+    async def _key_unknown(self, exc: BaseException) -> bool:
+        """Transport -404. True to carry on (a never-used key is replaced), False to stop."""
+        client = self._client
+        if client._was_authorized:
+            self.auth_lost("the server no longer knows the auth key (-404)", exc)
+            return False
+        log.info("the server does not know our (never authorized) auth key; creating a new one")
+        assert client._session is not None
+        telegram = client._telegram
+        assert telegram is not None
+        # Telethon also puts the -404 into its disconnected future (now or in a moment):
+        # take it, so that it is not reported as an exception never retrieved.
+        telegram.disconnected.add_done_callback(
+            lambda ended: ended.cancelled() or ended.exception()
+        )
+        await telegram.disconnect()
+        _compat.forget_auth_key(telegram)
+        self.first_attempt = True
+        return True
