@@ -148,8 +148,6 @@ class LinkObserver(Protocol):
 
     def transport_down(self, conn: Any, error: BaseException | None) -> None: ...
 
-    def packet_received(self, conn: Any) -> None: ...
-
 
 # The client whose supervisor is creating a connection right now. Telethon builds the
 # connection object inside TelegramClient.connect(), which only the supervisor task
@@ -223,8 +221,6 @@ class _ObservedConnection:
             raise
         if len(data) >= 8:
             self._rtg_packets += 1
-        if self._rtg_observer is not None:
-            self._rtg_observer.packet_received(self)
         return data
 
     def _rtg_drop_stale(self) -> None:

@@ -93,7 +93,6 @@ async def run_post_connect(
         return
     if client._authorized and client._session is not None:
         client._session.release_update_state()  # probed and caught up: the state is learned
-    link.established.set()
     link.connected_since = time.monotonic()
     link.outage_started = None
     link.attempt = 0

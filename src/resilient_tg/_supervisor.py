@@ -50,7 +50,6 @@ class LinkSupervisor:
         "attempt_started",
         "conn",
         "connected_since",
-        "established",
         "first_attempt",
         "gave_up",
         "next_attempt_at",
@@ -72,8 +71,6 @@ class LinkSupervisor:
         self.first_attempt = True
         # Set when telegram.connect() has returned in this connect cycle.
         self.sender_ready = Flag()
-        # Set while the current link has answered our probe.
-        self.established = Flag()
         self.post_connect: asyncio.Task[None] | None = None
         self.gave_up = False
 
@@ -151,7 +148,6 @@ class LinkSupervisor:
         client = self._client
         self.up = False
         client._generation += 1
-        self.established.clear()
         client._carrying.clear()
         if self.post_connect is not None:
             self.post_connect.cancel()
@@ -166,7 +162,6 @@ class LinkSupervisor:
             self.outage_started = None
         self.connected_since = None
         reason = classify(error) if error is not None else StateReason.EOF
-        lived = ""
         if isinstance(error, LinkAborted):
             lived = error.detail
         else:
@@ -178,9 +173,6 @@ class LinkSupervisor:
             # accepted into a black hole): a failed attempt, not a lost link.
             attempt = f"connect attempt {self.attempt}" if self.attempt else "connect attempt"
             self.schedule_retry(reason, error, f"{attempt}: {lived}")
-
-    def packet_received(self, conn: Any) -> None:
-        pass  # kept for observers that count traffic; the keepalive measures liveness
 
     # Retries ------------------------------------------------------------------------
 
@@ -302,7 +294,6 @@ class LinkSupervisor:
             if self._stopping():
                 return
             self.sender_ready.clear()
-            self.established.clear()
             client._carrying.clear()
             outcome = await self._connect_cycle(telegram)
             if outcome == "stop":
