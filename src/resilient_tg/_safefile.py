@@ -29,6 +29,7 @@ __all__ = [
     "open_nofollow",
     "refuse_link",
     "remove_stale_temp_files",
+    "same_file",
     "write_atomically",
 ]
 
@@ -120,7 +121,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not replaced or removed meanwhile)."""
     try:
         on_disk = os.lstat(path)
     except FileNotFoundError:
@@ -148,7 +150,7 @@ def _create_temp(directory: Path, name: str, mode: int) -> tuple[Path, int]:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        if _same_file(fd, tmp):
+        if same_file(fd, tmp):
             return tmp, fd
         # A cleaner removed it between create and flock: start again.
         os.close(fd)
@@ -176,7 +178,7 @@ def remove_stale_temp_files(directory: Path, name: str) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # a live writer holds it
-            if _same_file(fd, path):
+            if same_file(fd, path):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
                     log.debug("removed a temp file left by an interrupted write: %s", entry)

@@ -41,6 +41,7 @@ from .._safefile import (
     make_private_dirs,
     open_nofollow,
     remove_stale_temp_files,
+    same_file,
     write_atomically,
 )
 from ._base import Lease, SessionStore, _check_lease_args
@@ -193,7 +194,7 @@ class FileStore(SessionStore):
                     store=self.describe(),
                     holder=holder,
                 )
-            if not _same_file(held.fd, self._lock_path):
+            if not same_file(held.fd, self._lock_path):
                 raise LeaseLostError(
                     f"{self.describe()}: not written, the lock file was removed or replaced",
                     store=self.describe(),
@@ -323,7 +324,7 @@ class FileStore(SessionStore):
         with _HELD_LOCK:
             now = time.time()
             held = _HELD.get(key)
-            if held is not None and not _same_file(held.fd, self._lock_path):
+            if held is not None and not same_file(held.fd, self._lock_path):
                 # The lock file was removed or replaced under us: our lock guards nothing.
                 del _HELD[key]
                 os.close(held.fd)
@@ -383,7 +384,7 @@ class FileStore(SessionStore):
                     store=where,
                     holder=holder,
                 )
-            if not _same_file(held.fd, self._lock_path):
+            if not same_file(held.fd, self._lock_path):
                 # Someone removed or replaced the lock file: another process may lock the
                 # new one, so ours protects nothing any more.
                 del _HELD[key]
@@ -482,20 +483,11 @@ def _open_locked(lock_path: Path, where: str) -> int | None:
         except BaseException:
             os.close(fd)
             raise
-        if _same_file(fd, lock_path):
+        if same_file(fd, lock_path):
             if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
                 os.fchmod(fd, 0o600)
             return fd
         os.close(fd)  # the file was replaced between open and flock: lock the new one
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        on_disk = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
 
 
 def _write_lock_record(fd: int, lease: Lease, *, sync: bool) -> None:
