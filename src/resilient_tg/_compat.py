@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from typing import Any
 
@@ -33,9 +34,11 @@ __all__ = [
     "check",
     "clock_offset",
     "drop_link",
+    "drop_stale_packets",
     "end_queued",
     "forget_auth_key",
     "handlers_idle",
+    "link_streams",
     "local_pts",
     "queued_requests",
     "save_states",
@@ -97,15 +100,38 @@ def _request_internals(client: Any) -> list[tuple[str, bool]]:
     sender = getattr(client, "_sender", None)
     packer = getattr(sender, "_send_queue", None)
     slots = set(getattr(RequestState, "__slots__", ()))
-    loggers: Any = collections.defaultdict(lambda: logging.getLogger("telethon"))
-    conn = ConnectionTcpFull("127.0.0.1", 0, 0, loggers=loggers)
     return [
         ("MTProtoSender._send_queue._deque", hasattr(packer, "_deque")),
         ("MTProtoSender._pending_state", isinstance(getattr(sender, "_pending_state", None), dict)),
         ("RequestState.msg_id/request/future", {"msg_id", "request", "future"} <= slots),
+        *_connection_internals(),
+    ]
+
+
+@functools.cache
+def _connection_internals() -> tuple[tuple[str, bool], ...]:
+    """What the connection class relies on (`start_link`, `link_streams`,
+    `drop_stale_packets`); checked once per process on a connection that never connects."""
+    loggers: Any = collections.defaultdict(lambda: logging.getLogger("telethon"))
+    conn = ConnectionTcpFull("127.0.0.1", 0, 0, loggers=loggers)
+    return (
         ("Connection._send_queue", isinstance(getattr(conn, "_send_queue", None), asyncio.Queue)),
         ("Connection._recv_queue", isinstance(getattr(conn, "_recv_queue", None), asyncio.Queue)),
-    ]
+        ("Connection._reader/_writer", hasattr(conn, "_reader") and hasattr(conn, "_writer")),
+    )
+
+
+def link_streams(conn: Any) -> tuple[Any, Any]:
+    """The asyncio reader and writer of a Telethon connection (None while unconnected)."""
+    return getattr(conn, "_reader", None), getattr(conn, "_writer", None)
+
+
+def drop_stale_packets(conn: Any) -> None:
+    """Empty the connection's incoming slot: a packet or an error the previous link's read
+    loop queued must not be read as the new link's (Telethon reuses the object)."""
+    queue = conn._recv_queue
+    while not queue.empty():
+        queue.get_nowait()
 
 
 def local_pts(client: Any) -> int | None:

@@ -23,6 +23,8 @@ from telethon import errors
 from telethon.network import ConnectionTcpFull
 from telethon.network.connection.connection import Connection
 
+from . import _compat
+
 __all__ = [
     "CONNECT_FAILURES",
     "LinkAborted",
@@ -226,10 +228,7 @@ class _ObservedConnection:
     def _rtg_drop_stale(self) -> None:
         """A new link starts on this (reused) object: what the previous link's read loop
         queued and nobody took (its error, a packet) must not be read as the new link's."""
-        queue = getattr(self, "_recv_queue", None)
-        if isinstance(queue, asyncio.Queue):
-            while not queue.empty():
-                queue.get_nowait()
+        _compat.drop_stale_packets(self)
 
     def note_failure(self, error: BaseException) -> None:
         """Record why this link failed (when it was not seen here), for transport_down."""
@@ -249,7 +248,7 @@ class _ObservedConnection:
     def _rtg_tap(self) -> None:
         """Keep the first bytes the peer sends, and refuse a packet length no MTProto
         peer announces: the codec would wait for it until the attempt times out."""
-        reader = getattr(self, "_reader", None)
+        reader, _writer = _compat.link_streams(self)
         if reader is None or not hasattr(reader, "feed_data"):
             return
         feed = reader.feed_data
@@ -274,8 +273,7 @@ class _ObservedConnection:
         Telethon treats it as a lost link and reconnects."""
         if self._rtg_error is None:
             self._rtg_error = error
-        reader = getattr(self, "_reader", None)
-        writer = getattr(self, "_writer", None)
+        reader, writer = _compat.link_streams(self)
         if reader is not None:
             reader.set_exception(error)
         if writer is not None:
