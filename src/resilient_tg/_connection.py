@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import logging
 import struct
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from telethon import errors
@@ -255,15 +256,19 @@ class _ObservedConnection:
         readexactly = reader.readexactly
 
         def feed_data(data: bytes) -> None:
-            if len(self._rtg_head) < _KEEP:
-                self._rtg_head += bytes(data[: _KEEP - len(self._rtg_head)])
+            self._rtg_head += bytes(data[: _KEEP - len(self._rtg_head)])
+            if len(self._rtg_head) >= _KEEP:
+                # Enough kept: later bytes take the reader's own method (no call per chunk).
+                reader.__dict__.pop("feed_data", None)
             feed(data)
 
-        async def checked_readexactly(n: int) -> bytes:
+        def checked_readexactly(n: int) -> Awaitable[bytes]:
+            # A plain function handing back the reader's coroutine: no extra coroutine per
+            # read on a path every packet takes (allocations show in the tail latency).
             if n > MAX_PACKET:
                 raise PeerProtocolError(_not_mtproto(self, f"read as a {n}-byte packet"))
-            data: bytes = await readexactly(n)
-            return data
+            result: Awaitable[bytes] = readexactly(n)
+            return result
 
         reader.feed_data = feed_data
         reader.readexactly = checked_readexactly
