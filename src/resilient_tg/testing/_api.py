@@ -47,10 +47,11 @@ class RpcFailure(Exception):
 
 @attrs.define(eq=False)
 class CallContext:
-    """Who is calling: the auth key and the session the request came on."""
+    """Who is calling: the auth key, the session and the DC the request came on."""
 
     record: AuthKeyRecord
     session_id: int
+    dc_id: int = 2
 
     @property
     def user_id(self) -> int | None:
@@ -294,7 +295,7 @@ def _sign_up(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorization:
     if not request.first_name.strip():
         raise RpcFailure(400, "FIRSTNAME_INVALID")
     account = api.world.new_account(
-        first_name=request.first_name, phone=phone, username=None, bot=False
+        first_name=request.first_name, phone=phone, username=None, bot=False, dc_id=ctx.dc_id
     )
     api.world.login_codes.pop(phone, None)
     return _authorize(api, ctx, account)

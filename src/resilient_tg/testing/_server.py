@@ -498,7 +498,7 @@ class MTProtoTestServer:
     def create_user(self, phone: str, first_name: str, username: str | None = None) -> TestUser:
         """Register an account; log in to it with a code from `login_code`."""
         account = self._world.new_account(
-            first_name=first_name, phone=phone, username=username, bot=False
+            first_name=first_name, phone=phone, username=username, bot=False, dc_id=self._dc_id
         )
         assert account.phone is not None
         return TestUser(
@@ -514,7 +514,7 @@ class MTProtoTestServer:
         if not username:
             raise ValueError("a bot needs a username")
         account = self._world.new_account(
-            first_name=username, phone=None, username=username, bot=True
+            first_name=username, phone=None, username=username, bot=True, dc_id=self._dc_id
         )
         assert account.token is not None
         return TestBot(
@@ -595,6 +595,7 @@ class MTProtoTestServer:
             created=time.time(),
             salt=struct.unpack("<q", os.urandom(8))[0],
             user_id=user_id,
+            dc_id=self._dc_id,
         )
         return key
 
@@ -697,6 +698,7 @@ class MTProtoTestServer:
                 key_id=key_id,
                 created=time.time(),
                 salt=struct.unpack("<q", os.urandom(8))[0],
+                dc_id=self._dc_id,
             )
             log.debug("new auth key %016x", _key_id_int(key_id))
         body = bytes(response)  # type: ignore[call-overload]
@@ -867,7 +869,7 @@ class MTProtoTestServer:
 
     def _rpc(self, session: _Session, msg_id: int, request: Any) -> None:
         record = session.record
-        ctx = CallContext(record=record, session_id=session.session_id)
+        ctx = CallContext(record=record, session_id=session.session_id, dc_id=record.dc_id)
         inner = request
         try:
             while isinstance(inner, _WRAPPERS):

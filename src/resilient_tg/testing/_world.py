@@ -51,6 +51,8 @@ class Account:
     # random_id values of messages this account sent (RANDOM_ID_DUPLICATE on reuse).
     random_ids: set[int] = attrs.field(factory=set)
     password: Password | None = None
+    # The DC this account lives on: its auth keys are authorized there, its files kept there.
+    dc_id: int = 2
 
 
 @attrs.define(eq=False)
@@ -64,6 +66,8 @@ class StoredMessage:
     from_id: int
     out: bool
     text: str
+    # The file attached to this message (a key of the server's file store), if any.
+    media_id: int | None = None
 
 
 @attrs.define(eq=False)
@@ -74,6 +78,8 @@ class AuthKeyRecord:
     key_id: bytes
     created: float
     salt: int
+    # The DC whose listener created the key: a key is known on that DC only.
+    dc_id: int = 2
     user_id: int | None = None
     layer: int | None = None
     # The api_id given in initConnection; requests need it once per key.
@@ -104,7 +110,13 @@ class World:
     srp_challenges: dict[int, SrpChallenge] = attrs.field(factory=dict)
 
     def new_account(
-        self, *, first_name: str, phone: str | None, username: str | None, bot: bool
+        self,
+        *,
+        first_name: str,
+        phone: str | None,
+        username: str | None,
+        bot: bool,
+        dc_id: int = 2,
     ) -> Account:
         if phone is not None:
             phone = normalize_phone(phone)
@@ -121,6 +133,7 @@ class World:
             phone=phone,
             username=username,
             bot=bot,
+            dc_id=dc_id,
         )
         if bot:
             account.token = f"{account.id}:{secrets.token_urlsafe(26)}"
@@ -172,6 +185,7 @@ class World:
                     "user_id": r.user_id,
                     "layer": r.layer,
                     "api_id": r.api_id,
+                    "dc_id": r.dc_id,
                 }
                 for r in self.auth_keys.values()
             ],
@@ -197,6 +211,7 @@ class World:
                 user_id=raw["user_id"],
                 layer=raw["layer"],
                 api_id=raw["api_id"],
+                dc_id=int(raw.get("dc_id", 2)),
             )
             world.auth_keys[record.key_id] = record
         return world
@@ -261,6 +276,7 @@ def _account_to_json(a: Account) -> dict[str, Any]:
         "pts": a.pts,
         "next_message_id": a.next_message_id,
         "random_ids": sorted(a.random_ids),
+        "dc_id": a.dc_id,
         "box": [attrs.asdict(m) for m in a.box],
         "password": None
         if a.password is None
@@ -287,6 +303,7 @@ def _account_from_json(raw: dict[str, Any]) -> Account:
         random_ids={int(r) for r in raw["random_ids"]},
         box=[StoredMessage(**m) for m in raw["box"]],
         password=_password_from_json(raw.get("password")),
+        dc_id=int(raw.get("dc_id", 2)),
     )
 
 
