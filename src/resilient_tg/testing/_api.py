@@ -24,7 +24,15 @@ from telethon.tl.types import users as users_t
 
 from . import _srp
 from ._crypto import DH_G
-from ._world import Account, AuthKeyRecord, LoginCode, StoredMessage, World, normalize_phone
+from ._world import (
+    Account,
+    AuthKeyRecord,
+    LoginCode,
+    StoredMessage,
+    World,
+    normalize_phone,
+    username_problem,
+)
 
 if TYPE_CHECKING:
     from ._server import MTProtoTestServer
@@ -432,7 +440,7 @@ def _get_full_user(api: Api, request: Any, ctx: CallContext) -> users_t.UserFull
 @_method(functions.contacts.ResolveUsernameRequest)
 def _resolve_username(api: Api, request: Any, ctx: CallContext) -> contacts_t.ResolvedPeer:
     me = api.me(ctx)
-    if not request.username or len(request.username) > 32:
+    if username_problem(request.username.lstrip("@")) is not None:
         raise RpcFailure(400, "USERNAME_INVALID")
     account = api.world.by_username(request.username)
     if account is None:

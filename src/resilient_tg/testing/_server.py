@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -39,6 +40,7 @@ from . import _crypto as c
 from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
 from ._handshake import HandshakeError, Handshakes
+from ._layers import LayerCheck, declared_layer
 from ._transport import Framing, TransportError, open_framing
 from ._trust import trusted_key
 from ._world import Account, AuthKeyRecord, Password, StoredMessage, World
@@ -55,6 +57,9 @@ RECENT_MSG_IDS = 1000
 MAX_SESSIONS = 20_000
 MAX_RECORDED_REQUESTS = 100_000
 OUTBOX_SIZE = 10_000
+# Orders sessions by when the server first saw them (see MTProtoTestServer._session).
+_SESSION_ORDER = itertools.count()
+_PINGS = (functions.PingRequest, functions.PingDelayDisconnectRequest)
 # Wrappers a request may come in; the server answers the query inside.
 _WRAPPERS = (
     functions.InvokeWithLayerRequest,
@@ -139,6 +144,8 @@ class _Session:
     def __init__(self, record: AuthKeyRecord, session_id: int) -> None:
         self.record = record
         self.session_id = session_id
+        self.born = next(_SESSION_ORDER)
+        # The link this session is the current session of (pushes go there), if any.
         self.link: _Link | None = None
         self.announced = False
         self._seen: collections.deque[int] = collections.deque(maxlen=RECENT_MSG_IDS)
@@ -294,6 +301,10 @@ class MTProtoTestServer:
         self._key: c.ServerKey | None = None
         self._handshakes: Handshakes | None = None
         self._api = Api(self)
+        self._layer_check = LayerCheck()
+        # While a client message is handled: its session and the link it came on, where
+        # direct answers go (see _send).
+        self._arrival: tuple[_Session, _Link] | None = None
         self._sessions: collections.OrderedDict[tuple[bytes, int], _Session] = (
             collections.OrderedDict()
         )
@@ -690,14 +701,14 @@ class MTProtoTestServer:
         except Exception as exc:
             raise HandshakeError("unreadable plain message") from exc
         assert self._handshakes is not None
-        response, new_key = self._handshakes.handle(request)
+        response, new_key = self._handshakes.handle(request, dc_id=self._dc_id)
         if new_key is not None:
             key_id = c.auth_key_id(new_key.key)
             self._world.auth_keys[key_id] = AuthKeyRecord(
                 key=new_key.key,
                 key_id=key_id,
                 created=time.time(),
-                salt=struct.unpack("<q", os.urandom(8))[0],
+                salt=new_key.salt,
                 dc_id=self._dc_id,
             )
             log.debug("new auth key %016x", _key_id_int(key_id))
@@ -726,6 +737,22 @@ class MTProtoTestServer:
         if length < 4 or not 12 <= padding <= 1024:
             raise TransportError("encrypted message length or padding out of range")
         session = self._session(record, session_id, link)
+        self._arrival = (session, link)
+        try:
+            self._on_client_message(session, record, plain, salt, msg_id, seqno, length)
+        finally:
+            self._arrival = None
+
+    def _on_client_message(
+        self,
+        session: _Session,
+        record: AuthKeyRecord,
+        plain: bytes,
+        salt: int,
+        msg_id: int,
+        seqno: int,
+        length: int,
+    ) -> None:
         if not self._check_msg_id(session, msg_id, seqno):
             return
         if salt != record.salt:
@@ -761,6 +788,14 @@ class MTProtoTestServer:
             self._on_message(session, msg_id, seqno, body)
 
     def _session(self, record: AuthKeyRecord, session_id: int, link: _Link) -> _Session:
+        """The session a message names, made the link's current one unless it is older.
+
+        A link serves its newest session (the one the server saw first most recently):
+        after a reconnect, a late message of the old session arriving on the new link
+        is answered there (see _send) but does not take the link back, so updates
+        pushed for the old session id never reach it. A session that moves to a newer
+        link (clients that keep their session id across reconnects) moves its pushes.
+        """
         key = (record.key_id, session_id)
         session = self._sessions.get(key)
         if session is None:
@@ -770,8 +805,12 @@ class MTProtoTestServer:
         else:
             self._sessions.move_to_end(key)
         session.record = record
-        session.link = link
-        link.session = session
+        current = link.session
+        if current is None or current.born <= session.born:
+            if current is not None and current is not session and current.link is link:
+                current.link = None
+            session.link = link
+            link.session = session
         return session
 
     def _check_msg_id(self, session: _Session, msg_id: int, seqno: int) -> bool:
@@ -832,7 +871,16 @@ class MTProtoTestServer:
         try:
             obj = BinaryReader(body).tgread_object()
         except Exception:  # noqa: BLE001 - unknown constructor or truncated body
-            self._answer_error(session, msg_id, seqno, 400, "INPUT_CONSTRUCTOR_INVALID")
+            layer = declared_layer(body)
+            if layer is not None:
+                # A query of another layer may not parse in ours: say which layer we speak.
+                session.record.layer = layer
+            refusal = self._layer_check.refusal(session.record.key_id, layer)
+            self._answer_error(session, msg_id, seqno, 400, refusal or "INPUT_CONSTRUCTOR_INVALID")
+            return
+        if isinstance(obj, _PINGS):
+            # Pings are answered whatever their seqno's parity (clients differ there).
+            self._pong(session, msg_id, obj)
             return
         if isinstance(obj, TLRequest) and seqno % 2 == 0:
             self._notify(
@@ -840,17 +888,7 @@ class MTProtoTestServer:
                 types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=35),
             )
             return
-        if isinstance(obj, functions.PingRequest):
-            self._send(
-                session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True
-            )
-        elif isinstance(obj, functions.PingDelayDisconnectRequest):
-            if session.link is not None:
-                session.link.set_disconnect_delay(obj.disconnect_delay)
-            self._send(
-                session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True
-            )
-        elif isinstance(obj, functions.DestroySessionRequest):
+        if isinstance(obj, functions.DestroySessionRequest):
             self._destroy_session(session, obj.session_id)
         elif isinstance(obj, functions.GetFutureSaltsRequest):
             self._future_salts(session, msg_id, obj.num)
@@ -867,6 +905,16 @@ class MTProtoTestServer:
             self._rpc(session, msg_id, obj)
         # Anything else (msgs_state_info, msgs_all_info...) needs no answer.
 
+    def _pong(self, session: _Session, msg_id: int, ping: Any, *, wrapped: bool = False) -> None:
+        """Answer ping or ping_delay_disconnect; inside invokeWith* wrappers the pong
+        comes as the rpc_result, as Telegram answers it there."""
+        if isinstance(ping, functions.PingDelayDisconnectRequest):
+            arrival = self._arrival[1] if self._arrival is not None else session.link
+            if arrival is not None:
+                arrival.set_disconnect_delay(ping.disconnect_delay)
+        pong = bytes(types.Pong(msg_id=msg_id, ping_id=ping.ping_id))
+        self._send(session, _tl.rpc_result(msg_id, pong) if wrapped else pong, response=True)
+
     def _rpc(self, session: _Session, msg_id: int, request: Any) -> None:
         record = session.record
         ctx = CallContext(record=record, session_id=session.session_id, dc_id=record.dc_id)
@@ -879,6 +927,9 @@ class MTProtoTestServer:
                     self._api.check_app(inner.api_id, None)
                     record.api_id = inner.api_id
                 inner = inner.query
+            if isinstance(inner, _PINGS):
+                self._pong(session, msg_id, inner, wrapped=True)
+                return
             self._requests.append(
                 RequestRecord(
                     method=_tl.tl_name(inner),
@@ -889,6 +940,9 @@ class MTProtoTestServer:
                     at=time.time(),
                 )
             )
+            refusal = self._layer_check.refusal(record.key_id, record.layer)
+            if refusal is not None:
+                raise RpcFailure(400, refusal)
             self._raise_injected(_tl.tl_name(inner))
             if record.api_id is None:
                 raise RpcFailure(400, "CONNECTION_NOT_INITED")
@@ -956,8 +1010,16 @@ class MTProtoTestServer:
         content_related: bool = True,
         response: bool = False,
     ) -> None:
-        if session.link is not None:
-            session.link.push(
+        # Pushes go to the link the session is current on, or nowhere. A response is a
+        # direct answer to the message being handled and goes to the link that message
+        # came on, even when that link now serves a newer session: these are the only
+        # messages a link carries under a session id other than its current one.
+        link = session.link
+        arrival = self._arrival
+        if response and arrival is not None and arrival[0] is session:
+            link = arrival[1]
+        if link is not None:
+            link.push(
                 _Out(
                     kind="message",
                     session=session,

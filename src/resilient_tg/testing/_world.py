@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -21,6 +22,35 @@ from ._srp import SrpChallenge
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 FIRST_USER_ID = 7_000_000_001
+
+
+_USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
+
+
+def username_problem(username: str, *, bot: bool = False) -> str | None:
+    """Which of Telegram's username rules ``username`` breaks, or None if it is valid.
+
+    5-32 characters of A-Z, a-z, 0-9 and _, starting with a letter, not ending with _,
+    no two _ in a row; a bot's ends in "bot" (any case).
+    """
+    if not 5 <= len(username) <= 32:
+        return "it must be 5-32 characters long"
+    if not _USERNAME.fullmatch(username):
+        return "it must start with a letter and hold only letters, digits and _"
+    if username.endswith("_"):
+        return "it must not end with _"
+    if "__" in username:
+        return "it must not hold two _ in a row"
+    if bot and not username.lower().endswith("bot"):
+        return "a bot's username must end in 'bot'"
+    return None
+
+
+def check_username(username: str, *, bot: bool = False) -> None:
+    """Raise ValueError naming the rule ``username`` breaks (Telegram's username rules)."""
+    problem = username_problem(username, bot=bot)
+    if problem is not None:
+        raise ValueError(f"invalid username {username!r}: {problem}")
 
 
 @attrs.define(eq=False)
@@ -124,6 +154,8 @@ class World:
                 raise ValueError("a phone number needs digits")
         if phone is not None and self.by_phone(phone) is not None:
             raise ValueError(f"an account with phone {phone!r} exists already")
+        if username is not None:
+            check_username(username, bot=bot)
         if username is not None and self.by_username(username) is not None:
             raise ValueError(f"the username {username!r} is taken")
         account = Account(
