@@ -507,7 +507,11 @@ class MTProtoTestServer:
     # Control API ------------------------------------------------------------------
 
     def create_user(self, phone: str, first_name: str, username: str | None = None) -> TestUser:
-        """Register an account; log in to it with a code from `login_code`."""
+        """Register an account; log in to it with a code from `login_code`.
+
+        ``username`` follows Telegram's rules (5-32 characters of letters, digits and _,
+        starting with a letter, no trailing or double _); ValueError names the rule broken.
+        """
         account = self._world.new_account(
             first_name=first_name, phone=phone, username=username, bot=False, dc_id=self._dc_id
         )
@@ -521,9 +525,11 @@ class MTProtoTestServer:
         )
 
     def create_bot(self, username: str) -> TestBot:
-        """Register a bot; log in with ``client.start(bot_token=bot.token)``."""
-        if not username:
-            raise ValueError("a bot needs a username")
+        """Register a bot; log in with ``client.start(bot_token=bot.token)``.
+
+        ``username`` follows Telegram's rules, as for `create_user`, and ends in "bot"
+        (any case), e.g. ``echo_bot``; ValueError names the rule broken.
+        """
         account = self._world.new_account(
             first_name=username, phone=None, username=username, bot=True, dc_id=self._dc_id
         )
