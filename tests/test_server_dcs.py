@@ -21,6 +21,7 @@ from telethon.tl import functions, types
 
 from resilient_tg.cli import main
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
+from resilient_tg.testing import _dcs as dcs_module
 from resilient_tg.testing._trust import trusted_key
 
 from .conftest import STEP_TIMEOUT, login, telethon_client
@@ -301,6 +302,18 @@ async def test_exported_sender_is_authorized_on_the_other_dc() -> None:
             assert key_dc(server, client) == 2
 
 
+async def test_exported_authorization_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dcs_module, "EXPORT_TTL", 0.0)
+    async with MTProtoTestServer(dcs=3) as server:
+        alice = server.create_user("+15550001", "Alice")
+        async with telethon_client(server) as home:
+            await login(home, server, alice)
+            export = await home(functions.auth.ExportAuthorizationRequest(dc_id=3))
+            async with telethon_client(server, session=server.telethon_session_for(3)) as dc3:
+                with pytest.raises(errors.AuthBytesInvalidError):
+                    await dc3(functions.auth.ImportAuthorizationRequest(alice.id, export.bytes))
+
+
 async def test_exported_authorization_is_single_use_for_its_dc() -> None:
     async with MTProtoTestServer(dcs=4) as server:
         alice = server.create_user("+15550001", "Alice")
@@ -392,3 +405,25 @@ async def test_cli_test_server_serves_dcs_and_homes_accounts(
     finally:
         rc, err = await anyio.to_thread.run_sync(server.stop, signal.SIGTERM)
     assert rc == 0, err
+
+
+async def test_restart_without_data_dir_keeps_ports_and_advertised_addresses() -> None:
+    async with MTProtoTestServer(dcs=3) as server:
+        server.create_user("+15550001", "Alice", dc_id=3)
+        server.advertise(3, "127.0.0.9", 4433)
+        ports = [server.dc_port(dc) for dc in server.dc_ids]
+        await server.restart()
+        assert [server.dc_port(dc) for dc in server.dc_ids] == ports
+        assert server.advertised_address(3) == ("127.0.0.9", 4433)
+        async with telethon_client(server, session=server.telethon_session_for(3)) as client:
+            config = await client(functions.help.GetConfigRequest())
+            assert (3, "127.0.0.9", 4433) in [
+                (o.id, o.ip_address, o.port) for o in config.dc_options
+            ]
+            # Without data_dir the accounts are gone: the phone signs up where it asks.
+            result = await client(
+                functions.auth.SendCodeRequest(
+                    "+15550001", server.api_id, server.api_hash, types.CodeSettings()
+                )
+            )
+            assert result.phone_code_hash
