@@ -36,6 +36,7 @@ from telethon.tl import TLRequest, functions, types
 from . import _crypto as c
 from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
+from ._chat_control import ChatControl
 from ._dcs import DcControl, ExportedAuth, dc_range
 from ._handshake import HandshakeError, Handshakes
 from ._layers import LayerCheck, declared_layer
@@ -119,7 +120,7 @@ class _Session:
         return self._seq * 2
 
 
-class MTProtoTestServer(DcControl):
+class MTProtoTestServer(DcControl, ChatControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
@@ -133,6 +134,9 @@ class MTProtoTestServer(DcControl):
     ``dcs=N`` (N > 1) serves DCs 1..N, each on its own port (``port`` is ``dc_id``'s;
     the others are picked by the OS and kept across `restart`); accounts are homed on
     a DC and clients asking another DC are sent there with *_MIGRATE_X (`._dcs`).
+    Channels, supergroups and basic groups: see `create_channel`, `create_group`,
+    `post`, `edit_message`, `delete_messages`, `add_members`, `channel_pts` and
+    ``channel_difference_limit``.
     """
 
     def __init__(
