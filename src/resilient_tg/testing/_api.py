@@ -24,6 +24,7 @@ from telethon.tl.types import users as users_t
 
 from . import _srp
 from ._crypto import DH_G
+from ._files import tl_media
 from ._world import Account, AuthKeyRecord, LoginCode, StoredMessage, World, normalize_phone
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class Api:
         )
 
     def tl_message(self, message: StoredMessage) -> types.Message:
+        stored = None if message.media_id is None else self.world.files.files.get(message.media_id)
         return types.Message(
             id=message.id,
             peer_id=types.PeerUser(message.peer_id),
@@ -128,6 +130,7 @@ class Api:
             message=message.text,
             out=message.out or None,
             from_id=types.PeerUser(message.from_id),
+            media=None if stored is None else tl_media(stored),
         )
 
     def resolve_peer(self, peer: Any, me: Account) -> Account:
@@ -571,3 +574,7 @@ def _get_dialogs(api: Api, request: Any, ctx: CallContext) -> messages_t.Dialogs
     return messages_t.Dialogs(
         dialogs=dialogs, messages=[api.tl_message(m) for m in tops], chats=[], users=users
     )
+
+
+# Handlers in other modules register themselves with `_method` on import.
+from . import _api_files  # noqa: E402, F401

@@ -38,6 +38,7 @@ from telethon.tl import TLRequest, functions, types
 from . import _crypto as c
 from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
+from ._files_control import FileControl
 from ._handshake import HandshakeError, Handshakes
 from ._transport import Framing, TransportError, open_framing
 from ._trust import trusted_key
@@ -255,7 +256,7 @@ class _Link:
                 self._deadline_changed = anyio.Event()
 
 
-class MTProtoTestServer:
+class MTProtoTestServer(FileControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
