@@ -20,6 +20,9 @@ from .conftest import STEP_TIMEOUT, login, telethon_client
 
 pytestmark = pytest.mark.anyio
 
+# A 10 MB round trip costs seconds of AES on both sides; generous on a loaded 2-core box.
+BIG_TIMEOUT = 120.0
+
 
 def png(width: int, height: int) -> bytes:
     """A real RGB PNG (Telethon leaves such a photo as it is, without resizing)."""
@@ -126,6 +129,27 @@ async def test_recipient_online_gets_the_file_in_a_new_message_update(
         message = await asyncio.wait_for(got, STEP_TIMEOUT)
         assert isinstance(message.media, types.MessageMediaDocument)
         assert await b.download_media(message, file=bytes) == data
+
+
+async def test_get_difference_carries_the_file_to_a_recipient_who_was_away(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    alice, bob = await two_users(mtproto_server)
+    data = os.urandom(2048)
+    async with telethon_client(mtproto_server) as b:
+        await login(b, mtproto_server, bob)
+        state = await b(functions.updates.GetStateRequest())
+    await mtproto_server.send_file(alice.id, bob.id, data, name="while_away.bin")
+    async with telethon_client(mtproto_server, session=None) as b2:
+        await login(b2, mtproto_server, bob)
+        difference = await b2(
+            functions.updates.GetDifferenceRequest(pts=state.pts, date=state.date, qts=0)
+        )
+        assert isinstance(difference, types.updates.Difference)
+        (message,) = difference.new_messages
+        assert isinstance(message.media, types.MessageMediaDocument)
+        assert message.media.document.attributes[0].file_name == "while_away.bin"
+        assert await b2.download_media(message, file=bytes) == data
 
 
 async def test_resending_an_existing_document_points_at_the_same_file(
@@ -328,3 +352,22 @@ async def test_storage_cap_refuses_uploads_beyond_it(mtproto_server: MTProtoTest
             await a(functions.upload.SaveFilePartRequest(1, 2, b"a" * 1024))
     with pytest.raises(ValueError, match="TEST_SERVER_STORAGE_FULL"):
         await mtproto_server.send_file(alice.id, alice.id, b"x")
+
+
+@pytest.mark.slow
+async def test_big_file_goes_up_in_big_parts_and_comes_back_identical(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """Over 10 MB Telethon switches to saveBigFilePart; the bytes survive both ways."""
+    alice, bob = await two_users(mtproto_server)
+    data = os.urandom(10 * 1024 * 1024 + 4096)
+    async with telethon_client(mtproto_server) as a, telethon_client(mtproto_server) as b:
+        await login(a, mtproto_server, alice)
+        await login(b, mtproto_server, bob)
+        await asyncio.wait_for(a.send_file("bob_files", named(data, "big.bin")), BIG_TIMEOUT)
+        big_parts = mtproto_server.requests_for("upload.saveBigFilePart")
+        assert len(big_parts) == 81  # 80 parts of 128 KB and a short last one
+        assert not mtproto_server.requests_for("upload.saveFilePart")
+        received = await last_message(b, "alice_files")
+        downloaded = await asyncio.wait_for(b.download_media(received, file=bytes), BIG_TIMEOUT)
+        assert downloaded == data
