@@ -152,6 +152,24 @@ async def test_get_difference_carries_the_file_to_a_recipient_who_was_away(
         assert await b2.download_media(message, file=bytes) == data
 
 
+async def test_album_of_photos_arrives_as_one_message_each(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    alice, bob = await two_users(mtproto_server)
+    photos = [png(10, 10), png(20, 12)]
+    async with telethon_client(mtproto_server) as a, telethon_client(mtproto_server) as b:
+        await login(a, mtproto_server, alice)
+        await login(b, mtproto_server, bob)
+        sent = await a.send_file(
+            "bob_files", [named(p, f"p{i}.png") for i, p in enumerate(photos)], caption=["1", "2"]
+        )
+        assert [m.message for m in sent] == ["1", "2"]
+        assert len(mtproto_server.requests_for("messages.uploadMedia")) == 2
+        received = await asyncio.wait_for(b.get_messages("alice_files", limit=2), STEP_TIMEOUT)
+        got = [await b.download_media(m, file=bytes) for m in reversed(received)]
+        assert got == photos
+
+
 async def test_resending_an_existing_document_points_at_the_same_file(
     mtproto_server: MTProtoTestServer,
 ) -> None:

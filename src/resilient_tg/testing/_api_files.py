@@ -14,11 +14,20 @@ from telethon.tl import functions, types
 from telethon.tl.types import upload as upload_t
 
 from ._api import Api, CallContext, RpcFailure, _date, _method
-from ._files import DEFAULT_MIME, FileRuleError, FileStore, StoredFile, storage_type
+from ._files import (
+    DEFAULT_MIME,
+    PHOTO_SIZE_TYPE,
+    FileRuleError,
+    FileStore,
+    StoredFile,
+    storage_type,
+    tl_media,
+)
 from ._world import Account, StoredMessage
 
 MB = 1024 * 1024
 CAPTION_LENGTH_MAX = 1024
+ALBUM_MAX = 10
 
 
 def _files(api: Api) -> FileStore:
@@ -72,8 +81,8 @@ def _locate(store: FileStore, location: Any) -> StoredFile:
             raise RpcFailure(400, "LOCATION_INVALID")  # documents have no thumbnails here
     elif isinstance(location, types.InputPhotoFileLocation):
         stored = store.find(location.id, location.access_hash, "photo")
-        if stored is not None and location.thumb_size not in ("", "y", "x", "w"):
-            raise RpcFailure(400, "LOCATION_INVALID")
+        if stored is not None and location.thumb_size != PHOTO_SIZE_TYPE:
+            raise RpcFailure(400, "LOCATION_INVALID")  # the one size a photo has here
     else:
         raise RpcFailure(400, "LOCATION_INVALID")
     if stored is None:
@@ -104,9 +113,14 @@ def _file_name(input_file: Any, attributes: list[Any]) -> str:
     return str(getattr(input_file, "name", "") or "file")
 
 
-def _media_file(api: Api, media: Any, ctx: CallContext) -> StoredFile:
-    """The stored file a sendMedia request attaches: a new upload or an existing file."""
+def _media_file(api: Api, media: Any, ctx: CallContext, *, uploaded: bool = True) -> StoredFile:
+    """The stored file a request attaches: a new upload (if ``uploaded`` is allowed)
+    or an existing file."""
     store = _files(api)
+    if not uploaded and isinstance(
+        media, (types.InputMediaUploadedDocument, types.InputMediaUploadedPhoto)
+    ):
+        raise RpcFailure(400, "MEDIA_INVALID")  # albums take uploadMedia results only
     try:
         if isinstance(media, types.InputMediaUploadedDocument):
             data = store.take_upload(ctx.record.key_id, media.file)
@@ -141,36 +155,75 @@ def _media_file(api: Api, media: Any, ctx: CallContext) -> StoredFile:
     return found
 
 
+def _check_send(me: Account, peer: Account, caption: str, random_id: int) -> None:
+    if len(caption) > CAPTION_LENGTH_MAX:
+        raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
+    if random_id in me.random_ids:
+        raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
+    if me.bot and peer.bot:
+        raise RpcFailure(400, "USER_IS_BOT")
+
+
+def _deliver(
+    api: Api, ctx: CallContext, me: Account, peer: Account, sends: list[tuple[StoredFile, str, int]]
+) -> types.Updates:
+    """Store each (file, caption, random_id) as a message, push it to both sides, and
+    answer the sender: the id for each random_id, and the messages themselves."""
+    sent: list[tuple[StoredMessage, int]] = []
+    for stored, caption, random_id in sends:
+        out, incoming = api.world.deliver(me, peer, caption, random_id, media_id=stored.id)
+        api._server._push_new_message(me, peer, out, incoming, skip_session=ctx.session_id)
+        sent.append((out, random_id))
+    api._server._on_world_changed()
+    updates: list[Any] = [types.UpdateMessageID(id=o.id, random_id=r) for o, r in sent]
+    updates += [
+        types.UpdateNewMessage(message=api.tl_message(o), pts=o.pts, pts_count=1) for o, _ in sent
+    ]
+    return types.Updates(
+        updates=updates,
+        users=[api.tl_user(peer, me), api.tl_user(me, me)],
+        chats=[],
+        date=_date(sent[-1][0].date),
+        seq=0,
+    )
+
+
 @_method(functions.messages.SendMediaRequest)
 def _send_media(api: Api, request: Any, ctx: CallContext) -> types.Updates:
     me = api.me(ctx)
     peer = api.resolve_peer(request.peer, me)
     caption = request.message or ""
-    if len(caption) > CAPTION_LENGTH_MAX:
-        raise RpcFailure(400, "MEDIA_CAPTION_TOO_LONG")
-    if request.random_id in me.random_ids:
-        raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
-    if me.bot and peer.bot:
-        raise RpcFailure(400, "USER_IS_BOT")
+    _check_send(me, peer, caption, request.random_id)
     stored = _media_file(api, request.media, ctx)
-    out, incoming = api.world.deliver(me, peer, caption, request.random_id, media_id=stored.id)
-    server = api._server
-    server._on_world_changed()
-    server._push_new_message(me, peer, out, incoming, skip_session=ctx.session_id)
-    return sent_updates(api, me, peer, out, request.random_id)
+    return _deliver(api, ctx, me, peer, [(stored, caption, request.random_id)])
 
 
-def sent_updates(
-    api: Api, me: Account, peer: Account, out: StoredMessage, random_id: int
-) -> types.Updates:
-    """What the sender gets back: the id for its random_id, and the message itself."""
-    return types.Updates(
-        updates=[
-            types.UpdateMessageID(id=out.id, random_id=random_id),
-            types.UpdateNewMessage(message=api.tl_message(out), pts=out.pts, pts_count=1),
-        ],
-        users=[api.tl_user(peer, me), api.tl_user(me, me)],
-        chats=[],
-        date=_date(out.date),
-        seq=0,
-    )
+@_method(functions.messages.SendMultiMediaRequest)
+def _send_multi_media(api: Api, request: Any, ctx: CallContext) -> types.Updates:
+    """An album: one message per item (``grouped_id`` is not modelled)."""
+    me = api.me(ctx)
+    peer = api.resolve_peer(request.peer, me)
+    if not request.multi_media:
+        raise RpcFailure(400, "MEDIA_EMPTY")
+    if len(request.multi_media) > ALBUM_MAX:
+        raise RpcFailure(400, "MULTI_MEDIA_TOO_LONG")
+    sends: list[tuple[StoredFile, str, int]] = []
+    for single in request.multi_media:
+        caption = single.message or ""
+        _check_send(me, peer, caption, single.random_id)
+        if any(single.random_id == r for _, _, r in sends):
+            raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
+        sends.append(
+            (_media_file(api, single.media, ctx, uploaded=False), caption, single.random_id)
+        )
+    return _deliver(api, ctx, me, peer, sends)
+
+
+@_method(functions.messages.UploadMediaRequest)
+def _upload_media(api: Api, request: Any, ctx: CallContext) -> Any:
+    """Store an upload without sending it (Telethon does this for albums)."""
+    me = api.me(ctx)
+    api.resolve_peer(request.peer, me)
+    stored = _media_file(api, request.media, ctx)
+    api._server._on_world_changed()
+    return tl_media(stored)
