@@ -23,6 +23,7 @@ from telethon.tl.types import users as users_t
 
 from . import _srp
 from ._crypto import DH_G
+from ._files import tl_media
 from ._world import (
     Account,
     AuthKeyRecord,
@@ -128,6 +129,7 @@ class Api:
         )
 
     def tl_message(self, message: StoredMessage) -> types.Message:
+        stored = None if message.media_id is None else self.world.files.files.get(message.media_id)
         return types.Message(
             id=message.id,
             peer_id=types.PeerUser(message.peer_id),
@@ -135,6 +137,7 @@ class Api:
             message=message.text,
             out=message.out or None,
             from_id=types.PeerUser(message.from_id),
+            media=None if stored is None else tl_media(stored),
         )
 
     def resolve_peer(self, peer: Any, me: Account) -> Account:
@@ -427,5 +430,6 @@ def _get_state(api: Api, request: Any, ctx: CallContext) -> updates_t.State:
 # Message, chat and channel methods live in their own modules (getDifference,
 # sendMessage, getHistory, getDialogs too).
 from . import _api_chats as _api_chats  # noqa: E402
+from . import _api_files  # noqa: E402, F401
 from . import _api_messages as _api_messages  # noqa: E402
 from ._api_dcs import check_home_dc, check_phone_dc  # noqa: E402

@@ -38,6 +38,7 @@ from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
 from ._chat_control import ChatControl
 from ._dcs import DcControl, ExportedAuth, dc_range
+from ._files_control import FileControl
 from ._handshake import HandshakeError, Handshakes
 from ._layers import LayerCheck, declared_layer
 from ._links import DcListener, _Link, _Out
@@ -120,7 +121,7 @@ class _Session:
         return self._seq * 2
 
 
-class MTProtoTestServer(DcControl, ChatControl):
+class MTProtoTestServer(DcControl, ChatControl, FileControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
