@@ -21,7 +21,8 @@ from ._handshake import HandshakeError
 from ._transport import Framing, TransportError, open_framing
 
 if TYPE_CHECKING:
-    from ._server import MTProtoTestServer, _Session
+    from ._mtproto import _Session
+    from ._server import MTProtoTestServer
 
 log = logging.getLogger("resilient_tg.testing.server")
 
