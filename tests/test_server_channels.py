@@ -387,6 +387,30 @@ async def test_private_channel_is_closed_to_non_members(mtproto_server: MTProtoT
             )
 
 
+async def test_removed_member_gets_channel_private(mtproto_server: MTProtoTestServer) -> None:
+    alice, bob = _users(mtproto_server)
+    channel = mtproto_server.create_channel(alice.id, "Team", members=[bob.id])
+    async with telethon_client(mtproto_server) as b:
+        await login(b, mtproto_server, bob)
+        inbox = Inbox(b)
+        await mtproto_server.post(channel.id, alice.id, "before")
+        await inbox.until("before")
+        known = mtproto_server.channel_pts(channel.id)
+        mtproto_server.remove_members(channel.id, [bob.id])
+        await wait_until(lambda: mtproto_server.channel_pts(channel.id) == known + 1)
+        with pytest.raises(errors.ChannelPrivateError):
+            await b(
+                functions.updates.GetChannelDifferenceRequest(
+                    channel=channel.peer,
+                    filter=types.ChannelMessagesFilterEmpty(),
+                    pts=known,
+                    limit=100,
+                )
+            )
+        with pytest.raises(errors.ChannelPrivateError):
+            await b.get_messages(channel.peer, limit=1)
+
+
 async def test_channels_survive_a_restart_with_data_dir(tmp_path: Path) -> None:
     async with MTProtoTestServer(data_dir=tmp_path) as server:
         alice, bob = _users(server)
