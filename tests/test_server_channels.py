@@ -145,6 +145,16 @@ async def test_gap_beyond_the_limit_gets_too_long_and_telethon_fetches_nothing(
     await _away_posts(mtproto_server, channel, alice.id, [f"gone {i}" for i in range(10)])
     mtproto_server.clear_requests()
     async with telethon_client(mtproto_server, session=bob_session, catch_up=True) as b:
+        inbox = Inbox(b)
+        # catch_up: getDifference names the channel (updateChannelTooLong), the client
+        # gets TooLong, then asks again from the dialog's pts and gets Empty.
+        await wait_until(
+            lambda: len(mtproto_server.requests_for("updates.getChannelDifference")) >= 2
+        )
+        await mtproto_server.post(channel.id, alice.id, "after")
+        await inbox.until("after")
+        # Telethon dispatches none of the messages a TooLong skipped.
+        assert inbox.order == ["after"]
         # What Telegram answers such a gap: the dialog and the latest messages.
         diff = await b(
             functions.updates.GetChannelDifferenceRequest(
@@ -157,19 +167,49 @@ async def test_gap_beyond_the_limit_gets_too_long_and_telethon_fetches_nothing(
         assert isinstance(diff, types.updates.ChannelDifferenceTooLong)
         assert diff.final
         assert diff.dialog.pts == mtproto_server.channel_pts(channel.id)
-        assert diff.messages[0].message == "gone 9"
+        assert [m.message for m in diff.messages[:2]] == ["after", "gone 9"]
         assert diff.dialog.top_message == diff.messages[0].id
-        mtproto_server.clear_requests()
-        inbox = Inbox(b)
-        await b.catch_up()
-        # TooLong, then the client asks again from the dialog's pts and gets Empty.
-        await wait_until(
-            lambda: len(mtproto_server.requests_for("updates.getChannelDifference")) >= 2
-        )
-        await mtproto_server.post(channel.id, alice.id, "after")
-        await inbox.until("after")
-        # Telethon dispatches none of the messages a TooLong skipped.
-        assert inbox.order == ["after"]
+
+
+async def test_get_difference_names_channels_until_their_difference_is_fetched(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    alice, bob = _users(mtproto_server)
+    channel = mtproto_server.create_channel(alice.id, "Team", members=[bob.id])
+    quiet = mtproto_server.create_channel(alice.id, "Quiet", members=[bob.id])
+    async with telethon_client(mtproto_server) as b:
+        await login(b, mtproto_server, bob)
+        state = await b(functions.updates.GetStateRequest())
+
+        async def named() -> list[int]:
+            diff = await b(
+                functions.updates.GetDifferenceRequest(pts=state.pts, date=state.date, qts=0)
+            )
+            if isinstance(diff, types.updates.DifferenceEmpty):
+                return []
+            return [
+                u.channel_id
+                for u in diff.other_updates
+                if isinstance(u, types.UpdateChannelTooLong)
+            ]
+
+        async def fetch(target: TestChannel) -> Any:
+            return await b(
+                functions.updates.GetChannelDifferenceRequest(
+                    channel=target.peer,
+                    filter=types.ChannelMessagesFilterEmpty(),
+                    pts=mtproto_server.channel_pts(target.id),
+                    limit=100,
+                )
+            )
+
+        # A live push may have gone to a dead link, so it does not count as delivered.
+        assert sorted(await named()) == sorted([channel.id, quiet.id])
+        await fetch(quiet)
+        await fetch(channel)
+        assert await named() == []
+        await mtproto_server.post(channel.id, alice.id, "news")
+        assert await named() == [channel.id]
 
 
 async def test_too_long_follows_the_request_limit_too(

@@ -228,6 +228,8 @@ def _get_channel_difference(api: Api, request: Any, ctx: CallContext) -> Any:
         raise RpcFailure(400, "PERSISTENT_TIMESTAMP_EMPTY")
     if request.pts > channel.pts:
         raise RpcFailure(400, "PERSISTENT_TIMESTAMP_INVALID")
+    # Whatever the answer, it brings this key up to the channel's pts.
+    api.world.chats.confirmed[(ctx.record.key_id, channel.id)] = channel.pts
     if request.pts == channel.pts:
         return updates_t.ChannelDifferenceEmpty(pts=channel.pts, final=True)
     window = max(1, min(request.limit or 100, api._server.channel_difference_limit))
