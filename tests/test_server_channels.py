@@ -12,7 +12,7 @@ import pytest
 from telethon import errors, events
 from telethon.tl import functions, types
 
-from resilient_tg.testing import MTProtoTestServer, TestChannel
+from resilient_tg.testing import FaultProxy, MTProtoTestServer, TestChannel
 
 from .conftest import STEP_TIMEOUT, login, session_for, telethon_client, wait_until
 
@@ -129,6 +129,37 @@ async def test_away_member_catches_up_through_get_channel_difference(
     assert mtproto_server.requests_for("updates.getChannelDifference")
 
 
+async def test_posts_pushed_into_a_dead_link_come_back_after_the_reconnect(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    alice, bob = _users(mtproto_server)
+    channel = mtproto_server.create_channel(alice.id, "Team", members=[bob.id])
+    async with telethon_client(mtproto_server, port=fault_proxy.port, retry_delay=0.05) as b:
+        await login(b, mtproto_server, bob)
+        inbox = Inbox(b)
+        await mtproto_server.post(channel.id, alice.id, "before")
+        await inbox.until("before")
+        links = fault_proxy.links_total
+        fault_proxy.blackhole("down")
+        lost = [f"lost {i}" for i in range(3)]
+        await _away_posts(mtproto_server, channel, alice.id, lost)
+        fault_proxy.heal()
+        fault_proxy.reset()  # whatever the dead link still held is gone with it
+        await wait_until(lambda: fault_proxy.links_total > links)
+        await b.get_me()
+        # Telethon's own reconnect does not catch up (client/updates.py,
+        # _handle_auto_reconnect): the posts stay missing until someone asks.
+        assert inbox.order == ["before"]
+        # Catching up: getDifference names the channel, and getChannelDifference
+        # brings the lost posts, each once.
+        await b.catch_up()
+        await inbox.until(lost[-1])
+        await mtproto_server.post(channel.id, alice.id, "after")
+        await inbox.until("after")
+        assert inbox.order == ["before", *lost, "after"]
+        assert mtproto_server.requests_for("updates.getChannelDifference")
+
+
 async def test_gap_beyond_the_limit_gets_too_long_and_telethon_fetches_nothing(
     mtproto_server: MTProtoTestServer,
 ) -> None:
@@ -145,6 +176,16 @@ async def test_gap_beyond_the_limit_gets_too_long_and_telethon_fetches_nothing(
     await _away_posts(mtproto_server, channel, alice.id, [f"gone {i}" for i in range(10)])
     mtproto_server.clear_requests()
     async with telethon_client(mtproto_server, session=bob_session, catch_up=True) as b:
+        inbox = Inbox(b)
+        # catch_up: getDifference names the channel (updateChannelTooLong), the client
+        # gets TooLong, then asks again from the dialog's pts and gets Empty.
+        await wait_until(
+            lambda: len(mtproto_server.requests_for("updates.getChannelDifference")) >= 2
+        )
+        await mtproto_server.post(channel.id, alice.id, "after")
+        await inbox.until("after")
+        # Telethon dispatches none of the messages a TooLong skipped.
+        assert inbox.order == ["after"]
         # What Telegram answers such a gap: the dialog and the latest messages.
         diff = await b(
             functions.updates.GetChannelDifferenceRequest(
@@ -157,19 +198,49 @@ async def test_gap_beyond_the_limit_gets_too_long_and_telethon_fetches_nothing(
         assert isinstance(diff, types.updates.ChannelDifferenceTooLong)
         assert diff.final
         assert diff.dialog.pts == mtproto_server.channel_pts(channel.id)
-        assert diff.messages[0].message == "gone 9"
+        assert [m.message for m in diff.messages[:2]] == ["after", "gone 9"]
         assert diff.dialog.top_message == diff.messages[0].id
-        mtproto_server.clear_requests()
-        inbox = Inbox(b)
-        await b.catch_up()
-        # TooLong, then the client asks again from the dialog's pts and gets Empty.
-        await wait_until(
-            lambda: len(mtproto_server.requests_for("updates.getChannelDifference")) >= 2
-        )
-        await mtproto_server.post(channel.id, alice.id, "after")
-        await inbox.until("after")
-        # Telethon dispatches none of the messages a TooLong skipped.
-        assert inbox.order == ["after"]
+
+
+async def test_get_difference_names_channels_until_their_difference_is_fetched(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    alice, bob = _users(mtproto_server)
+    channel = mtproto_server.create_channel(alice.id, "Team", members=[bob.id])
+    quiet = mtproto_server.create_channel(alice.id, "Quiet", members=[bob.id])
+    async with telethon_client(mtproto_server) as b:
+        await login(b, mtproto_server, bob)
+        state = await b(functions.updates.GetStateRequest())
+
+        async def named() -> list[int]:
+            diff = await b(
+                functions.updates.GetDifferenceRequest(pts=state.pts, date=state.date, qts=0)
+            )
+            if isinstance(diff, types.updates.DifferenceEmpty):
+                return []
+            return [
+                u.channel_id
+                for u in diff.other_updates
+                if isinstance(u, types.UpdateChannelTooLong)
+            ]
+
+        async def fetch(target: TestChannel) -> Any:
+            return await b(
+                functions.updates.GetChannelDifferenceRequest(
+                    channel=target.peer,
+                    filter=types.ChannelMessagesFilterEmpty(),
+                    pts=mtproto_server.channel_pts(target.id),
+                    limit=100,
+                )
+            )
+
+        # A live push may have gone to a dead link, so it does not count as delivered.
+        assert sorted(await named()) == sorted([channel.id, quiet.id])
+        await fetch(quiet)
+        await fetch(channel)
+        assert await named() == []
+        await mtproto_server.post(channel.id, alice.id, "news")
+        assert await named() == [channel.id]
 
 
 async def test_too_long_follows_the_request_limit_too(
@@ -385,6 +456,30 @@ async def test_private_channel_is_closed_to_non_members(mtproto_server: MTProtoT
             await b.get_messages(
                 types.InputPeerChannel(channel.id, channel.access_hash + 1), limit=5
             )
+
+
+async def test_removed_member_gets_channel_private(mtproto_server: MTProtoTestServer) -> None:
+    alice, bob = _users(mtproto_server)
+    channel = mtproto_server.create_channel(alice.id, "Team", members=[bob.id])
+    async with telethon_client(mtproto_server) as b:
+        await login(b, mtproto_server, bob)
+        inbox = Inbox(b)
+        await mtproto_server.post(channel.id, alice.id, "before")
+        await inbox.until("before")
+        known = mtproto_server.channel_pts(channel.id)
+        mtproto_server.remove_members(channel.id, [bob.id])
+        await wait_until(lambda: mtproto_server.channel_pts(channel.id) == known + 1)
+        with pytest.raises(errors.ChannelPrivateError):
+            await b(
+                functions.updates.GetChannelDifferenceRequest(
+                    channel=channel.peer,
+                    filter=types.ChannelMessagesFilterEmpty(),
+                    pts=known,
+                    limit=100,
+                )
+            )
+        with pytest.raises(errors.ChannelPrivateError):
+            await b.get_messages(channel.peer, limit=1)
 
 
 async def test_channels_survive_a_restart_with_data_dir(tmp_path: Path) -> None:

@@ -93,6 +93,28 @@ async def test_basic_group_create_add_and_post(mtproto_server: MTProtoTestServer
         }
 
 
+async def test_leaving_a_basic_group_stops_its_messages(mtproto_server: MTProtoTestServer) -> None:
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    bob = mtproto_server.create_user("+15550002", "Bob")
+    carol = mtproto_server.create_user("+15550003", "Carol")
+    group = mtproto_server.create_group(alice.id, "Three", [bob.id, carol.id])
+    async with telethon_client(mtproto_server) as a, telethon_client(mtproto_server) as b:
+        await login(a, mtproto_server, alice)
+        await login(b, mtproto_server, bob)
+        actions = _queue(a, events.ChatAction)
+        await b(functions.messages.DeleteChatUserRequest(chat_id=group.id, user_id="me"))
+        event = await _next(actions)
+        assert event.user_left
+        assert event.user_id == bob.id
+        entity = await b.get_entity(group.peer)
+        assert isinstance(entity, types.ChatForbidden)
+        with pytest.raises(errors.ChatIdInvalidError):
+            await b.send_message(group.peer, "still here?")
+    with pytest.raises(ValueError, match="not a member"):
+        await mtproto_server.post(group.id, bob.id, "gone")
+    await mtproto_server.post(group.id, carol.id, "after bob")
+
+
 async def test_message_ids_are_per_box_in_basic_groups(mtproto_server: MTProtoTestServer) -> None:
     alice = mtproto_server.create_user("+15550001", "Alice")
     bob = mtproto_server.create_user("+15550002", "Bob")

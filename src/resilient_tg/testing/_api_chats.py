@@ -228,6 +228,8 @@ def _get_channel_difference(api: Api, request: Any, ctx: CallContext) -> Any:
         raise RpcFailure(400, "PERSISTENT_TIMESTAMP_EMPTY")
     if request.pts > channel.pts:
         raise RpcFailure(400, "PERSISTENT_TIMESTAMP_INVALID")
+    # Whatever the answer, it brings this key up to the channel's pts.
+    api.world.chats.confirmed[(ctx.record.key_id, channel.id)] = channel.pts
     if request.pts == channel.pts:
         return updates_t.ChannelDifferenceEmpty(pts=channel.pts, final=True)
     window = max(1, min(request.limit or 100, api._server.channel_difference_limit))
@@ -355,6 +357,36 @@ def _add_chat_user(api: Api, request: Any, ctx: CallContext) -> messages_t.Invit
         skip_session=ctx.session_id,
     )
     return _invited(_group_answer(api, group.id, me, copies[me.id]))
+
+
+@_method(functions.messages.DeleteChatUserRequest)
+def _delete_chat_user(api: Api, request: Any, ctx: CallContext) -> types.Updates:
+    """Leave a basic group (yourself) or remove someone (its creator, or who added them).
+    Everyone, the removed member included, gets the service message."""
+    me = api.me(ctx)
+    group = ops.group_of(api, request.chat_id, me)
+    try:
+        account = api.resolve_peer(request.user_id, me)
+    except RpcFailure:
+        raise RpcFailure(400, "USER_ID_INVALID") from None
+    member = group.members.get(account.id)
+    if member is None:
+        raise RpcFailure(400, "USER_NOT_PARTICIPANT")
+    if account.id != me.id and me.id not in (group.creator_id, member.inviter_id):
+        raise RpcFailure(400, "CHAT_ADMIN_REQUIRED")
+    copies = ops.group_send(
+        api,
+        group,
+        me,
+        "",
+        action="delete_user",
+        action_users=[account.id],
+        skip_session=ctx.session_id,
+    )
+    del group.members[account.id]
+    group.version += 1
+    api._server._on_world_changed()
+    return _group_answer(api, group.id, me, copies[me.id])
 
 
 @_method(functions.messages.GetChatsRequest)

@@ -3,11 +3,7 @@
 Private and basic-group messages live in each account's box and move its pts
 (updateNewMessage, updateEditMessage, updateDeleteMessages, updateReadHistoryInbox /
 Outbox); channel messages live in the channel and move the channel's pts (see
-`._api_chats`). updates.getDifference answers the account's own log and names, with
-updateChannelTooLong, every channel of the account that changed since the date the
-client gives: the client then asks getChannelDifference for it (this is the rule
-used here; Telegram's own choice between inlining channel updates and
-updateChannelTooLong is not documented).
+`._api_chats`). Reads, dialogs and updates.getDifference are in `._api_reads`.
 
 Not modelled: drafts, pinned dialogs, folders, mentions, reactions, scheduled
 messages, message search, forwarding, replies.

@@ -5,6 +5,14 @@ sessions get updateReadHistoryInbox) and the read_outbox_max_id of whoever sent 
 messages read (updateReadHistoryOutbox); channels.readHistory moves the member's mark
 in the channel (updateReadChannelInbox to the reader's other sessions,
 updateReadChannelOutbox to the senders). Dialogs report these marks truthfully.
+
+updates.getDifference answers the account's own log (new messages, and edits,
+deletes and reads in other_updates) and names, with updateChannelTooLong, every
+channel of the account whose pts moved past what getChannelDifference last answered
+on the calling auth key; the client then asks getChannelDifference for it. Telegram
+does not document its own rule (it may also inline channel updates); this one never
+lets a channel update pushed to a dead link go unnoticed, at the cost of one cheap
+getChannelDifference per active channel after each getDifference.
 """
 
 from __future__ import annotations
@@ -293,12 +301,14 @@ def _event_update(api: Api, me: Account, event: AccountEvent) -> Any | None:
     return types.UpdateReadHistoryOutbox(peer=peer, max_id=event.max_id, pts=event.pts, pts_count=1)
 
 
-def _channels_moved(api: Api, me: Account, since: int) -> list[Channel]:
-    """Channels of the account with an event at or after ``since`` (a unix time)."""
+def _channels_moved(api: Api, me: Account, key_id: bytes) -> list[Channel]:
+    """Channels of the account whose pts moved past what getChannelDifference last
+    answered on this auth key (live pushes may have been lost, so they do not count)."""
+    confirmed = api.world.chats.confirmed
     return [
         c
         for c in api.world.chats.channels.values()
-        if me.id in c.members and c.events and c.events[-1].date >= since
+        if me.id in c.members and c.pts > confirmed.get((key_id, c.id), 0)
     ]
 
 
@@ -308,8 +318,7 @@ def _get_difference(api: Api, request: Any, ctx: CallContext) -> Any:
     if request.pts > me.pts:
         # A client ahead of the server (e.g. after a restart that lost state).
         return updates_t.DifferenceTooLong(pts=me.pts)
-    since = int(request.date.timestamp()) if request.date else 0
-    moved = _channels_moved(api, me, since)
+    moved = _channels_moved(api, me, ctx.record.key_id)
     missed: list[tuple[int, StoredMessage | AccountEvent]] = [
         (m.pts, m) for m in me.box if m.pts > request.pts
     ]

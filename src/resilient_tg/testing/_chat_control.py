@@ -167,6 +167,43 @@ class ChatControl:
             self._api, group, creator, "", action="add_user", action_users=[a.id for a in new]
         )
 
+    def remove_members(self, chat_id: int, user_ids: Iterable[int]) -> None:
+        """Remove accounts from a channel, supergroup or basic group, as its creator
+        would (kicked): a supergroup or basic group gets a service message; the removed
+        get updateChannel, and getChannelDifference answers them CHANNEL_PRIVATE."""
+        channel = self._world.chats.channels.get(chat_id)
+        if channel is None:
+            group = self._group(chat_id)
+            creator = self._account(group.creator_id)
+            for user_id in dict.fromkeys(user_ids):
+                if user_id in group.members and user_id != group.creator_id:
+                    ops.group_send(
+                        self._api, group, creator, "", action="delete_user", action_users=[user_id]
+                    )
+                    del group.members[user_id]
+                    group.version += 1
+            self._api._server._on_world_changed()
+            return
+        gone = [
+            self._account(u)
+            for u in dict.fromkeys(user_ids)
+            if u in channel.members and u != channel.creator_id
+        ]
+        for account in gone:
+            del channel.members[account.id]
+            if channel.megagroup:
+                _, event = channel.add_message(
+                    channel.creator_id, "", action="delete_user", action_users=[account.id]
+                )
+                ops.push_channel_event(self._api, channel, event)
+            ops.push_account(
+                self._api,
+                account,
+                [types.UpdateChannel(channel_id=channel.id)],
+                chats=[ops.tl_channel(channel, account.id)],
+            )
+        self._api._server._on_world_changed()
+
     def channel_pts(self, channel_id: int) -> int:
         """The channel's pts now (every new message, edit and delete moves it)."""
         return self._channel(channel_id).pts

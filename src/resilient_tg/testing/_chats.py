@@ -177,6 +177,10 @@ class Chats:
     reads: dict[tuple[int, str, int], list[int]] = attrs.field(factory=dict)
     next_channel_id: int = FIRST_CHANNEL_ID
     next_group_id: int = FIRST_GROUP_ID
+    # (auth key id, channel id) -> the channel pts getChannelDifference last answered on
+    # that key: getDifference names the channels that moved past it. Not persisted (a
+    # restart makes getDifference name every channel once more).
+    confirmed: dict[tuple[bytes, int], int] = attrs.field(factory=dict)
 
     def new_channel(
         self, creator_id: int, title: str, *, megagroup: bool, username: str | None = None
