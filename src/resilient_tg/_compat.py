@@ -38,6 +38,9 @@ __all__ = [
     "end_queued",
     "forget_auth_key",
     "handlers_idle",
+    "install_gap_box",
+    "is_box_channel_request",
+    "last_channel_message",
     "link_streams",
     "local_pts",
     "queued_requests",
@@ -84,6 +87,7 @@ def check(client: Any) -> None:
                 hasattr(getattr(client, "_message_box", None), "session_state"),
             ),
             ("MessageBox.is_empty", hasattr(getattr(client, "_message_box", None), "is_empty")),
+            *_box_internals(client),
             *_request_internals(client),
         )
         if not ok
@@ -119,6 +123,95 @@ def _connection_internals() -> tuple[tuple[str, bool], ...]:
         ("Connection._recv_queue", isinstance(getattr(conn, "_recv_queue", None), asyncio.Queue)),
         ("Connection._reader/_writer", hasattr(conn, "_reader") and hasattr(conn, "_writer")),
     )
+
+
+# The message box ------------------------------------------------------------------------
+# Telethon answers channelDifferenceTooLong by jumping to the server's pts and delivering
+# nothing (_updates/messagebox.py, apply_channel_difference). To recover such a gap, the
+# client needs two things the box does not offer: which getChannelDifference request the
+# update loop is making (so that only its answer is handled), and the newest message id
+# of each channel already handed to the handlers (where the gap starts). A subclass of
+# MessageBox, put in place of the client's before it first connects, records both.
+
+_BOX_METHODS = ("get_channel_difference", "apply_channel_difference", "apply_pts_info")
+
+
+@functools.cache
+def _gap_box_class() -> Any:
+    from telethon._updates.messagebox import MessageBox  # imported when checked
+    from telethon.tl import types
+
+    class GapAwareMessageBox(MessageBox):  # type: ignore[misc]  # Telethon is untyped
+        """Telethon's MessageBox, noting each channel's newest applied message id and the
+        channel-difference request being made."""
+
+        __slots__ = ("rtg_last_ids", "rtg_request")
+
+        def __init__(self, log: Any) -> None:
+            super().__init__(log)
+            self.rtg_last_ids: dict[int, int] = {}
+            self.rtg_request: Any = None
+
+        def get_channel_difference(self, chat_hashes: Any) -> Any:
+            request = super().get_channel_difference(chat_hashes)
+            self.rtg_request = request
+            return request
+
+        def apply_pts_info(self, update: Any, *, reset_deadlines: Any) -> Any:
+            applied = super().apply_pts_info(update, reset_deadlines=reset_deadlines)
+            if applied is not None:
+                self._rtg_note(applied)
+            return applied
+
+        def apply_channel_difference(self, request: Any, diff: Any, chat_hashes: Any) -> Any:
+            result = super().apply_channel_difference(request, diff, chat_hashes)
+            for update in result[0]:
+                self._rtg_note(update)
+            return result
+
+        def _rtg_note(self, update: Any) -> None:
+            if not isinstance(update, types.UpdateNewChannelMessage):
+                return
+            message = update.message
+            channel = getattr(getattr(message, "peer_id", None), "channel_id", None)
+            ident = getattr(message, "id", None)
+            if isinstance(channel, int) and isinstance(ident, int):
+                self.rtg_last_ids[channel] = max(ident, self.rtg_last_ids.get(channel, 0))
+
+    return GapAwareMessageBox
+
+
+def _box_internals(client: Any) -> list[tuple[str, bool]]:
+    """What `install_gap_box` relies on."""
+    try:
+        from telethon._updates import messagebox  # imported when checked
+    except ImportError:
+        return [("telethon._updates.messagebox", False)]
+    box = getattr(messagebox, "MessageBox", None)
+    return [
+        *((f"MessageBox.{name}", callable(getattr(box, name, None))) for name in _BOX_METHODS),
+        ("MessageBox._log", hasattr(getattr(client, "_message_box", None), "_log")),
+        ("types.updates.ChannelDifferenceTooLong", hasattr(messagebox.tl, "updates")),
+    ]
+
+
+def install_gap_box(client: Any) -> None:
+    """Put a GapAwareMessageBox in place of the client's (before its first connect)."""
+    old = client._message_box
+    if not old.is_empty():
+        raise TelethonCompatError("the message box must be replaced before the client connects")
+    client._message_box = _gap_box_class()(old._log)
+
+
+def is_box_channel_request(client: Any, request: Any) -> bool:
+    """True if ``request`` is the getChannelDifference the update loop is making."""
+    return getattr(client._message_box, "rtg_request", None) is request
+
+
+def last_channel_message(client: Any, channel_id: int) -> int | None:
+    """The newest message id of the channel applied since the client was built."""
+    ids = getattr(client._message_box, "rtg_last_ids", None)
+    return None if ids is None else ids.get(channel_id)
 
 
 def link_streams(conn: Any) -> tuple[Any, Any]:

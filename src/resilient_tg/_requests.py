@@ -19,10 +19,12 @@ import anyio
 from telethon import TelegramClient, errors, events
 from telethon.tl import functions
 from telethon.tl.types import auth as auth_types
+from telethon.tl.types.updates import ChannelDifferenceTooLong
 
 from . import _compat
 from ._connection import install_log_filter, make_connection_class
 from ._errors import AuthLostError, NotConnectedError, ResultLostError, ResultUnknownError
+from ._gaps import recover_channel_gap
 from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, describe, error_name, request_name, rpc_context
 from ._postconnect import NOT_LOGGED_IN
 from ._state import ConnectionState
@@ -43,6 +45,7 @@ _INTERNAL_REQUESTS = (
     functions.updates.GetDifferenceRequest,
     functions.updates.GetChannelDifferenceRequest,
 )
+_CHANNEL_DIFFERENCE = functions.updates.GetChannelDifferenceRequest
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -62,6 +65,8 @@ class GatedTelegram(TelegramClient):  # type: ignore[misc]  # Telethon is untype
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
     ) -> Awaitable[Any]:
+        if request.__class__ is _CHANNEL_DIFFERENCE:
+            return _channel_difference(self._rtg_owner, request, ordered)
         # Hands back call()'s coroutine: one coroutine less per request.
         return call(self._rtg_owner, request, ordered)
 
@@ -99,6 +104,7 @@ def build_telegram(client: ResilientClient, session: StoreSession) -> GatedTeleg
     )
     telegram._rtg_owner = client
     _compat.check(telegram)
+    _compat.install_gap_box(telegram)
     telegram.add_event_handler(client._on_raw_update, events.Raw)
     for callback, event in client._early_handlers:
         telegram.add_event_handler(callback, event)
@@ -228,6 +234,17 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         elif isinstance(exc, errors.AuthKeyUnregisteredError) and client._authorized:
             client._link.auth_lost("AUTH_KEY_UNREGISTERED", exc)
         raise exc
+
+
+async def _channel_difference(client: ResilientClient, request: Any, ordered: bool) -> Any:
+    """getChannelDifference; when Telethon's update loop made it and the answer is "too
+    long", the gap's messages are fetched and handed back as a difference (see _gaps)."""
+    result = await call(client, request, ordered)
+    if isinstance(result, ChannelDifferenceTooLong) and _compat.is_box_channel_request(
+        client._telegram, request
+    ):
+        return await recover_channel_gap(client, request, result, call)
+    return result
 
 
 async def _try_once_in_task(

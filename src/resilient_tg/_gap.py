@@ -1,0 +1,50 @@
+"""Gap: what the client recovered after the server said a gap was too long to replay."""
+
+from __future__ import annotations
+
+import enum
+import time
+
+import attrs
+
+__all__ = ["Gap", "GapReason"]
+
+
+class GapReason(str, enum.Enum):
+    """Which answer of the server reported the gap (a fixed set, for metrics and alerting)."""
+
+    #: updates.getChannelDifference answered channelDifferenceTooLong: the channel's
+    #: missed updates are not replayed.
+    CHANNEL_DIFFERENCE_TOO_LONG = "channel_difference_too_long"
+
+
+@attrs.frozen
+class Gap:
+    """A gap in a chat's updates that Telegram would not replay, and what was recovered.
+
+    When the server answers a difference request with "too long" (e.g.
+    channelDifferenceTooLong after an outage with more posts than it replays), Telethon
+    jumps to the server's state and delivers nothing. ResilientClient instead fetches
+    the messages posted in the gap with messages.getHistory, hands each to the event
+    handlers once (as NewMessage events, oldest first, before anything newer), and then
+    calls the ``on_gap`` callbacks with this event.
+
+    Only new messages can be recovered this way: **edits and deletions that happened
+    inside the gap are not delivered** (the history shows a message's latest text, and a
+    deleted one is simply absent). A client that needs them must refetch what it keeps.
+
+    - ``chat_id``: the chat, as a Telethon marked peer id (``-100…`` for a channel).
+    - ``first_id``/``last_id``: the ids of the first and last recovered message
+      (inclusive); None when nothing new was found, or when the client had no message of
+      the chat yet to start from (e.g. the gap is the first thing it sees after a
+      restart): then nothing could be recovered and ``count`` is 0.
+    - ``count``: how many messages were handed to the handlers.
+    - ``reason``: which answer reported the gap; ``at``: when (``time.time()``).
+    """
+
+    chat_id: int
+    first_id: int | None
+    last_id: int | None
+    count: int
+    reason: GapReason
+    at: float = attrs.field(factory=time.time)

@@ -1,0 +1,131 @@
+"""Recovering a gap the server will not replay (channelDifferenceTooLong).
+
+Telethon 1.45 answers channelDifferenceTooLong by moving the channel's pts to the
+server's and delivering nothing: every message posted in the gap is silently skipped.
+Here the update loop's getChannelDifference (see `_requests._channel_difference`) gets
+a "too long" answer replaced: the messages newer than the last one the handlers saw, up
+to the dialog's top message, are fetched with messages.getHistory and handed back as an
+ordinary, non-final channelDifference at the server's pts. Telethon then dispatches them
+like any other difference (NewMessage handlers see each once, oldest first) and asks
+again from that pts, so nothing posted meanwhile is skipped either. Each such gap is
+reported once through the ``on_gap`` callbacks (`Gap`).
+
+If fetching the history fails, the error propagates to Telethon's update loop, which
+treats it like a failed difference and keeps the old pts: the gap is fetched again later,
+never skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from telethon import utils
+from telethon.tl import functions, types
+
+from . import _compat
+from ._gap import Gap, GapReason
+
+if TYPE_CHECKING:
+    from ._client import ResilientClient
+
+__all__ = ["HISTORY_PAGE", "recover_channel_gap"]
+
+log = logging.getLogger("resilient_tg.client")
+
+HISTORY_PAGE = 100  # messages per getHistory request (Telegram's maximum)
+
+Send = Callable[["ResilientClient", Any, bool], Awaitable[Any]]
+
+
+async def recover_channel_gap(
+    client: ResilientClient, request: Any, too_long: Any, send: Send
+) -> Any:
+    """Fetch the gap's messages and return them as a channelDifference at the new pts."""
+    telegram = client._telegram
+    channel = request.channel
+    channel_id = int(channel.channel_id)
+    chat_id = int(utils.get_peer_id(types.PeerChannel(channel_id)))
+    after = _compat.last_channel_message(telegram, channel_id)
+    top = int(getattr(too_long.dialog, "top_message", 0) or 0)
+    users = list(too_long.users)
+    chats = list(too_long.chats)
+    messages: list[Any] = []
+    if after is not None and top > after:
+        peer = types.InputPeerChannel(channel_id, channel.access_hash)
+        messages = await _history(client, send, peer, after, top, users, chats)
+    gap = Gap(
+        chat_id=chat_id,
+        first_id=messages[0].id if messages else None,
+        last_id=messages[-1].id if messages else None,
+        count=len(messages),
+        reason=GapReason.CHANNEL_DIFFERENCE_TOO_LONG,
+    )
+    if after is None:
+        log.warning(
+            "chat %d: the server will not replay a gap (channelDifferenceTooLong) and no "
+            "earlier message of it was seen since start: its missed messages are not "
+            "recovered",
+            chat_id,
+        )
+    else:
+        log.warning(
+            "chat %d: the server will not replay a gap (channelDifferenceTooLong); "
+            "recovered %d new message(s)%s with getHistory (edits and deletions in the gap "
+            "are not recovered)",
+            chat_id,
+            gap.count,
+            f" (ids {gap.first_id}-{gap.last_id})" if messages else "",
+        )
+    client._callbacks.emit("gap", gap)
+    pts = getattr(too_long.dialog, "pts", None)
+    return types.updates.ChannelDifference(
+        pts=pts if pts is not None else request.pts,
+        new_messages=messages,
+        other_updates=[],
+        chats=chats,
+        users=users,
+        final=False,  # Telethon asks again from the new pts: nothing after it is skipped
+        timeout=too_long.timeout,
+    )
+
+
+async def _history(
+    client: ResilientClient,
+    send: Send,
+    peer: Any,
+    after: int,
+    top: int,
+    users: list[Any],
+    chats: list[Any],
+) -> list[Any]:
+    """Messages with ``after < id <= top``, oldest first (getHistory pages, newest first)."""
+    found: dict[int, Any] = {}
+    offset = top + 1
+    while offset > after + 1:
+        page = await send(
+            client,
+            functions.messages.GetHistoryRequest(
+                peer=peer,
+                offset_id=offset,
+                offset_date=None,
+                add_offset=0,
+                limit=HISTORY_PAGE,
+                max_id=top + 1,
+                min_id=after,
+                hash=0,
+            ),
+            False,
+        )
+        batch = [m for m in getattr(page, "messages", ()) if not isinstance(m, types.MessageEmpty)]
+        users.extend(getattr(page, "users", ()))
+        chats.extend(getattr(page, "chats", ()))
+        for message in batch:
+            if after < message.id <= top:
+                found[message.id] = message
+        lowest = min((m.id for m in batch), default=offset)
+        if lowest >= offset:
+            break  # an empty page, or a server that ignores offset_id: nothing older comes
+        offset = lowest
+    return [found[i] for i in sorted(found)]
