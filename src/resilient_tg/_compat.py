@@ -36,6 +36,7 @@ __all__ = [
     "drop_link",
     "drop_stale_packets",
     "end_queued",
+    "fetching_difference",
     "forget_auth_key",
     "handlers_idle",
     "install_gap_box",
@@ -188,10 +189,11 @@ def _box_internals(client: Any) -> list[tuple[str, bool]]:
     except ImportError:
         return [("telethon._updates.messagebox", False)]
     box = getattr(messagebox, "MessageBox", None)
+    instance = getattr(client, "_message_box", None)
     return [
         *((f"MessageBox.{name}", callable(getattr(box, name, None))) for name in _BOX_METHODS),
-        ("MessageBox._log", hasattr(getattr(client, "_message_box", None), "_log")),
-        ("types.updates.ChannelDifferenceTooLong", hasattr(messagebox.tl, "updates")),
+        ("MessageBox._log", hasattr(instance, "_log")),
+        ("MessageBox.getting_diff_for", isinstance(getattr(instance, "getting_diff_for", 0), set)),
     ]
 
 
@@ -234,6 +236,11 @@ def local_pts(client: Any) -> int | None:
         return None
     state, _channels = box.session_state()
     return int(state["pts"])
+
+
+def fetching_difference(client: Any) -> bool:
+    """True while Telethon's update loop has a difference to fetch (account or channel)."""
+    return bool(client._message_box.getting_diff_for)
 
 
 async def save_states(client: Any) -> None:

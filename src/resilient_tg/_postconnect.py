@@ -166,6 +166,7 @@ async def _catch_up(
     while generation == client._generation:
         local = _compat.local_pts(telegram)
         if local is None or local >= server_pts:
+            await _differences_done(client, telegram, generation, deadline_span)
             return
         rounds += 1
         await telegram.catch_up()
@@ -173,6 +174,7 @@ async def _catch_up(
         while time.monotonic() < deadline and generation == client._generation:
             local = _compat.local_pts(telegram)
             if local is not None and local >= server_pts:
+                await _differences_done(client, telegram, generation, deadline_span)
                 return
             await asyncio.sleep(0.01)
         if rounds >= 5:
@@ -182,6 +184,18 @@ async def _catch_up(
             return
         fresh = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
         server_pts = fresh.pts
+
+
+async def _differences_done(
+    client: ResilientClient, telegram: GatedTelegram, generation: int, limit: float
+) -> None:
+    """Wait (at most ``limit`` seconds) for the channel differences the account difference
+    started (updateChannelTooLong) and any gap recovery: CONNECTED means caught up."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and generation == client._generation:
+        if not _compat.fetching_difference(telegram):
+            return
+        await asyncio.sleep(0.01)  # Telethon's update loop signals nothing we could await
 
 
 async def _make_durable(client: ResilientClient) -> None:
