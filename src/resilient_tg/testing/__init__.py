@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._chat_control import TestChannel, TestGroup
     from ._proxy import FaultProxy
     from ._server import ConnectionInfo, MTProtoTestServer, RequestRecord, TestBot, TestUser
     from ._trust import trust_test_server
@@ -28,6 +29,8 @@ __all__ = [
     "MTProtoTestServer",
     "RequestRecord",
     "TestBot",
+    "TestChannel",
+    "TestGroup",
     "TestUser",
     "trust_test_server",
 ]
@@ -39,6 +42,8 @@ _WHERE = {
     "MTProtoTestServer": "._server",
     "RequestRecord": "._server",
     "TestBot": "._server",
+    "TestChannel": "._chat_control",
+    "TestGroup": "._chat_control",
     "TestUser": "._server",
     "trust_test_server": "._trust",
 }

@@ -18,7 +18,6 @@ from telethon.tl import functions, types
 from telethon.tl.types import account as account_t
 from telethon.tl.types import auth as auth_t
 from telethon.tl.types import contacts as contacts_t
-from telethon.tl.types import messages as messages_t
 from telethon.tl.types import updates as updates_t
 from telethon.tl.types import users as users_t
 
@@ -436,7 +435,9 @@ def _resolve_username(api: Api, request: Any, ctx: CallContext) -> contacts_t.Re
         raise RpcFailure(400, "USERNAME_INVALID")
     account = api.world.by_username(request.username)
     if account is None:
-        raise RpcFailure(400, "USERNAME_NOT_OCCUPIED")
+        from ._api_chats import resolve_channel_username
+
+        return resolve_channel_username(api, request.username, me)
     return contacts_t.ResolvedPeer(
         peer=types.PeerUser(account.id), chats=[], users=[api.tl_user(account, me)]
     )
@@ -456,118 +457,9 @@ def _get_state(api: Api, request: Any, ctx: CallContext) -> updates_t.State:
     return api.state(api.me(ctx))
 
 
-@_method(functions.updates.GetDifferenceRequest)
-def _get_difference(api: Api, request: Any, ctx: CallContext) -> Any:
-    me = api.me(ctx)
-    if request.pts > me.pts:
-        # A client ahead of the server (e.g. after a restart that lost state).
-        return updates_t.DifferenceTooLong(pts=me.pts)
-    missed = [m for m in me.box if m.pts > request.pts]
-    if not missed:
-        return updates_t.DifferenceEmpty(date=_now(), seq=0)
-    limit = DIFFERENCE_LIMIT
-    if request.pts_total_limit:
-        limit = min(limit, request.pts_total_limit)
-    batch = missed[:limit]
-    peers = {m.peer_id for m in batch} | {m.from_id for m in batch}
-    users = [
-        api.tl_user(api.world.accounts[p], me) for p in sorted(peers) if p in api.world.accounts
-    ]
-    new_messages = [api.tl_message(m) for m in batch]
-    if len(batch) < len(missed):
-        last = batch[-1]
-        return updates_t.DifferenceSlice(
-            new_messages=new_messages,
-            new_encrypted_messages=[],
-            other_updates=[],
-            chats=[],
-            users=users,
-            intermediate_state=updates_t.State(
-                pts=last.pts, qts=0, date=_date(last.date), seq=0, unread_count=0
-            ),
-        )
-    return updates_t.Difference(
-        new_messages=new_messages,
-        new_encrypted_messages=[],
-        other_updates=[],
-        chats=[],
-        users=users,
-        state=api.state(me),
-    )
-
-
 # messages -----------------------------------------------------------------------------
 
-
-@_method(functions.messages.SendMessageRequest)
-def _send_message(api: Api, request: Any, ctx: CallContext) -> types.UpdateShortSentMessage:
-    me = api.me(ctx)
-    peer = api.resolve_peer(request.peer, me)
-    if not request.message or not request.message.strip():
-        raise RpcFailure(400, "MESSAGE_EMPTY")
-    if len(request.message) > 4096:
-        raise RpcFailure(400, "MESSAGE_TOO_LONG")
-    if request.random_id in me.random_ids:
-        raise RpcFailure(500, "RANDOM_ID_DUPLICATE")
-    if me.bot and peer.bot:
-        raise RpcFailure(400, "USER_IS_BOT")
-    out, incoming = api.world.deliver(me, peer, request.message, request.random_id)
-    api._server._on_world_changed()
-    api._server._push_new_message(me, peer, out, incoming, skip_session=ctx.session_id)
-    return types.UpdateShortSentMessage(
-        id=out.id, pts=out.pts, pts_count=1, date=_date(out.date), out=True
-    )
-
-
-def _history(box: list[StoredMessage], peer_id: int, request: Any) -> list[StoredMessage]:
-    chat = [m for m in reversed(box) if m.peer_id == peer_id]  # newest first
-    if request.offset_id:
-        chat = [m for m in chat if m.id < request.offset_id]
-    if request.max_id:
-        chat = [m for m in chat if m.id < request.max_id]
-    if request.min_id:
-        chat = [m for m in chat if m.id > request.min_id]
-    start = max(0, request.add_offset)
-    limit = max(0, min(request.limit or 100, 100))
-    return chat[start : start + limit]
-
-
-@_method(functions.messages.GetHistoryRequest)
-def _get_history(api: Api, request: Any, ctx: CallContext) -> messages_t.Messages:
-    me = api.me(ctx)
-    peer = api.resolve_peer(request.peer, me)
-    found = _history(me.box, peer.id, request)
-    return messages_t.Messages(
-        messages=[api.tl_message(m) for m in found],
-        topics=[],
-        chats=[],
-        users=[api.tl_user(peer, me), api.tl_user(me, me)],
-    )
-
-
-@_method(functions.messages.GetDialogsRequest)
-def _get_dialogs(api: Api, request: Any, ctx: CallContext) -> messages_t.Dialogs:
-    me = api.me(ctx)
-    last_by_peer: dict[int, StoredMessage] = {}
-    for message in me.box:
-        last_by_peer[message.peer_id] = message
-    tops = sorted(last_by_peer.values(), key=lambda m: m.id, reverse=True)
-    tops = tops[: max(0, min(request.limit or 100, 100))]
-    dialogs = [
-        types.Dialog(
-            peer=types.PeerUser(m.peer_id),
-            top_message=m.id,
-            read_inbox_max_id=0,
-            read_outbox_max_id=0,
-            unread_count=0,
-            unread_mentions_count=0,
-            unread_reactions_count=0,
-            unread_poll_votes_count=0,
-            notify_settings=types.PeerNotifySettings(),
-        )
-        for m in tops
-    ]
-    users = [api.tl_user(api.world.accounts[m.peer_id], me) for m in tops]
-    return messages_t.Dialogs(
-        dialogs=dialogs, messages=[api.tl_message(m) for m in tops], chats=[], users=users
-    )
+# Message, chat and channel methods live in their own modules; importing them
+# registers their handlers (getDifference, sendMessage, getHistory, getDialogs too).
+from . import _api_chats as _api_chats  # noqa: E402
+from . import _api_messages as _api_messages  # noqa: E402

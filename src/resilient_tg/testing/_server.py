@@ -38,6 +38,7 @@ from telethon.tl import TLRequest, functions, types
 from . import _crypto as c
 from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
+from ._chat_control import ChatControl
 from ._handshake import HandshakeError, Handshakes
 from ._transport import Framing, TransportError, open_framing
 from ._trust import trusted_key
@@ -255,7 +256,7 @@ class _Link:
                 self._deadline_changed = anyio.Event()
 
 
-class MTProtoTestServer:
+class MTProtoTestServer(ChatControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
@@ -265,6 +266,10 @@ class MTProtoTestServer:
 
     ``on_login_code(phone, code)`` is called for each code auth.sendCode "sends"
     (``phone`` is digits only), the way Telegram delivers it to the user's app.
+
+    Channels, supergroups and basic groups: see `create_channel`, `create_group`,
+    `post`, `edit_message`, `delete_messages`, `add_members`, `channel_pts` and
+    ``channel_difference_limit``.
     """
 
     def __init__(

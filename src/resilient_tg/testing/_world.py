@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from ._chats import Chats
 from ._srp import SrpChallenge
 
 STATE_FILE = "state.json"
@@ -57,7 +58,9 @@ class Account:
 
 @attrs.define(eq=False)
 class StoredMessage:
-    """One private message as one account sees it; ``pts`` is the box's pts after it."""
+    """One private or basic-group message as one account sees it; ``pts`` is the box's
+    pts after it. ``peer_type`` is "user" or "chat" (a basic group, ``peer_id`` its id);
+    ``link`` is shared by the copies of one message in the boxes of its accounts."""
 
     id: int
     pts: int
@@ -68,6 +71,12 @@ class StoredMessage:
     text: str
     # The file attached to this message (a key of the server's file store), if any.
     media_id: int | None = None
+    peer_type: str = "user"
+    edit_date: int | None = None
+    link: int | None = None
+    # A basic-group service message: "create", "add_user" or "delete_user" of ``action_users``.
+    action: str | None = None
+    action_users: list[int] = attrs.field(factory=list)
 
 
 @attrs.define(eq=False)
@@ -108,6 +117,8 @@ class World:
     # Open account.getPassword challenges by srp_id; not persisted (a restart makes
     # them stale: SRP_ID_INVALID).
     srp_challenges: dict[int, SrpChallenge] = attrs.field(factory=dict)
+    # Channels, supergroups, basic groups and account pts steps besides new messages.
+    chats: Chats = attrs.field(factory=Chats)
 
     def new_account(
         self,
@@ -163,11 +174,13 @@ class World:
         if random_id is not None:
             sender.random_ids.add(random_id)
         out = _append(sender, peer_id=recipient.id, from_id=sender.id, out=True, text=text, now=now)
+        out.link = secrets.randbits(62)
         if recipient is sender:
             return out, None
         incoming = _append(
             recipient, peer_id=sender.id, from_id=sender.id, out=False, text=text, now=now
         )
+        incoming.link = out.link
         return out, incoming
 
     # Persistence -----------------------------------------------------------------
@@ -189,6 +202,7 @@ class World:
                 }
                 for r in self.auth_keys.values()
             ],
+            "chats": self.chats.to_json(),
         }
 
     @classmethod
@@ -198,6 +212,7 @@ class World:
         from ._crypto import auth_key_id
 
         world = cls(next_user_id=int(data["next_user_id"]))
+        world.chats = Chats.from_json(data.get("chats", {}))
         for raw in data["accounts"]:
             account = _account_from_json(raw)
             world.accounts[account.id] = account
