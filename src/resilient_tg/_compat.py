@@ -33,6 +33,7 @@ __all__ = [
     "Withdrawn",
     "check",
     "clock_offset",
+    "differences_ended",
     "drop_link",
     "drop_stale_packets",
     "end_queued",
@@ -134,7 +135,13 @@ def _connection_internals() -> tuple[tuple[str, bool], ...]:
 # of each channel already handed to the handlers (where the gap starts). A subclass of
 # MessageBox, put in place of the client's before it first connects, records both.
 
-_BOX_METHODS = ("get_channel_difference", "apply_channel_difference", "apply_pts_info")
+_BOX_METHODS = (
+    "get_channel_difference",
+    "apply_channel_difference",
+    "apply_pts_info",
+    "apply_difference",
+    "end_difference",
+)
 
 
 @functools.cache
@@ -146,12 +153,22 @@ def _gap_box_class() -> Any:
         """Telethon's MessageBox, noting each channel's newest applied message id and the
         channel-difference request being made."""
 
-        __slots__ = ("rtg_last_ids", "rtg_request")
+        __slots__ = ("rtg_ended", "rtg_last_ids", "rtg_request")
 
         def __init__(self, log: Any) -> None:
             super().__init__(log)
             self.rtg_last_ids: dict[int, int] = {}
             self.rtg_request: Any = None
+            self.rtg_ended = 0  # account differences answered or given up
+
+        def apply_difference(self, diff: Any, chat_hashes: Any) -> Any:
+            result = super().apply_difference(diff, chat_hashes)
+            self.rtg_ended += 1
+            return result
+
+        def end_difference(self) -> None:
+            super().end_difference()
+            self.rtg_ended += 1
 
         def get_channel_difference(self, chat_hashes: Any) -> Any:
             request = super().get_channel_difference(chat_hashes)
@@ -236,6 +253,12 @@ def local_pts(client: Any) -> int | None:
         return None
     state, _channels = box.session_state()
     return int(state["pts"])
+
+
+def differences_ended(client: Any) -> int:
+    """How many account getDifference rounds Telethon's update loop has finished
+    (answered or given up): grows once a `catch_up` it was asked for has run."""
+    return int(getattr(client._message_box, "rtg_ended", 0))
 
 
 def fetching_difference(client: Any) -> bool:
