@@ -215,3 +215,36 @@ async def test_a_gap_with_no_known_start_is_reported_without_a_range(world: Worl
         (w.chat_id, None, None, 0)
     ]
     assert dict(rec.messages) == {"later": 1}
+
+
+async def test_a_refused_history_reports_the_gap_and_later_posts_still_flow(
+    world: World,
+) -> None:
+    """getHistory refused for good (as for a bot): the gap is reported without a range,
+    and the supergroup's later posts still arrive (its pts moved on)."""
+    w = world
+    w.server.channel_difference_limit = 5
+    store = seeded_store(w.server, w.proxy.port, user=w.alice)
+    posted: list[str] = []
+    gaps: list[Gap] = []
+    async with running(store, w.server) as (client, rec):
+        client.on_gap(gaps.append)
+        rec.watch_messages()
+        await client.wait_connected(10)
+        await joined(w, rec, posted)
+        w.proxy.refuse(3600)
+        w.proxy.reset()
+        await until_left_connected(rec)
+        for i in range(10):
+            await w.post([], f"missed {i}")
+        w.server.inject_rpc_error("messages.getHistory", "BOT_METHOD_INVALID", code=400)
+        w.proxy.heal()
+        await client.wait_connected(15)
+        await rec.until(lambda: bool(gaps), limit=10)
+        await post_burst(w, posted, 3, "after")
+        await rec.all_messages(posted, limit=10)
+        await asyncio.sleep(0.3)
+    exactly_once(rec, posted)
+    assert [(g.chat_id, g.first_id, g.last_id, g.count) for g in gaps] == [
+        (w.chat_id, None, None, 0)
+    ]

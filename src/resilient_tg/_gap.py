@@ -26,8 +26,9 @@ class Gap:
     channelDifferenceTooLong after an outage with more posts than it replays), Telethon
     jumps to the server's state and delivers nothing. ResilientClient instead fetches
     the messages posted in the gap with messages.getHistory, hands each to the event
-    handlers once (as NewMessage events, oldest first, before anything newer), and then
-    calls the ``on_gap`` callbacks with this event.
+    handlers once (as NewMessage events, oldest first, before anything newer), and
+    calls the ``on_gap`` callbacks with this event (they may run before the handlers
+    have seen every recovered message).
 
     Only new messages can be recovered this way: **edits and deletions that happened
     inside the gap are not delivered** (the history shows a message's latest text, and a
@@ -35,9 +36,10 @@ class Gap:
 
     - ``chat_id``: the chat, as a Telethon marked peer id (``-100…`` for a channel).
     - ``first_id``/``last_id``: the ids of the first and last recovered message
-      (inclusive); None when nothing new was found, or when the client had no message of
-      the chat yet to start from (e.g. the gap is the first thing it sees after a
-      restart): then nothing could be recovered and ``count`` is 0.
+      (inclusive); None when nothing was recovered (``count`` 0): nothing new was
+      posted, or the client had no message of the chat yet to start from (the gap is
+      the first thing it sees of the chat since it started, e.g. after a restart), or
+      the server refused getHistory (bots cannot call it). The log says which.
     - ``count``: how many messages were handed to the handlers.
     - ``reason``: which answer reported the gap; ``at``: when (``time.time()``).
     """

@@ -10,9 +10,12 @@ like any other difference (NewMessage handlers see each once, oldest first) and 
 again from that pts, so nothing posted meanwhile is skipped either. Each such gap is
 reported once through the ``on_gap`` callbacks (`Gap`).
 
-If fetching the history fails, the error propagates to Telethon's update loop, which
+If fetching the history fails for a passing reason (no link within request_timeout, a
+flood wait, a server error), the error propagates to Telethon's update loop, which
 treats it like a failed difference and keeps the old pts: the gap is fetched again later,
-never skipped.
+never skipped. A refusal that retrying cannot fix (e.g. BOT_METHOD_INVALID: bots cannot
+call getHistory) ends the recovery with what was fetched so far, reported as such, so
+that the chat's later updates still flow.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from telethon import utils
+from telethon import errors, utils
 from telethon.tl import functions, types
 
 from . import _compat
 from ._gap import Gap, GapReason
+from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, describe
 
 if TYPE_CHECKING:
     from ._client import ResilientClient
@@ -52,9 +56,10 @@ async def recover_channel_gap(
     users = list(too_long.users)
     chats = list(too_long.chats)
     messages: list[Any] = []
+    refused: BaseException | None = None
     if after is not None and top > after:
         peer = types.InputPeerChannel(channel_id, channel.access_hash)
-        messages = await _history(client, send, peer, after, top, users, chats)
+        messages, refused = await _history(client, send, peer, after, top, users, chats)
     gap = Gap(
         chat_id=chat_id,
         first_id=messages[0].id if messages else None,
@@ -72,11 +77,12 @@ async def recover_channel_gap(
     else:
         log.warning(
             "chat %d: the server will not replay a gap (channelDifferenceTooLong); "
-            "recovered %d new message(s)%s with getHistory (edits and deletions in the gap "
-            "are not recovered)",
+            "recovered %d new message(s)%s with getHistory%s (edits and deletions in the "
+            "gap are not recovered)",
             chat_id,
             gap.count,
             f" (ids {gap.first_id}-{gap.last_id})" if messages else "",
+            f" before it was refused with {describe(refused)}" if refused else "",
         )
     client._callbacks.emit("gap", gap)
     pts = getattr(too_long.dialog, "pts", None)
@@ -99,25 +105,20 @@ async def _history(
     top: int,
     users: list[Any],
     chats: list[Any],
-) -> list[Any]:
-    """Messages with ``after < id <= top``, oldest first (getHistory pages, newest first)."""
+) -> tuple[list[Any], BaseException | None]:
+    """Messages with ``after < id <= top``, oldest first (getHistory pages, newest first),
+    and the error that refused a page, if one did (what came before it is kept)."""
     found: dict[int, Any] = {}
+    refused: BaseException | None = None
     offset = top + 1
     while offset > after + 1:
-        page = await send(
-            client,
-            functions.messages.GetHistoryRequest(
-                peer=peer,
-                offset_id=offset,
-                offset_date=None,
-                add_offset=0,
-                limit=HISTORY_PAGE,
-                max_id=top + 1,
-                min_id=after,
-                hash=0,
-            ),
-            False,
-        )
+        try:
+            page = await _page(client, send, peer, offset, after, top)
+        except (*FLOOD, *TRANSIENT_RPC, *KEY_DEAD, errors.UnauthorizedError):
+            raise  # passing, or the client's own end: Telethon retries or stops
+        except errors.RPCError as exc:
+            refused = exc
+            break
         batch = [m for m in getattr(page, "messages", ()) if not isinstance(m, types.MessageEmpty)]
         users.extend(getattr(page, "users", ()))
         chats.extend(getattr(page, "chats", ()))
@@ -128,4 +129,24 @@ async def _history(
         if lowest >= offset:
             break  # an empty page, or a server that ignores offset_id: nothing older comes
         offset = lowest
-    return [found[i] for i in sorted(found)]
+    return [found[i] for i in sorted(found)], refused
+
+
+async def _page(
+    client: ResilientClient, send: Send, peer: Any, offset: int, after: int, top: int
+) -> Any:
+    """One getHistory page: up to HISTORY_PAGE messages older than ``offset``, in the gap."""
+    return await send(
+        client,
+        functions.messages.GetHistoryRequest(
+            peer=peer,
+            offset_id=offset,
+            offset_date=None,
+            add_offset=0,
+            limit=HISTORY_PAGE,
+            max_id=top + 1,
+            min_id=after,
+            hash=0,
+        ),
+        False,
+    )
