@@ -172,48 +172,53 @@ async def test_gap_beyond_the_limit_gets_too_long_and_telethon_fetches_nothing(
         assert inbox.order == ["after"]
 
 
-async def test_slices_of_the_request_limit_below_the_too_long_limit(
+async def test_too_long_follows_the_request_limit_too(
     mtproto_server: MTProtoTestServer,
 ) -> None:
     alice, bob = _users(mtproto_server)
     channel = mtproto_server.create_channel(alice.id, "Team", members=[bob.id])
     start = mtproto_server.channel_pts(channel.id)
     await _away_posts(mtproto_server, channel, alice.id, [f"p{i}" for i in range(12)])
-    async with telethon_client(mtproto_server) as b:
-        await login(b, mtproto_server, bob)
-        texts: list[str] = []
-        pts = start
-        while True:
-            diff = await b(
-                functions.updates.GetChannelDifferenceRequest(
-                    channel=channel.peer,
-                    filter=types.ChannelMessagesFilterEmpty(),
-                    pts=pts,
-                    limit=5,
-                )
-            )
-            assert isinstance(diff, types.updates.ChannelDifference)
-            texts += [m.message for m in diff.new_messages]
-            pts = diff.pts
-            if diff.final:
-                break
-        assert texts == [f"p{i}" for i in range(12)]
-        empty = await b(
+    await mtproto_server.edit_message(channel.id, 3, "p0 edited")
+    await mtproto_server.delete_messages(channel.id, [4])
+
+    async def difference(pts: int, limit: int) -> Any:
+        return await b(
             functions.updates.GetChannelDifferenceRequest(
-                channel=channel.peer, filter=types.ChannelMessagesFilterEmpty(), pts=pts, limit=5
+                channel=channel.peer,
+                filter=types.ChannelMessagesFilterEmpty(),
+                pts=pts,
+                limit=limit,
             )
         )
+
+    async with telethon_client(mtproto_server) as b:
+        await login(b, mtproto_server, bob)
+        # Telegram: "pts + limit < remote pts" means too many updates to fetch.
+        too_long = await difference(start, 10)
+        assert isinstance(too_long, types.updates.ChannelDifferenceTooLong)
+        assert [m.message for m in too_long.messages] == [f"p{i}" for i in reversed(range(2, 12))]
+        diff = await difference(start, 100)
+        assert isinstance(diff, types.updates.ChannelDifference)
+        assert diff.final
+        assert diff.pts == mtproto_server.channel_pts(channel.id)
+        # New messages come in their current form; the deleted one is gone.
+        texts = [m.message for m in diff.new_messages]
+        assert texts == ["p0 edited", *[f"p{i}" for i in range(2, 12)]]
+        deletes = [
+            u for u in diff.other_updates if isinstance(u, types.UpdateDeleteChannelMessages)
+        ]
+        assert [u.messages for u in deletes] == [[4]]
+        # From after the posts: the edit and the delete as updates with their pts.
+        later = await difference(start + 12, 100)
+        kinds = [type(u) for u in later.other_updates]
+        assert kinds == [types.UpdateEditChannelMessage, types.UpdateDeleteChannelMessages]
+        assert later.new_messages == []
+        empty = await difference(diff.pts, 100)
         assert isinstance(empty, types.updates.ChannelDifferenceEmpty)
         assert empty.pts == mtproto_server.channel_pts(channel.id)
         with pytest.raises(errors.PersistentTimestampInvalidError):
-            await b(
-                functions.updates.GetChannelDifferenceRequest(
-                    channel=channel.peer,
-                    filter=types.ChannelMessagesFilterEmpty(),
-                    pts=pts + 10,
-                    limit=5,
-                )
-            )
+            await difference(diff.pts + 10, 100)
 
 
 async def test_edits_and_deletes_reach_message_edited_and_deleted(

@@ -4,9 +4,12 @@ updates.getChannelDifference.
 Every channel change moves the channel's own pts and reaches the members' live
 sessions as ``updates`` (see `._chat_ops`); a client that missed some asks
 getChannelDifference, answered from the channel's event log: channelDifferenceEmpty,
-channelDifference in slices of the request's ``limit``, or channelDifferenceTooLong
-(the dialog and the latest messages, nothing in between) when the gap is larger than
-``server.channel_difference_limit``, as Telegram does for long absences.
+channelDifference (new messages, and edits and deletes in other_updates), or
+channelDifferenceTooLong (the dialog and the latest messages, nothing in between).
+
+TooLong comes, as Telegram documents it ("pts + limit < remote pts"), when the gap in
+pts is larger than the request's ``limit`` (Telethon asks 100 for users, 100,000 for
+bots), or than ``server.channel_difference_limit`` (default 500) if that is smaller.
 """
 
 from __future__ import annotations
@@ -227,11 +230,11 @@ def _get_channel_difference(api: Api, request: Any, ctx: CallContext) -> Any:
         raise RpcFailure(400, "PERSISTENT_TIMESTAMP_INVALID")
     if request.pts == channel.pts:
         return updates_t.ChannelDifferenceEmpty(pts=channel.pts, final=True)
-    if channel.pts - request.pts > api._server.channel_difference_limit:
-        return _too_long(api, channel, me)
-    missed = [e for e in channel.events if e.pts > request.pts]
-    limit = max(1, min(request.limit or 100, 100_000))
-    batch = missed[:limit]
+    window = max(1, min(request.limit or 100, api._server.channel_difference_limit))
+    if channel.pts - request.pts > window:
+        return _too_long(api, channel, me, window)
+    # The gap fits the window, so one answer carries all of it (final).
+    batch = [e for e in channel.events if e.pts > request.pts]
     new_ids = [e.message_ids[0] for e in batch if e.kind == "new"]
     new_messages = [channel.messages[i] for i in new_ids if i in channel.messages]
     other_updates: list[Any] = []
@@ -252,13 +255,16 @@ def _get_channel_difference(api: Api, request: Any, ctx: CallContext) -> Any:
         other_updates=other_updates,
         chats=[ops.tl_channel(channel, me.id)],
         users=ops.users(api, ops.channel_user_ids(channel, new_messages + edited), me),
-        final=len(batch) == len(missed),
+        final=True,
     )
 
 
-def _too_long(api: Api, channel: Channel, me: Account) -> updates_t.ChannelDifferenceTooLong:
+def _too_long(
+    api: Api, channel: Channel, me: Account, window: int
+) -> updates_t.ChannelDifferenceTooLong:
     member = channel.members.get(me.id)
-    latest = sorted(channel.messages.values(), key=lambda m: m.id)[-TOO_LONG_MESSAGES:]
+    count = min(window, TOO_LONG_MESSAGES)
+    latest = sorted(channel.messages.values(), key=lambda m: m.id)[-count:]
     dialog = types.Dialog(
         peer=types.PeerChannel(channel.id),
         top_message=channel.top_message_id(),

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 # Telegram's rule for public usernames: 5-32 characters, letters, digits and
 # underscores, starting with a letter.
 _USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{4,31}")
-# Gaps in a channel larger than this get channelDifferenceTooLong (Telegram: hundreds).
+# The most pts one getChannelDifference answer spans; a larger gap gets
+# channelDifferenceTooLong (the request's own limit applies when it is smaller).
 CHANNEL_DIFFERENCE_LIMIT = 500
 
 
@@ -84,8 +85,9 @@ class ChatControl:
     _world: World
     _api: Api
     #: A getChannelDifference whose gap (channel pts minus the client's) is larger
-    #: than this is answered with channelDifferenceTooLong. Set it on a server to test
-    #: how a client copes with long absences.
+    #: than this, or than the request's ``limit`` (Telethon: 100 for users), is
+    #: answered with channelDifferenceTooLong, as Telegram does. Lower it on a server
+    #: to test how a client copes with long absences without posting hundreds.
     channel_difference_limit: int = CHANNEL_DIFFERENCE_LIMIT
 
     def _account(self, user_id: int) -> Account:
