@@ -31,6 +31,7 @@ from telethon.tl.tlobject import TLRequest
 __all__ = [
     "TelethonCompatError",
     "Withdrawn",
+    "account_state",
     "check",
     "clock_offset",
     "differences_ended",
@@ -41,7 +42,9 @@ __all__ = [
     "forget_auth_key",
     "handlers_idle",
     "install_gap_box",
+    "is_box_account_request",
     "is_box_channel_request",
+    "last_account_message",
     "last_channel_message",
     "link_streams",
     "local_pts",
@@ -136,6 +139,7 @@ def _connection_internals() -> tuple[tuple[str, bool], ...]:
 # MessageBox, put in place of the client's before it first connects, records both.
 
 _BOX_METHODS = (
+    "get_difference",
     "get_channel_difference",
     "apply_channel_difference",
     "apply_pts_info",
@@ -153,17 +157,32 @@ def _gap_box_class() -> Any:
         """Telethon's MessageBox, noting each channel's newest applied message id and the
         channel-difference request being made."""
 
-        __slots__ = ("rtg_ended", "rtg_last_ids", "rtg_request")
+        __slots__ = (
+            "rtg_account_request",
+            "rtg_ended",
+            "rtg_last_account",
+            "rtg_last_ids",
+            "rtg_request",
+        )
 
         def __init__(self, log: Any) -> None:
             super().__init__(log)
             self.rtg_last_ids: dict[int, int] = {}
+            self.rtg_last_account: int | None = None  # private chats and basic groups
             self.rtg_request: Any = None
+            self.rtg_account_request: Any = None
             self.rtg_ended = 0  # account differences answered or given up
+
+        def get_difference(self) -> Any:
+            request = super().get_difference()
+            self.rtg_account_request = request
+            return request
 
         def apply_difference(self, diff: Any, chat_hashes: Any) -> Any:
             result = super().apply_difference(diff, chat_hashes)
             self.rtg_ended += 1
+            for update in result[0]:
+                self._rtg_note(update)
             return result
 
         def end_difference(self) -> None:
@@ -188,13 +207,26 @@ def _gap_box_class() -> Any:
             return result
 
         def _rtg_note(self, update: Any) -> None:
-            if not isinstance(update, types.UpdateNewChannelMessage):
-                return
-            message = update.message
-            channel = getattr(getattr(message, "peer_id", None), "channel_id", None)
-            ident = getattr(message, "id", None)
-            if isinstance(channel, int) and isinstance(ident, int):
-                self.rtg_last_ids[channel] = max(ident, self.rtg_last_ids.get(channel, 0))
+            if isinstance(update, _SHORT_MESSAGES):
+                self._rtg_note_account(update.id)
+            elif isinstance(update, types.UpdateNewMessage):
+                self._rtg_note_account(getattr(update.message, "id", None))
+            elif isinstance(update, types.UpdateNewChannelMessage):
+                message = update.message
+                channel = getattr(getattr(message, "peer_id", None), "channel_id", None)
+                ident = getattr(message, "id", None)
+                if isinstance(channel, int) and isinstance(ident, int):
+                    self.rtg_last_ids[channel] = max(ident, self.rtg_last_ids.get(channel, 0))
+
+        def _rtg_note_account(self, ident: Any) -> None:
+            if isinstance(ident, int) and ident > (self.rtg_last_account or 0):
+                self.rtg_last_account = ident
+
+    _SHORT_MESSAGES = (
+        types.UpdateShortMessage,
+        types.UpdateShortChatMessage,
+        types.UpdateShortSentMessage,
+    )
 
     return GapAwareMessageBox
 
@@ -225,6 +257,23 @@ def install_gap_box(client: Any) -> None:
 def is_box_channel_request(client: Any, request: Any) -> bool:
     """True if ``request`` is the getChannelDifference the update loop is making."""
     return getattr(client._message_box, "rtg_request", None) is request
+
+
+def is_box_account_request(client: Any, request: Any) -> bool:
+    """True if ``request`` is the account getDifference the update loop is making."""
+    return getattr(client._message_box, "rtg_account_request", None) is request
+
+
+def last_account_message(client: Any) -> int | None:
+    """The newest message id of the account's private chats and basic groups applied
+    since the client was built (those ids are one sequence per account)."""
+    return getattr(client._message_box, "rtg_last_account", None)
+
+
+def account_state(client: Any) -> dict[str, Any]:
+    """The account's applied update state: pts, qts, date and seq."""
+    state, _channels = client._message_box.session_state()
+    return dict(state)
 
 
 def last_channel_message(client: Any, channel_id: int) -> int | None:

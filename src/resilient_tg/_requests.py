@@ -19,12 +19,12 @@ import anyio
 from telethon import TelegramClient, errors, events
 from telethon.tl import functions
 from telethon.tl.types import auth as auth_types
-from telethon.tl.types.updates import ChannelDifferenceTooLong
+from telethon.tl.types.updates import ChannelDifferenceTooLong, DifferenceTooLong
 
 from . import _compat
 from ._connection import install_log_filter, make_connection_class
 from ._errors import AuthLostError, NotConnectedError, ResultLostError, ResultUnknownError
-from ._gaps import recover_channel_gap
+from ._gaps import recover_account_gap, recover_channel_gap
 from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, describe, error_name, request_name, rpc_context
 from ._postconnect import NOT_LOGGED_IN
 from ._state import ConnectionState
@@ -46,6 +46,7 @@ _INTERNAL_REQUESTS = (
     functions.updates.GetChannelDifferenceRequest,
 )
 _CHANNEL_DIFFERENCE = functions.updates.GetChannelDifferenceRequest
+_DIFFERENCE = functions.updates.GetDifferenceRequest
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -65,8 +66,8 @@ class GatedTelegram(TelegramClient):  # type: ignore[misc]  # Telethon is untype
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
     ) -> Awaitable[Any]:
-        if request.__class__ is _CHANNEL_DIFFERENCE:
-            return _channel_difference(self._rtg_owner, request, ordered)
+        if request.__class__ is _CHANNEL_DIFFERENCE or request.__class__ is _DIFFERENCE:
+            return _difference(self._rtg_owner, request, ordered)
         # Hands back call()'s coroutine: one coroutine less per request.
         return call(self._rtg_owner, request, ordered)
 
@@ -236,14 +237,17 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         raise exc
 
 
-async def _channel_difference(client: ResilientClient, request: Any, ordered: bool) -> Any:
-    """getChannelDifference; when Telethon's update loop made it and the answer is "too
+async def _difference(client: ResilientClient, request: Any, ordered: bool) -> Any:
+    """get(Channel)Difference; when Telethon's update loop made it and the answer is "too
     long", the gap's messages are fetched and handed back as a difference (see _gaps)."""
     result = await call(client, request, ordered)
+    telegram = client._telegram
     if isinstance(result, ChannelDifferenceTooLong) and _compat.is_box_channel_request(
-        client._telegram, request
+        telegram, request
     ):
         return await recover_channel_gap(client, request, result, call)
+    if isinstance(result, DifferenceTooLong) and _compat.is_box_account_request(telegram, request):
+        return await recover_account_gap(client, request, result, call)
     return result
 
 
