@@ -280,7 +280,7 @@ async def main(argv: list[str] | None = None) -> int:
 
     async with MTProtoTestServer() as server:
         alice = server.create_user("+15550001", "Alice")
-        bob = server.create_user("+15550002", "Bob", username="bob")
+        bob = server.create_user("+15550002", "Bob", username="bobby")
         store = MemoryStore(
             SessionData(
                 dc_id=server.dc_id,

@@ -85,7 +85,7 @@ async def test_every_message_reaches_the_queue_once_across_a_reset_and_a_blackho
     mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy, broker: Broker
 ) -> None:
     alice = mtproto_server.create_user("+15550001", "Alice")
-    bob = mtproto_server.create_user("+15550002", "Bob", username="bob")
+    bob = mtproto_server.create_user("+15550002", "Bob", username="bobby")
     client = ResilientClient(
         seeded_store(mtproto_server, fault_proxy.port, user=alice),
         mtproto_server.api_id,
@@ -126,7 +126,7 @@ async def test_every_message_reaches_the_queue_once_across_a_reset_and_a_blackho
         fault_proxy.blackhole()
         await wait_until(lambda: not worker.consuming)
         await send("into the black hole")
-        command = {"peer": "bob", "text": "sent once the link is back"}
+        command = {"peer": "bobby", "text": "sent once the link is back"}
         await broker.channel.default_exchange.publish(
             aio_pika.Message(json.dumps(command).encode()), routing_key=broker.outbox
         )

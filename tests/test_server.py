@@ -119,7 +119,7 @@ async def test_message_from_a_to_connected_b_fires_b_handler(
     mtproto_server: MTProtoTestServer,
 ) -> None:
     alice = mtproto_server.create_user("+15550001", "Alice", username="alice")
-    bob = mtproto_server.create_user("+15550002", "Bob", username="bob")
+    bob = mtproto_server.create_user("+15550002", "Bob", username="bobby")
     async with telethon_client(mtproto_server) as a, telethon_client(mtproto_server) as b:
         await login(a, mtproto_server, alice)
         await login(b, mtproto_server, bob)
@@ -129,7 +129,7 @@ async def test_message_from_a_to_connected_b_fires_b_handler(
         async def on_message(event: events.NewMessage.Event) -> None:
             await received.put(event)
 
-        sent = await a.send_message("bob", "hello bob")
+        sent = await a.send_message("bobby", "hello bob")
         event = await asyncio.wait_for(received.get(), STEP_TIMEOUT)
         assert event.raw_text == "hello bob"
         assert event.sender_id == alice.id

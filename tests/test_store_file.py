@@ -669,7 +669,7 @@ async def run_login_then_resume(
 
 async def make_telethon_session_file(server: MTProtoTestServer, path: Path) -> int:
     """A real Telethon SQLiteSession file, logged in to the test server; returns the user id."""
-    user = server.create_user("+15550009", "Tess", username="tess")
+    user = server.create_user("+15550009", "Tess", username="tessa")
     session = SQLiteSession(str(path))
     session.set_dc(server.dc_id, server.host, server.port)
     async with telethon_client(server, session=session) as client:
@@ -709,7 +709,7 @@ async def test_import_telethon_reads_a_real_session_file_without_touching_it(
         assert data.update_state is not None
         assert data.update_state.pts >= 1
         assert any(e.id == 0 and e.access_hash == user_id for e in data.entities)
-        assert any(e.username == "tess" for e in data.entities)
+        assert any(e.username == "tessa" for e in data.entities)
     finally:
         reference.close()
 
@@ -724,7 +724,7 @@ async def test_import_telethon_reads_a_real_session_file_without_touching_it(
             assert await client.is_user_authorized()
             me = await client.get_me()
             assert me.id == user_id
-            assert await client.get_input_entity("tess")
+            assert await client.get_input_entity("tessa")
         finally:
             await client.disconnect()
             await session.aclose()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._chat_control import TestChannel, TestGroup
+    from ._files_control import FileInfo
     from ._proxy import FaultProxy
     from ._server import ConnectionInfo, MTProtoTestServer, RequestRecord, TestBot, TestUser
     from ._trust import trust_test_server
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectionInfo",
     "FaultProxy",
+    "FileInfo",
     "MTProtoTestServer",
     "RequestRecord",
     "TestBot",
@@ -39,6 +41,7 @@ __all__ = [
 _WHERE = {
     "ConnectionInfo": "._server",
     "FaultProxy": "._proxy",
+    "FileInfo": "._files_control",
     "MTProtoTestServer": "._server",
     "RequestRecord": "._server",
     "TestBot": "._server",

@@ -23,7 +23,16 @@ from telethon.tl.types import users as users_t
 
 from . import _srp
 from ._crypto import DH_G
-from ._world import Account, AuthKeyRecord, LoginCode, StoredMessage, World, normalize_phone
+from ._files import tl_media
+from ._world import (
+    Account,
+    AuthKeyRecord,
+    LoginCode,
+    StoredMessage,
+    World,
+    normalize_phone,
+    username_problem,
+)
 
 if TYPE_CHECKING:
     from ._server import MTProtoTestServer
@@ -92,7 +101,7 @@ class Api:
         if handler is None:
             raise RpcFailure(400, "METHOD_NOT_IMPLEMENTED")
         if type(request) not in _NO_AUTH:
-            self.me(ctx)
+            check_home_dc(self.me(ctx), request, ctx)
         return handler(self, request, ctx)
 
     # Helpers ----------------------------------------------------------------------
@@ -120,6 +129,7 @@ class Api:
         )
 
     def tl_message(self, message: StoredMessage) -> types.Message:
+        stored = None if message.media_id is None else self.world.files.files.get(message.media_id)
         return types.Message(
             id=message.id,
             peer_id=types.PeerUser(message.peer_id),
@@ -127,6 +137,7 @@ class Api:
             message=message.text,
             out=message.out or None,
             from_id=types.PeerUser(message.from_id),
+            media=None if stored is None else tl_media(stored),
         )
 
     def resolve_peer(self, peer: Any, me: Account) -> Account:
@@ -172,54 +183,6 @@ def _date(timestamp: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
 
 
-# help ---------------------------------------------------------------------------------
-
-
-@_method(functions.help.GetConfigRequest, needs_auth=False)
-def _get_config(api: Api, request: Any, ctx: CallContext) -> types.Config:
-    server = api._server
-    now = int(time.time())
-    return types.Config(
-        date=_date(now),
-        expires=_date(now + 3600),
-        test_mode=False,
-        this_dc=server.dc_id,
-        dc_options=[types.DcOption(id=server.dc_id, ip_address=server.host, port=server.port)],
-        dc_txt_domain_name="localhost",
-        chat_size_max=200,
-        megagroup_size_max=200000,
-        forwarded_count_max=100,
-        online_update_period_ms=210000,
-        offline_blur_timeout_ms=5000,
-        offline_idle_timeout_ms=30000,
-        online_cloud_timeout_ms=300000,
-        notify_cloud_delay_ms=30000,
-        notify_default_delay_ms=1500,
-        push_chat_period_ms=60000,
-        push_chat_limit=2,
-        edit_time_limit=172800,
-        revoke_time_limit=2147483647,
-        revoke_pm_time_limit=2147483647,
-        rating_e_decay=2419200,
-        stickers_recent_limit=200,
-        channels_read_media_period=604800,
-        call_receive_timeout_ms=20000,
-        call_ring_timeout_ms=90000,
-        call_connect_timeout_ms=30000,
-        call_packet_timeout_ms=10000,
-        me_url_prefix="https://t.me/",
-        caption_length_max=1024,
-        message_length_max=4096,
-        webfile_dc_id=server.dc_id,
-    )
-
-
-@_method(functions.help.GetNearestDcRequest, needs_auth=False)
-def _get_nearest_dc(api: Api, request: Any, ctx: CallContext) -> types.NearestDc:
-    dc = api._server.dc_id
-    return types.NearestDc(country="ZZ", this_dc=dc, nearest_dc=dc)
-
-
 # auth ---------------------------------------------------------------------------------
 
 
@@ -229,6 +192,7 @@ def _send_code(api: Api, request: Any, ctx: CallContext) -> auth_t.SentCode:
     phone = normalize_phone(request.phone_number)
     if not 5 <= len(phone) <= 15:
         raise RpcFailure(400, "PHONE_NUMBER_INVALID")
+    check_phone_dc(api, phone, ctx, network=True)
     code = LoginCode(
         phone=phone,
         phone_code_hash=secrets.token_hex(9),
@@ -271,6 +235,7 @@ def _authorize(api: Api, ctx: CallContext, account: Account) -> auth_t.Authoriza
 
 @_method(functions.auth.SignInRequest, needs_auth=False)
 def _sign_in(api: Api, request: Any, ctx: CallContext) -> Any:
+    check_phone_dc(api, request.phone_number, ctx, network=False)
     phone = _check_code(
         api, request.phone_number, request.phone_code_hash, request.phone_code, need_code=True
     )
@@ -306,6 +271,8 @@ def _import_bot(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorizatio
     account = api.world.by_token(request.bot_auth_token)
     if account is None:
         raise RpcFailure(400, "ACCESS_TOKEN_INVALID")
+    if account.dc_id != ctx.dc_id:
+        raise RpcFailure(303, f"USER_MIGRATE_{account.dc_id}")
     return _authorize(api, ctx, account)
 
 
@@ -431,7 +398,7 @@ def _get_full_user(api: Api, request: Any, ctx: CallContext) -> users_t.UserFull
 @_method(functions.contacts.ResolveUsernameRequest)
 def _resolve_username(api: Api, request: Any, ctx: CallContext) -> contacts_t.ResolvedPeer:
     me = api.me(ctx)
-    if not request.username or len(request.username) > 32:
+    if username_problem(request.username.lstrip("@")) is not None:
         raise RpcFailure(400, "USERNAME_INVALID")
     account = api.world.by_username(request.username)
     if account is None:
@@ -459,7 +426,10 @@ def _get_state(api: Api, request: Any, ctx: CallContext) -> updates_t.State:
 
 # messages -----------------------------------------------------------------------------
 
-# Message, chat and channel methods live in their own modules; importing them
-# registers their handlers (getDifference, sendMessage, getHistory, getDialogs too).
+# Handlers in other modules register themselves on import; they need the names above.
+# Message, chat and channel methods live in their own modules (getDifference,
+# sendMessage, getHistory, getDialogs too).
 from . import _api_chats as _api_chats  # noqa: E402
+from . import _api_files  # noqa: E402, F401
 from . import _api_messages as _api_messages  # noqa: E402
+from ._api_dcs import check_home_dc, check_phone_dc  # noqa: E402

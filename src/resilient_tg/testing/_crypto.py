@@ -51,6 +51,11 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def xor(a: bytes, b: bytes) -> bytes:
+    """Bytewise XOR of two strings of one length."""
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
+
+
 def int_to_bytes(value: int, length: int | None = None) -> bytes:
     """Big-endian bytes of a natural number (the encoding MTProto uses for pq, g_a...)."""
     if length is None:

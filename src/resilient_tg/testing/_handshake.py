@@ -3,12 +3,22 @@
 https://core.telegram.org/mtproto/auth_key. Pending exchanges are keyed by
 server_nonce (as on Telegram they are not bound to one TCP link) and bounded, so a
 flood of half-finished handshakes cannot exhaust memory.
+
+req_DH_params is accepted in both RSA forms: the spec's RSA_PAD (GramJS, mtcute,
+TDLib) and the older ``sha1(data) + data + padding`` (Telethon). Its inner data may
+be ``p_q_inner_data`` or ``p_q_inner_data_dc``; the latter's ``dc`` must name the
+listener's DC (test DCs may add 10000, media DCs are negative), so a client dialing
+the wrong DC learns it at once. Temporary keys (``p_q_inner_data_temp*``, for PFS
+with ``auth.bindTempAuthKey``) are refused: the server models permanent keys only.
+The first server salt is ``substr(new_nonce, 0, 8) XOR substr(server_nonce, 0, 8)``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import struct
 import time
 from collections import OrderedDict
 
@@ -23,6 +33,8 @@ from telethon.tl.functions import (
 )
 
 from . import _crypto as c
+
+log = logging.getLogger("resilient_tg.testing.handshake")
 
 MAX_PENDING = 4096
 PENDING_TTL = 120.0
@@ -50,6 +62,8 @@ class NewKey:
 
     key: bytes
     server_time: int
+    # The first server salt, derived from the nonces as the spec says.
+    salt: int
 
 
 class Handshakes:
@@ -62,12 +76,13 @@ class Handshakes:
         # Telethon sees when its key has a leading zero byte (it then starts over).
         self.corrupt_next = 0
 
-    def handle(self, request: object) -> tuple[object, NewKey | None]:
-        """Answer one plain-text handshake request; the second item is set on dh_gen_ok."""
+    def handle(self, request: object, *, dc_id: int) -> tuple[object, NewKey | None]:
+        """Answer one plain-text handshake request on DC ``dc_id``'s listener; the
+        second item is set on dh_gen_ok."""
         if isinstance(request, (ReqPqMultiRequest, ReqPqRequest)):
             return self._req_pq(request.nonce), None
         if isinstance(request, ReqDHParamsRequest):
-            return self._req_dh_params(request), None
+            return self._req_dh_params(request, dc_id), None
         if isinstance(request, SetClientDHParamsRequest):
             return self._set_client_dh_params(request)
         raise HandshakeError(f"unexpected plain message {type(request).__name__}")
@@ -97,7 +112,26 @@ class Handshakes:
             raise HandshakeError("unknown nonce pair")
         return pending
 
-    def _req_dh_params(self, req: ReqDHParamsRequest) -> types.ServerDHParamsOk:
+    def _inner_data(self, encrypted: bytes) -> object:
+        """The TL object inside req_DH_params' encrypted_data, in either RSA form."""
+        block = self._key.decrypt_raw(encrypted)
+        if block is None:
+            raise HandshakeError("undecryptable req_DH_params: not a 256-byte value below n")
+        data = _rsa_pad_unwrap(block)
+        form = "RSA_PAD"
+        if data is None:
+            data = _sha1_form_unwrap(block)
+            form = "sha1"
+        if data is None:
+            raise HandshakeError(
+                "undecryptable req_DH_params: neither the RSA_PAD sha256 nor the sha1 form checks"
+            )
+        try:
+            return BinaryReader(data).tgread_object()
+        except Exception as exc:
+            raise HandshakeError(f"unreadable p_q_inner_data ({form} form)") from exc
+
+    def _req_dh_params(self, req: ReqDHParamsRequest, dc_id: int) -> types.ServerDHParamsOk:
         pending = self._lookup(req.nonce, req.server_nonce)
         if pending.new_nonce:
             raise HandshakeError("req_DH_params repeated")
@@ -105,23 +139,30 @@ class Handshakes:
             raise HandshakeError("unknown RSA key fingerprint")
         if req.p != c.int_to_bytes(pending.p) or req.q != c.int_to_bytes(pending.q):
             raise HandshakeError("wrong factorisation of pq")
-        block = self._key.decrypt_raw(req.encrypted_data)
-        if block is None or block[0] != 0:
-            raise HandshakeError("undecryptable req_DH_params")
-        # Old (non RSA_PAD) format, the one Telethon sends: sha1(data) + data + padding.
-        digest, rest = block[1:21], block[21:]
-        try:
-            reader = BinaryReader(rest)
-            inner = reader.tgread_object()
-            length = reader.tell_position()
-        except Exception as exc:
-            raise HandshakeError("unreadable p_q_inner_data") from exc
-        if c.sha1(rest[:length]) != digest:
-            raise HandshakeError("p_q_inner_data hash mismatch")
+        inner = self._inner_data(req.encrypted_data)
+        if isinstance(inner, (types.PQInnerDataTemp, types.PQInnerDataTempDc)):
+            log.warning(
+                "refused a temporary auth key (%s): this test server creates permanent keys only",
+                type(inner).__name__,
+            )
+            raise HandshakeError("temporary auth keys are not supported")
         if not isinstance(inner, (types.PQInnerData, types.PQInnerDataDc)):
             raise HandshakeError(f"unsupported inner data {type(inner).__name__}")
         if inner.nonce != pending.nonce or inner.server_nonce != pending.server_nonce:
             raise HandshakeError("nonce mismatch inside p_q_inner_data")
+        if (inner.pq, inner.p, inner.q) != (
+            c.int_to_bytes(pending.p * pending.q),
+            c.int_to_bytes(pending.p),
+            c.int_to_bytes(pending.q),
+        ):
+            raise HandshakeError("pq, p or q inside p_q_inner_data differ from the request")
+        if isinstance(inner, types.PQInnerDataDc) and abs(inner.dc) not in (dc_id, dc_id + 10000):
+            log.warning(
+                "refused an auth key for dc %d on the listener of dc %d (wrong DC address?)",
+                inner.dc,
+                dc_id,
+            )
+            raise HandshakeError(f"p_q_inner_data_dc names dc {inner.dc}, this is dc {dc_id}")
         pending.new_nonce = c.nonce_bytes(inner.new_nonce, 32)
         while True:
             pending.a = secrets.randbits(c.DH_EXPONENT_BITS) | 1
@@ -182,7 +223,9 @@ class Handshakes:
         answer = types.DhGenOk(
             nonce=pending.nonce, server_nonce=pending.server_nonce, new_nonce_hash1=hash1
         )
-        return answer, NewKey(key=auth_key, server_time=int(time.time()))
+        server_nonce = c.nonce_bytes(pending.server_nonce, 16)
+        (salt,) = struct.unpack("<q", c.xor(pending.new_nonce[:8], server_nonce[:8]))
+        return answer, NewKey(key=auth_key, server_time=int(time.time()), salt=salt)
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - PENDING_TTL
@@ -191,6 +234,37 @@ class Handshakes:
             if oldest.started >= cutoff:
                 break
             self._pending.popitem(last=False)
+
+
+def _rsa_pad_unwrap(block: bytes) -> bytes | None:
+    """data_with_padding (192 bytes) from a decrypted RSA_PAD block, None if it fails.
+
+    The spec's steps backwards: key_aes_encrypted = temp_key_xor (32) + aes_encrypted
+    (224); temp_key = temp_key_xor XOR sha256(aes_encrypted); data_with_hash =
+    AES-256-IGE-decrypt(aes_encrypted, temp_key, zero IV) = reversed(data_with_padding)
+    + sha256(temp_key + data_with_padding).
+    """
+    temp_key_xor, aes_encrypted = block[:32], block[32:]
+    temp_key = c.xor(temp_key_xor, c.sha256(aes_encrypted))
+    data_with_hash = c.ige_decrypt(aes_encrypted, temp_key, bytes(32))
+    data_with_padding = data_with_hash[:192][::-1]
+    if c.sha256(temp_key + data_with_padding) != data_with_hash[192:]:
+        return None
+    return data_with_padding
+
+
+def _sha1_form_unwrap(block: bytes) -> bytes | None:
+    """The TL data from the old form: 0x00, sha1(data), data, random padding."""
+    if block[0] != 0:
+        return None
+    digest, rest = block[1:21], block[21:]
+    try:
+        reader = BinaryReader(rest)
+        reader.tgread_object()
+        length = reader.tell_position()
+    except Exception:  # noqa: BLE001 - not this form; the caller says why
+        return None
+    return rest[:length] if c.sha1(rest[:length]) == digest else None
 
 
 def _prime31() -> int:

@@ -15,12 +15,9 @@ login codes, send messages, revoke keys, inject RPC errors, restart.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import secrets
-import struct
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -28,235 +25,32 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import attrs
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
-from telethon.extensions import BinaryReader
 from telethon.sessions import MemorySession
-from telethon.tl import TLRequest, functions, types
 
 from . import _crypto as c
-from . import _srp, _tl
-from ._api import Api, CallContext, RpcFailure
+from . import _tl
+from ._account_control import AccountControl, _Injected
+from ._api import Api
 from ._chat_control import ChatControl
-from ._handshake import HandshakeError, Handshakes
-from ._transport import Framing, TransportError, open_framing
+from ._dcs import DcControl, ExportedAuth, dc_range
+from ._files_control import FileControl
+from ._handshake import Handshakes
+from ._layers import LayerCheck
+from ._links import DcListener, _Link
+from ._mtproto import MessageHandling, _key_id_int, _Session
+from ._records import ConnectionInfo, RequestRecord, TestBot, TestUser
 from ._trust import trusted_key
-from ._world import Account, AuthKeyRecord, Password, StoredMessage, World
+from ._world import Account, StoredMessage, World
 
 __all__ = ["ConnectionInfo", "MTProtoTestServer", "RequestRecord", "TestBot", "TestUser"]
 
 log = logging.getLogger("resilient_tg.testing.server")
 
 KEY_FILE = "server_key.pem"
-# Client msg_ids older than this, or further ahead, get bad_msg_notification 16/17.
-MSG_ID_TOO_OLD = 300
-MSG_ID_TOO_NEW = 30
-RECENT_MSG_IDS = 1000
-MAX_SESSIONS = 20_000
 MAX_RECORDED_REQUESTS = 100_000
-OUTBOX_SIZE = 10_000
-# Wrappers a request may come in; the server answers the query inside.
-_WRAPPERS = (
-    functions.InvokeWithLayerRequest,
-    functions.InitConnectionRequest,
-    functions.InvokeWithoutUpdatesRequest,
-    functions.InvokeAfterMsgRequest,
-    functions.InvokeAfterMsgsRequest,
-    functions.InvokeWithTakeoutRequest,
-    functions.InvokeWithMessagesRangeRequest,
-)
 
 
-@attrs.frozen
-class TestUser:
-    """An account created with `MTProtoTestServer.create_user`."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    id: int
-    phone: str
-    first_name: str
-    username: str | None
-    access_hash: int
-
-
-@attrs.frozen
-class TestBot:
-    """A bot created with `MTProtoTestServer.create_bot`; log in with ``token``."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    id: int
-    username: str
-    token: str = attrs.field(repr=False)
-    access_hash: int
-
-
-@attrs.frozen
-class RequestRecord:
-    """One API request the server received (the query inside any invokeWith* wrapper)."""
-
-    method: str
-    auth_key_id: int
-    session_id: int
-    msg_id: int
-    user_id: int | None
-    at: float
-
-
-@attrs.frozen
-class ConnectionInfo:
-    """A TCP link open now."""
-
-    peer: tuple[str, int]
-    transport: str
-    auth_key_id: int | None
-    session_id: int | None
-    opened_at: float
-
-
-@attrs.define(eq=False)
-class _Injected:
-    error: str
-    code: int
-    remaining: int
-
-
-@attrs.define(eq=False)
-class _Out:
-    """One item for a link's writer: an encrypted message, raw packet, or a close."""
-
-    kind: str  # "message" | "raw" | "close"
-    session: _Session | None = None
-    body: bytes = b""
-    content_related: bool = True
-    response: bool = False
-
-
-class _Session:
-    """Server-side MTProto session: (auth key, session id), with msg_id and seqno state."""
-
-    def __init__(self, record: AuthKeyRecord, session_id: int) -> None:
-        self.record = record
-        self.session_id = session_id
-        self.link: _Link | None = None
-        self.announced = False
-        self._seen: collections.deque[int] = collections.deque(maxlen=RECENT_MSG_IDS)
-        self._seen_set: set[int] = set()
-        self._last_msg_id = 0
-        self._seq = 0
-
-    def seen(self, msg_id: int) -> bool:
-        """Remember a client msg_id; True if it was seen before (a duplicate)."""
-        if msg_id in self._seen_set:
-            return True
-        if len(self._seen) == self._seen.maxlen:
-            self._seen_set.discard(self._seen[0])
-        self._seen.append(msg_id)
-        self._seen_set.add(msg_id)
-        return False
-
-    def next_msg_id(self, *, response: bool) -> int:
-        # Server msg_ids are odd: 1 mod 4 for responses, 3 mod 4 for everything else.
-        base = int(time.time() * 2**32) & ~3
-        if base <= self._last_msg_id:
-            base = (self._last_msg_id & ~3) + 4
-        msg_id = base | (1 if response else 3)
-        self._last_msg_id = msg_id
-        return msg_id
-
-    def next_seqno(self, *, content_related: bool) -> int:
-        if content_related:
-            self._seq += 1
-            return self._seq * 2 - 1
-        return self._seq * 2
-
-
-class _Link:
-    """One accepted TCP link and the tasks that serve it."""
-
-    def __init__(self, server: MTProtoTestServer, stream: SocketStream) -> None:
-        self.server = server
-        self.stream = stream
-        try:
-            address = stream.extra(SocketAttribute.remote_address)
-            self.peer = (str(address[0]), int(address[1]))
-        except Exception:  # noqa: BLE001 - a link reset before we looked has no address
-            self.peer = ("?", 0)
-        self.scope = anyio.CancelScope()
-        self.framing: Framing | None = None
-        self.session: _Session | None = None
-        self.opened_at = time.time()
-        self._send, self._receive = anyio.create_memory_object_stream[_Out](OUTBOX_SIZE)
-        self.disconnect_at: float | None = None
-        self._deadline_changed = anyio.Event()
-        self._plain_msg_id = 0
-
-    def close(self) -> None:
-        self.scope.cancel()
-
-    def dispose(self) -> None:
-        """Release the outbox once the link's tasks are done."""
-        self._send.close()
-        self._receive.close()
-
-    def push(self, item: _Out) -> None:
-        """Queue without waiting; a peer that cannot keep up is dropped, as Telegram does."""
-        try:
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
-            log.warning("link %s:%d cannot keep up; closing it", *self.peer)
-            self.close()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-
-    def set_disconnect_delay(self, delay: float) -> None:
-        self.disconnect_at = anyio.current_time() + max(0.0, delay)
-        self._deadline_changed.set()
-
-    def plain_msg_id(self) -> int:
-        base = int(time.time() * 2**32) & ~3
-        if base <= self._plain_msg_id:
-            base = (self._plain_msg_id & ~3) + 4
-        self._plain_msg_id = base | 1
-        return self._plain_msg_id
-
-    async def write_loop(self) -> None:
-        assert self.framing is not None
-        try:
-            async with self._receive:
-                async for item in self._receive:
-                    if item.kind == "close":
-                        break
-                    if item.kind == "raw":
-                        await self.framing.send(item.body)
-                    else:
-                        assert item.session is not None
-                        await self.framing.send(self.server._encrypt(item))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-        self.close()
-
-    async def watchdog(self) -> None:
-        """Close the link when a ping_delay_disconnect deadline passes with no new ping."""
-        while True:
-            deadline = self.disconnect_at
-            changed = self._deadline_changed
-            if deadline is None:
-                await changed.wait()
-            else:
-                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-                    await changed.wait()
-                if self.disconnect_at == deadline and anyio.current_time() >= deadline:
-                    log.debug("link %s:%d missed its ping deadline; closing", *self.peer)
-                    self.close()
-                    return
-            if self._deadline_changed is changed:
-                self._deadline_changed = anyio.Event()
-
-
-class MTProtoTestServer(ChatControl):
+class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl, FileControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
@@ -267,6 +61,9 @@ class MTProtoTestServer(ChatControl):
     ``on_login_code(phone, code)`` is called for each code auth.sendCode "sends"
     (``phone`` is digits only), the way Telegram delivers it to the user's app.
 
+    ``dcs=N`` (N > 1) serves DCs 1..N, each on its own port (``port`` is ``dc_id``'s;
+    the others are picked by the OS and kept across `restart`); accounts are homed on
+    a DC and clients asking another DC are sent there with *_MIGRATE_X (`._dcs`).
     Channels, supergroups and basic groups: see `create_channel`, `create_group`,
     `post`, `edit_message`, `delete_messages`, `add_members`, `channel_pts` and
     ``channel_difference_limit``.
@@ -279,6 +76,7 @@ class MTProtoTestServer(ChatControl):
         port: int = 0,
         *,
         dc_id: int = 2,
+        dcs: int = 1,
         api_id: int = 12345,
         api_hash: str | None = None,
         on_login_code: Callable[[str, str], None] | None = None,
@@ -289,8 +87,13 @@ class MTProtoTestServer(ChatControl):
             raise ValueError(f"dc_id must be in 1..1000, got {dc_id}")
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._host = host
-        self._port = port
         self._dc_id = dc_id
+        self._dcs = {
+            dc: DcListener(self, dc, host, port if dc == dc_id else 0)
+            for dc in dc_range(dc_id, dcs)
+        }
+        self._network_dc: int | None = None
+        self._exports: dict[bytes, ExportedAuth] = {}
         self._api_id = api_id
         self._api_hash_given = api_hash
         self._api_hash = api_hash or ""
@@ -299,6 +102,10 @@ class MTProtoTestServer(ChatControl):
         self._key: c.ServerKey | None = None
         self._handshakes: Handshakes | None = None
         self._api = Api(self)
+        self._layer_check = LayerCheck()
+        # While a client message is handled: its session and the link it came on, where
+        # direct answers go (see _send).
+        self._arrival: tuple[_Session, _Link] | None = None
         self._sessions: collections.OrderedDict[tuple[bytes, int], _Session] = (
             collections.OrderedDict()
         )
@@ -309,8 +116,6 @@ class MTProtoTestServer(ChatControl):
             maxlen=MAX_RECORDED_REQUESTS
         )
         self._tg: anyio.abc.TaskGroup | None = None
-        self._serve_scope: anyio.CancelScope | None = None
-        self._serve_done: anyio.Event | None = None
         self._untrust: Any = None
         self._running = False
 
@@ -326,14 +131,19 @@ class MTProtoTestServer(ChatControl):
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
-            await self._tg.start(self._serve, self._port)
+            for listener in self._dcs.values():
+                await self._tg.start(listener.serve)
         except BaseException:
             await self._close_task_group()
             raise
         self._running = True
-        log.info(
-            "MTProto test server listening on %s:%d (dc %d)", self._host, self._port, self._dc_id
-        )
+        for listener in self._dcs.values():
+            log.info(
+                "MTProto test server listening on %s:%d (dc %d)",
+                listener.host,
+                listener.port,
+                listener.dc_id,
+            )
         return self
 
     async def __aexit__(
@@ -368,19 +178,17 @@ class MTProtoTestServer(ChatControl):
         """
         if not self._running or self._tg is None:
             raise RuntimeError("restart() needs a running server (use it inside 'async with')")
-        await self._stop_serving()
+        for listener in self._dcs.values():
+            await listener.stop()
         await anyio.to_thread.run_sync(self._save)
         self._sessions.clear()
         # Swap in the reloaded world at once: control calls made meanwhile (send_message
         # during a restart) never see a half-loaded state.
         self._world = await anyio.to_thread.run_sync(self._read_world)
-        await self._tg.start(self._serve, self._port)
-        log.info("MTProto test server restarted on %s:%d", self._host, self._port)
-
-    async def _stop_serving(self) -> None:
-        if self._serve_scope is not None and self._serve_done is not None:
-            self._serve_scope.cancel()
-            await self._serve_done.wait()
+        self._exports.clear()
+        for listener in self._dcs.values():
+            await self._tg.start(listener.serve)
+        log.info("MTProto test server restarted on %s:%d", self._host, self.port)
 
     def _load(self) -> None:
         if self._data_dir is None:
@@ -415,19 +223,6 @@ class MTProtoTestServer(ChatControl):
         if self._data_dir is not None:
             self._world.save(self._data_dir)
 
-    async def _serve(self, port: int, *, task_status: TaskStatus[None]) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=port)
-        self._port = int(listener.extra(SocketAttribute.local_port))
-        self._serve_done = done = anyio.Event()
-        try:
-            with anyio.CancelScope() as scope:
-                self._serve_scope = scope
-                async with listener, anyio.create_task_group() as links:
-                    task_status.started()
-                    await listener.serve(self._handle_link, links)
-        finally:
-            done.set()
-
     # Public properties ------------------------------------------------------------
 
     @property
@@ -436,8 +231,8 @@ class MTProtoTestServer(ChatControl):
 
     @property
     def port(self) -> int:
-        """The bound port (known once the server is running)."""
-        return self._port
+        """The bound port of ``dc_id``'s listener (known once the server is running)."""
+        return self._dcs[self._dc_id].port
 
     @property
     def dc_id(self) -> int:
@@ -463,7 +258,7 @@ class MTProtoTestServer(ChatControl):
     def telethon_session(self) -> MemorySession:
         """A fresh Telethon MemorySession pointed at this server."""
         session = MemorySession()
-        session.set_dc(self._dc_id, self._host, self._port)
+        session.set_dc(self._dc_id, self._host, self.port)
         return session
 
     @property
@@ -476,6 +271,7 @@ class MTProtoTestServer(ChatControl):
                 auth_key_id=_key_id_int(link.session.record.key_id) if link.session else None,
                 session_id=link.session.session_id if link.session else None,
                 opened_at=link.opened_at,
+                dc_id=link.dc_id,
             )
             for link in list(self._links)
         )
@@ -498,502 +294,13 @@ class MTProtoTestServer(ChatControl):
     def clear_requests(self) -> None:
         self._requests.clear()
 
-    # Control API ------------------------------------------------------------------
-
-    def create_user(self, phone: str, first_name: str, username: str | None = None) -> TestUser:
-        """Register an account; log in to it with a code from `login_code`."""
-        account = self._world.new_account(
-            first_name=first_name, phone=phone, username=username, bot=False, dc_id=self._dc_id
-        )
-        assert account.phone is not None
-        return TestUser(
-            id=account.id,
-            phone=account.phone,
-            first_name=account.first_name,
-            username=account.username,
-            access_hash=account.access_hash,
-        )
-
-    def create_bot(self, username: str) -> TestBot:
-        """Register a bot; log in with ``client.start(bot_token=bot.token)``."""
-        if not username:
-            raise ValueError("a bot needs a username")
-        account = self._world.new_account(
-            first_name=username, phone=None, username=username, bot=True, dc_id=self._dc_id
-        )
-        assert account.token is not None
-        return TestBot(
-            id=account.id, username=username, token=account.token, access_hash=account.access_hash
-        )
-
-    def login_code(self, phone: str) -> str:
-        """The code the last auth.sendCode for ``phone`` "sent"; LookupError if none was."""
-        from ._world import normalize_phone
-
-        code = self._world.login_codes.get(normalize_phone(phone))
-        if code is None:
-            raise LookupError(f"no login code was requested for {phone!r}")
-        return code.code
-
-    def set_password(self, user_id: int, password: str | None, hint: str | None = None) -> None:
-        """Turn on 2FA for an account (None turns it off), as Telegram's SRP does it.
-
-        Only the SRP verifier is kept (and written to ``data_dir``), never the password.
-        Logging in then needs ``sign_in(password=...)`` after the code.
-        """
-        account = self._account(user_id)
-        if account.bot:
-            raise ValueError("bots have no 2FA password")
-        if password is None:
-            account.password = None
-        else:
-            if not isinstance(password, str) or not password:
-                raise ValueError("password must be a non-empty string (None turns 2FA off)")
-            salt1, salt2 = _srp.new_salts()
-            account.password = Password(
-                salt1=salt1,
-                salt2=salt2,
-                verifier=_srp.verifier(password, salt1, salt2),
-                hint=hint,
-            )
-        # Challenges made for the old password are stale now (SRP_ID_INVALID).
-        for srp_id, challenge in list(self._world.srp_challenges.items()):
-            if challenge.account_id == user_id:
-                del self._world.srp_challenges[srp_id]
-        self._on_world_changed()
-
-    async def send_message(self, from_id: int, to_id: int, text: str) -> int:
-        """Send a private message as ``from_id``; updates go to every connected session
-        of both accounts. Returns the message id in the recipient's box."""
-        sender, recipient = self._account(from_id), self._account(to_id)
-        if not text:
-            raise ValueError("text must not be empty")
-        out, incoming = self._world.deliver(sender, recipient, text, None)
-        self._push_new_message(sender, recipient, out, incoming, skip_session=None)
-        await anyio.lowlevel.checkpoint()
-        return (incoming or out).id
-
-    def revoke_auth_keys(self, user_id: int) -> int:
-        """Log out every auth key of an account; the next request on one gets
-        AUTH_KEY_UNREGISTERED. Returns how many keys were revoked."""
-        self._account(user_id)
-        revoked = 0
-        for record in self._world.auth_keys.values():
-            if record.user_id == user_id:
-                record.user_id = None
-                revoked += 1
-        return revoked
-
-    def issue_auth_key(self, user_id: int | None = None) -> bytes:
-        """Register a fresh 256-byte auth key, logged in as ``user_id`` if given.
-
-        Skips the DH exchange (about 0.1 s of CPU per client), for tests and benchmarks
-        that start many clients: put the key in the client's session.
-        """
-        if user_id is not None:
-            self._account(user_id)
-        key = os.urandom(256)
-        key_id = c.auth_key_id(key)
-        self._world.auth_keys[key_id] = AuthKeyRecord(
-            key=key,
-            key_id=key_id,
-            created=time.time(),
-            salt=struct.unpack("<q", os.urandom(8))[0],
-            user_id=user_id,
-            dc_id=self._dc_id,
-        )
-        return key
-
-    def forget_auth_keys(self) -> int:
-        """Forget every auth key, so the next message on one gets transport error -404."""
-        count = len(self._world.auth_keys)
-        self._world.auth_keys.clear()
-        self._sessions.clear()
-        return count
-
-    def inject_rpc_error(
-        self, method: str, error: str, times: int = 1, *, code: int | None = None
-    ) -> None:
-        """Answer the next ``times`` calls of ``method`` (TL name, e.g.
-        ``"messages.sendMessage"``) with ``error`` (e.g. ``"FLOOD_WAIT_3"``).
-
-        The error code follows Telegram's families (420 FLOOD_WAIT_*, 401 AUTH_KEY_*,
-        500 INTERNAL...) unless ``code`` is given.
-        """
-        _tl.request_class(method)
-        if times < 1:
-            raise ValueError(f"times must be >= 1, got {times}")
-        if not error or not error.replace("_", "").isalnum() or error.upper() != error:
-            raise ValueError(
-                f"error must be a Telegram error string like 'FLOOD_WAIT_3', got {error!r}"
-            )
-        self._injected.setdefault(method, collections.deque()).append(
-            _Injected(error=error, code=code or _tl.error_code_for(error), remaining=times)
-        )
-
-    def _account(self, user_id: int) -> Account:
-        account = self._world.accounts.get(user_id)
-        if account is None:
-            raise LookupError(f"no account with id {user_id}")
-        return account
-
-    # Links --------------------------------------------------------------------------
-
-    async def _handle_link(self, stream: SocketStream) -> None:
-        link = _Link(self, stream)
-        self._links.add(link)
-        self._links_total += 1
-        try:
-            with link.scope:
-                await self._serve_link(link)
-        except Exception:  # a bug of ours must not take the server down
-            log.exception("test server failed on a link from %s:%d", *link.peer)
-        finally:
-            self._links.discard(link)
-            link.dispose()
-            for session in self._sessions.values():
-                if session.link is link:
-                    session.link = None
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await stream.aclose()
-
-    async def _serve_link(self, link: _Link) -> None:
-        buffered = BufferedByteReceiveStream(link.stream)
-        try:
-            link.framing = await open_framing(link.stream, buffered)
-        except _LINK_ERRORS as exc:
-            log.debug("link from %s:%d: %s", *link.peer, _describe(exc))
-            return
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(link.write_loop)
-            tg.start_soon(link.watchdog)
-            try:
-                while True:
-                    packet = await link.framing.read_packet()
-                    self._on_packet(link, packet)
-                    await anyio.lowlevel.checkpoint()  # let the writer and other links run
-            except _LINK_ERRORS as exc:
-                log.debug("link from %s:%d closed: %s", *link.peer, _describe(exc))
-            tg.cancel_scope.cancel()
-
-    def _on_packet(self, link: _Link, packet: bytes) -> None:
-        if len(packet) < 8:
-            raise TransportError("packet shorter than an auth_key_id")
-        if packet[:8] == b"\0" * 8:
-            self._on_plain(link, packet)
-        else:
-            self._on_encrypted(link, packet)
-
-    def _on_plain(self, link: _Link, packet: bytes) -> None:
-        if len(packet) < 20:
-            raise TransportError("plain message too short")
-        (length,) = struct.unpack("<i", packet[16:20])
-        if length <= 0 or length > len(packet) - 20:
-            raise TransportError("plain message length out of range")
-        try:
-            request = BinaryReader(packet[20 : 20 + length]).tgread_object()
-        except Exception as exc:
-            raise HandshakeError("unreadable plain message") from exc
-        assert self._handshakes is not None
-        response, new_key = self._handshakes.handle(request)
-        if new_key is not None:
-            key_id = c.auth_key_id(new_key.key)
-            self._world.auth_keys[key_id] = AuthKeyRecord(
-                key=new_key.key,
-                key_id=key_id,
-                created=time.time(),
-                salt=struct.unpack("<q", os.urandom(8))[0],
-                dc_id=self._dc_id,
-            )
-            log.debug("new auth key %016x", _key_id_int(key_id))
-        body = bytes(response)  # type: ignore[call-overload]
-        link.push(
-            _Out(kind="raw", body=struct.pack("<qqi", 0, link.plain_msg_id(), len(body)) + body)
-        )
-
-    def _on_encrypted(self, link: _Link, packet: bytes) -> None:
-        key_id = packet[:8]
-        record = self._world.auth_keys.get(key_id)
-        if record is None:
-            log.debug("unknown auth key %016x from %s:%d: -404", _key_id_int(key_id), *link.peer)
-            link.push(_Out(kind="raw", body=struct.pack("<i", -404)))
-            link.push(_Out(kind="close"))
-            return
-        if len(packet) < 24 + 48 or (len(packet) - 24) % 16:
-            raise TransportError("encrypted message size is not valid")
-        msg_key = packet[8:24]
-        aes_key, aes_iv = c.message_key_iv(record.key, msg_key, from_client=True)
-        plain = c.ige_decrypt(packet[24:], aes_key, aes_iv)
-        if c.msg_key_for(record.key, plain, from_client=True) != msg_key:
-            raise TransportError("msg_key mismatch")
-        salt, session_id, msg_id, seqno, length = struct.unpack("<qqqii", plain[:32])
-        padding = len(plain) - 32 - length
-        if length < 4 or not 12 <= padding <= 1024:
-            raise TransportError("encrypted message length or padding out of range")
-        session = self._session(record, session_id, link)
-        if not self._check_msg_id(session, msg_id, seqno):
-            return
-        if salt != record.salt:
-            self._notify(
-                session,
-                types.BadServerSalt(
-                    bad_msg_id=msg_id,
-                    bad_msg_seqno=seqno,
-                    error_code=48,
-                    new_server_salt=record.salt,
-                ),
-            )
-            return
-        if session.seen(msg_id):
-            return
-        if not session.announced:
-            session.announced = True
-            self._send(
-                session,
-                bytes(
-                    types.NewSessionCreated(
-                        first_msg_id=msg_id,
-                        unique_id=struct.unpack("<q", os.urandom(8))[0],
-                        server_salt=record.salt,
-                    )
-                ),
-                content_related=True,
-            )
-        body = plain[32 : 32 + length]
-        if body[:4] == struct.pack("<I", _tl.MSG_CONTAINER):
-            self._on_container(session, msg_id, seqno, body)
-        else:
-            self._on_message(session, msg_id, seqno, body)
-
-    def _session(self, record: AuthKeyRecord, session_id: int, link: _Link) -> _Session:
-        key = (record.key_id, session_id)
-        session = self._sessions.get(key)
-        if session is None:
-            session = self._sessions[key] = _Session(record, session_id)
-            while len(self._sessions) > MAX_SESSIONS:
-                self._sessions.popitem(last=False)
-        else:
-            self._sessions.move_to_end(key)
-        session.record = record
-        session.link = link
-        link.session = session
-        return session
-
-    def _check_msg_id(self, session: _Session, msg_id: int, seqno: int) -> bool:
-        code = 0
-        if msg_id % 4:
-            code = 18
-        else:
-            delta = (msg_id >> 32) - time.time()
-            if delta < -MSG_ID_TOO_OLD:
-                code = 16
-            elif delta > MSG_ID_TOO_NEW:
-                code = 17
-        if code:
-            self._notify(
-                session,
-                types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=code),
-            )
-            return False
-        return True
-
-    def _on_container(self, session: _Session, msg_id: int, seqno: int, body: bytes) -> None:
-        try:
-            (count,) = struct.unpack("<i", body[4:8])
-            offset, inner = 8, []
-            if not 0 <= count <= 1024 or seqno % 2:
-                raise ValueError("container count or seqno")
-            for _ in range(count):
-                inner_id, inner_seq, size = struct.unpack("<qii", body[offset : offset + 16])
-                offset += 16
-                if size < 4 or offset + size > len(body):
-                    raise ValueError("inner message size")
-                inner.append((inner_id, inner_seq, body[offset : offset + size]))
-                offset += size
-        except (struct.error, ValueError):
-            self._notify(
-                session,
-                types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=64),
-            )
-            return
-        for inner_id, inner_seq, inner_body in inner:
-            if not self._check_msg_id(session, inner_id, inner_seq) or session.seen(inner_id):
-                continue
-            if inner_body[:4] == struct.pack("<I", _tl.MSG_CONTAINER):
-                continue  # containers do not nest
-            self._on_message(session, inner_id, inner_seq, inner_body)
-
-    def _on_message(self, session: _Session, msg_id: int, seqno: int, body: bytes) -> None:
-        constructor = body[:4]
-        if constructor == struct.pack("<I", _tl.MSGS_ACK):
-            return
-        if constructor == struct.pack("<I", _tl.GZIP_PACKED):
-            try:
-                packed = BinaryReader(body[4:]).tgread_bytes()
-                body = _tl.inflate(packed)
-            except Exception:  # noqa: BLE001 - a broken gzip body is the peer's problem
-                self._answer_error(session, msg_id, seqno, 400, "INPUT_REQUEST_INVALID")
-                return
-        try:
-            obj = BinaryReader(body).tgread_object()
-        except Exception:  # noqa: BLE001 - unknown constructor or truncated body
-            self._answer_error(session, msg_id, seqno, 400, "INPUT_CONSTRUCTOR_INVALID")
-            return
-        if isinstance(obj, TLRequest) and seqno % 2 == 0:
-            self._notify(
-                session,
-                types.BadMsgNotification(bad_msg_id=msg_id, bad_msg_seqno=seqno, error_code=35),
-            )
-            return
-        if isinstance(obj, functions.PingRequest):
-            self._send(
-                session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True
-            )
-        elif isinstance(obj, functions.PingDelayDisconnectRequest):
-            if session.link is not None:
-                session.link.set_disconnect_delay(obj.disconnect_delay)
-            self._send(
-                session, bytes(types.Pong(msg_id=msg_id, ping_id=obj.ping_id)), response=True
-            )
-        elif isinstance(obj, functions.DestroySessionRequest):
-            self._destroy_session(session, obj.session_id)
-        elif isinstance(obj, functions.GetFutureSaltsRequest):
-            self._future_salts(session, msg_id, obj.num)
-        elif isinstance(obj, (types.MsgsStateReq, types.MsgResendReq)):
-            info = bytes([1]) * len(obj.msg_ids)
-            self._send(
-                session, bytes(types.MsgsStateInfo(req_msg_id=msg_id, info=info)), response=True
-            )
-        elif isinstance(obj, functions.RpcDropAnswerRequest):
-            self._send(
-                session, _tl.rpc_result(msg_id, bytes(types.RpcAnswerUnknown())), response=True
-            )
-        elif isinstance(obj, TLRequest):
-            self._rpc(session, msg_id, obj)
-        # Anything else (msgs_state_info, msgs_all_info...) needs no answer.
-
-    def _rpc(self, session: _Session, msg_id: int, request: Any) -> None:
-        record = session.record
-        ctx = CallContext(record=record, session_id=session.session_id, dc_id=record.dc_id)
-        inner = request
-        try:
-            while isinstance(inner, _WRAPPERS):
-                if isinstance(inner, functions.InvokeWithLayerRequest):
-                    record.layer = inner.layer
-                elif isinstance(inner, functions.InitConnectionRequest):
-                    self._api.check_app(inner.api_id, None)
-                    record.api_id = inner.api_id
-                inner = inner.query
-            self._requests.append(
-                RequestRecord(
-                    method=_tl.tl_name(inner),
-                    auth_key_id=_key_id_int(record.key_id),
-                    session_id=session.session_id,
-                    msg_id=msg_id,
-                    user_id=record.user_id,
-                    at=time.time(),
-                )
-            )
-            self._raise_injected(_tl.tl_name(inner))
-            if record.api_id is None:
-                raise RpcFailure(400, "CONNECTION_NOT_INITED")
-            result = self._api.call(inner, ctx)
-            body = _tl.rpc_result(msg_id, _tl.serialize(result))
-        except RpcFailure as failure:
-            log.debug("%s -> %d %s", _tl.tl_name(inner), failure.code, failure.message)
-            body = _tl.rpc_error(msg_id, failure.code, failure.message)
-        except Exception:
-            log.exception("test server failed to answer %s", _tl.tl_name(inner))
-            body = _tl.rpc_error(msg_id, 500, "INTERNAL")
-        self._send(session, body, response=True)
-
-    def _raise_injected(self, method: str) -> None:
-        queue = self._injected.get(method)
-        if not queue:
-            return
-        injected = queue[0]
-        injected.remaining -= 1
-        if injected.remaining <= 0:
-            queue.popleft()
-        raise RpcFailure(injected.code, injected.error)
-
-    def _answer_error(
-        self, session: _Session, msg_id: int, seqno: int, code: int, msg: str
-    ) -> None:
-        if seqno % 2:  # only content-related messages expect an answer
-            self._send(session, _tl.rpc_error(msg_id, code, msg), response=True)
-
-    def _destroy_session(self, session: _Session, target: int) -> None:
-        key = (session.record.key_id, target)
-        gone = self._sessions.pop(key, None) if target != session.session_id else None
-        answer = (
-            types.DestroySessionOk(session_id=target)
-            if gone is not None
-            else types.DestroySessionNone(session_id=target)
-        )
-        if gone is not None and gone.link is not None and gone.link is not session.link:
-            gone.link.close()
-        self._send(session, bytes(answer), response=True)
-
-    def _future_salts(self, session: _Session, msg_id: int, num: int) -> None:
-        now = int(time.time())
-        salts = [
-            types.FutureSalt(
-                valid_since=_tl_date(now + i * 3600),
-                valid_until=_tl_date(now + (i + 1) * 3600),
-                salt=session.record.salt,
-            )
-            for i in range(max(1, min(num, 64)))
-        ]
-        self._send(
-            session,
-            bytes(types.FutureSalts(req_msg_id=msg_id, now=now, salts=salts)),
-            response=True,
-        )
-
-    # Sending --------------------------------------------------------------------------
-
-    def _send(
-        self,
-        session: _Session,
-        body: bytes,
-        *,
-        content_related: bool = True,
-        response: bool = False,
-    ) -> None:
-        if session.link is not None:
-            session.link.push(
-                _Out(
-                    kind="message",
-                    session=session,
-                    body=body,
-                    content_related=content_related,
-                    response=response,
-                )
-            )
-
-    def _notify(self, session: _Session, obj: Any) -> None:
-        """Service notifications (bad salt, bad msg) are not content-related."""
-        self._send(session, bytes(obj), content_related=False, response=True)
-
-    def _encrypt(self, item: _Out) -> bytes:
-        session = item.session
-        assert session is not None
-        record = session.record
-        msg_id = session.next_msg_id(response=item.response)
-        seqno = session.next_seqno(content_related=item.content_related)
-        plain = (
-            struct.pack("<qqqii", record.salt, session.session_id, msg_id, seqno, len(item.body))
-            + item.body
-        )
-        plain += c.random_padding(len(plain))
-        msg_key = c.msg_key_for(record.key, plain, from_client=False)
-        aes_key, aes_iv = c.message_key_iv(record.key, msg_key, from_client=False)
-        return record.key_id + msg_key + c.ige_encrypt(plain, aes_key, aes_iv)
-
     def _sessions_of(self, user_id: int) -> Iterator[_Session]:
+        """The account's live sessions on its home DC (updates come from there only)."""
+        account = self._world.accounts.get(user_id)
+        home = account.dc_id if account is not None else self._dc_id
         for session in self._sessions.values():
-            if session.link is not None and session.record.user_id == user_id:
+            link = session.link
+            if link is not None and session.record.user_id == user_id and link.dc_id == home:
                 yield session
 
     def _push_new_message(
@@ -1025,32 +332,6 @@ class MTProtoTestServer(ChatControl):
             self._on_login_code(phone, code)
         except Exception:
             log.exception("on_login_code callback failed")
-
-
-_LINK_ERRORS = (
-    anyio.EndOfStream,
-    anyio.IncompleteRead,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    TransportError,
-    HandshakeError,
-    OSError,
-)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _key_id_int(key_id: bytes) -> int:
-    value: int = struct.unpack("<Q", key_id)[0]
-    return value
-
-
-def _tl_date(timestamp: int) -> Any:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -136,17 +136,48 @@ class IntermediateFraming(Framing):
 
 
 class PaddedIntermediateFraming(IntermediateFraming):
-    """Intermediate with 0-15 random bytes after the payload, which the reader drops."""
+    """Intermediate with 0-15 random bytes after the payload (the spec's padded mode).
+
+    The padding is not announced: an encrypted packet's real length is 8 + 16 + 16k,
+    a plain one's is 20 + its message_data_length. Telethon strips only ``len % 4``
+    (and its OpenSSL AES-IGE call aborts the process on a body that is not a whole
+    number of blocks), so the server sends 0-3 bytes until the client itself has sent
+    4 or more, which shows it strips by the rule above; then 0-15, as the spec allows.
+    """
 
     name = "padded-intermediate"
 
+    def __init__(self, stream: ByteStream, reader: _Reader, out: CtrStream | None) -> None:
+        super().__init__(stream, reader, out)
+        self._max_padding = 3
+
     async def read_packet(self) -> bytes:
         packet = await super().read_packet()
-        extra = len(packet) % 4
-        return packet[:-extra] if extra else packet
+        real = real_length(packet)
+        if not 0 <= len(packet) - real <= 15:
+            raise TransportError(f"padded packet of {len(packet)} bytes holds {real} bytes")
+        if len(packet) - real > 3:
+            self._max_padding = 15
+        return packet[:real]
 
     def encode(self, payload: bytes) -> bytes:
-        return super().encode(payload + os.urandom(os.urandom(1)[0] % 4))
+        if len(payload) < 8:  # a transport error code is read whole, never padded
+            return super().encode(payload)
+        return super().encode(payload + os.urandom(os.urandom(1)[0] % (self._max_padding + 1)))
+
+
+def real_length(packet: bytes) -> int:
+    """The length of the MTProto packet at the start of ``packet`` (padding follows it).
+
+    Plain: auth_key_id 0, msg_id, message_data_length, data. Encrypted: auth_key_id,
+    msg_key, then whole 16-byte AES blocks. A packet too short to tell is kept whole.
+    """
+    if len(packet) < 20:
+        return len(packet)
+    if packet[:8] == bytes(8):
+        (length,) = struct.unpack("<i", packet[16:20])
+        return 20 + length if 0 <= length <= len(packet) - 20 else len(packet)
+    return 24 + (len(packet) - 24) // 16 * 16
 
 
 class AbridgedFraming(Framing):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -17,11 +18,41 @@ from typing import Any
 import attrs
 
 from ._chats import Chats
+from ._files import FileStore
 from ._srp import SrpChallenge
 
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 FIRST_USER_ID = 7_000_000_001
+
+
+_USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{3,31}")
+
+
+def username_problem(username: str, *, bot: bool = False) -> str | None:
+    """Which of Telegram's username rules ``username`` breaks, or None if it is valid.
+
+    5-32 characters of A-Z, a-z, 0-9 and _, starting with a letter, not ending with _,
+    no two _ in a row; a bot's ends in "bot" (any case).
+    """
+    if not 5 <= len(username) <= 32:
+        return "it must be 5-32 characters long"
+    if not _USERNAME.fullmatch(username):
+        return "it must start with a letter and hold only letters, digits and _"
+    if username.endswith("_"):
+        return "it must not end with _"
+    if "__" in username:
+        return "it must not hold two _ in a row"
+    if bot and not username.lower().endswith("bot"):
+        return "a bot's username must end in 'bot'"
+    return None
+
+
+def check_username(username: str, *, bot: bool = False) -> None:
+    """Raise ValueError naming the rule ``username`` breaks (Telegram's username rules)."""
+    problem = username_problem(username, bot=bot)
+    if problem is not None:
+        raise ValueError(f"invalid username {username!r}: {problem}")
 
 
 @attrs.define(eq=False)
@@ -119,6 +150,8 @@ class World:
     srp_challenges: dict[int, SrpChallenge] = attrs.field(factory=dict)
     # Channels, supergroups, basic groups and account pts steps besides new messages.
     chats: Chats = attrs.field(factory=Chats)
+    # Uploaded and stored files (bytes under data_dir/files/, see `._files`).
+    files: FileStore = attrs.field(factory=FileStore)
 
     def new_account(
         self,
@@ -135,6 +168,8 @@ class World:
                 raise ValueError("a phone number needs digits")
         if phone is not None and self.by_phone(phone) is not None:
             raise ValueError(f"an account with phone {phone!r} exists already")
+        if username is not None:
+            check_username(username, bot=bot)
         if username is not None and self.by_username(username) is not None:
             raise ValueError(f"the username {username!r} is taken")
         account = Account(
@@ -167,20 +202,30 @@ class World:
         return next((a for a in self.accounts.values() if a.bot and a.token == token), None)
 
     def deliver(
-        self, sender: Account, recipient: Account, text: str, random_id: int | None
+        self,
+        sender: Account,
+        recipient: Account,
+        text: str,
+        random_id: int | None,
+        *,
+        media_id: int | None = None,
     ) -> tuple[StoredMessage, StoredMessage | None]:
-        """Store a private message in both boxes; return (sender's copy, recipient's copy)."""
+        """Store a private message in both boxes; return (sender's copy, recipient's copy).
+
+        Both copies point at the same stored file (``media_id``), if any."""
         now = int(time.time())
         if random_id is not None:
             sender.random_ids.add(random_id)
         out = _append(sender, peer_id=recipient.id, from_id=sender.id, out=True, text=text, now=now)
         out.link = secrets.randbits(62)
+        out.media_id = media_id
         if recipient is sender:
             return out, None
         incoming = _append(
             recipient, peer_id=sender.id, from_id=sender.id, out=False, text=text, now=now
         )
         incoming.link = out.link
+        incoming.media_id = media_id
         return out, incoming
 
     # Persistence -----------------------------------------------------------------
@@ -203,10 +248,11 @@ class World:
                 for r in self.auth_keys.values()
             ],
             "chats": self.chats.to_json(),
+            "files": self.files.to_json(),
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> World:
+    def from_json(cls, data: dict[str, Any], data_dir: Path | None = None) -> World:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported test server state version {data.get('version')!r}")
         from ._crypto import auth_key_id
@@ -229,11 +275,14 @@ class World:
                 dc_id=int(raw.get("dc_id", 2)),
             )
             world.auth_keys[record.key_id] = record
+        # Older state files have no "files" key; file bytes are read from data_dir.
+        world.files = FileStore.from_json(data.get("files", []), data_dir)
         return world
 
     def save(self, data_dir: Path) -> None:
         """Write atomically: a crash mid-write leaves the previous state readable."""
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.files.save_blobs(data_dir)  # before the state that names them
         payload = json.dumps(self.to_json()).encode()
         fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".state-", suffix=".tmp")
         try:
@@ -252,8 +301,8 @@ class World:
         if not path.exists():
             return cls()
         try:
-            return cls.from_json(json.loads(path.read_bytes()))
-        except (ValueError, KeyError, TypeError) as exc:
+            return cls.from_json(json.loads(path.read_bytes()), data_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"test server state {path} is unreadable: {exc}") from exc
 
 
