@@ -146,8 +146,15 @@ async def run(cfg: Config) -> Scenario:
             async with FaultProxy(server.host, server.port) as proxy:
                 # its own generator: adding this case changed none of the storm's draws
                 quiet = await _quiet(server, proxy, cfg.rng(f"{NAME}:quiet"), rounds, window)
+            # Imported here: the supergroup case builds on this module's helpers.
+            from ._supergroup import run_supergroup, supergroup_rows
+
+            supergroup = await run_supergroup(
+                server, cfg.rng(f"{NAME}:supergroup"), cfg.n(50, 2), cfg.n(10, 2), window
+            )
     result.raw = data
     result.raw["quiet"] = quiet
+    result.raw["supergroup"] = supergroup
     for kind in KINDS:
         d = data["per_client"][kind]
         ours = kind == OURS
@@ -179,6 +186,7 @@ async def run(cfg: Config) -> Scenario:
             f"Raw Telethon gave up (client.disconnected set): {data['telethon_gave_up']}."
         )
     _quiet_rows(result, quiet)
+    supergroup_rows(result, supergroup)
     return result
 
 

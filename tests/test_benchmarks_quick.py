@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import SCENARIOS
+from benchmarks._common import OURS, TELETHON_DEFAULT, TELETHON_FOREVER
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +36,14 @@ def test_quick_mode_writes_every_scenario_and_prints_the_table(tmp_path: Path) -
     assert done.stdout.startswith("scenario")
     for key in ("cpu", "cores", "python", "telethon", "date"):
         assert document["machine"][key]
+    # The delivery scenario has a supergroup case, with raw Telethon beside ours.
+    rows = document["scenarios"]["delivery"]["rows"]
+    for case in ("supergroup, ", "supergroup quiet after fault"):
+        clients = {r["client"] for r in rows if r["case"].startswith(case)}
+        assert clients == {OURS, TELETHON_DEFAULT, TELETHON_FOREVER}, case
+    ours = [r for r in rows if r["case"].startswith("supergroup") and r["client"] == OURS]
+    assert all(r["met"] for r in ours if r["metric"].endswith("deliveries")), ours
+    assert document["scenarios"]["delivery"]["raw"]["supergroup"]["storm"]["faults"]
     # Quick runs never rewrite the published page.
     assert "results.json" in done.stdout
     assert "docs:" not in done.stdout

@@ -18,6 +18,7 @@ PUBLIC_MEMBERS = {
     "on_auth_lost",
     "on_connected",
     "on_disconnected",
+    "on_gap",
     "on_reconnecting",
     "on_rejected",
     "on_state_change",

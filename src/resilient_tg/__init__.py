@@ -22,6 +22,7 @@ from ._errors import (
     SessionCorruptError,
     SessionInUseError,
 )
+from ._gap import Gap, GapReason
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason, StoreInfo
 
@@ -31,6 +32,8 @@ __all__ = [
     "AppRejectedError",
     "AuthLostError",
     "ConnectionState",
+    "Gap",
+    "GapReason",
     "Health",
     "KeepalivePolicy",
     "LeaseInfo",

@@ -1,6 +1,7 @@
 """Connection callbacks: registered per event, called in order, never fatal.
 
-Callbacks may be plain functions or coroutine functions; they get the StateChange.
+Callbacks may be plain functions or coroutine functions; they get the event: a
+StateChange, or a Gap for ``on_gap``.
 One dispatcher task calls them one at a time in the order the transitions happened,
 so a slow callback delays later callbacks. An exception is logged and swallowed. The
 dispatcher exists only while callbacks are queued: a client with no callbacks, or
@@ -24,14 +25,16 @@ from typing import Any, TypeVar
 import anyio
 
 from ._flag import Flag
+from ._gap import Gap
 from ._state import StateChange
 
-__all__ = ["BLOCKING_WARNING", "Callback", "CallbackRegistry"]
+__all__ = ["BLOCKING_WARNING", "Callback", "CallbackRegistry", "GapCallback"]
 
 log = logging.getLogger("resilient_tg.client")
 
 Callback = Callable[[StateChange], Any]
-C = TypeVar("C", bound=Callback)
+GapCallback = Callable[[Gap], Any]
+C = TypeVar("C", bound=Callable[..., Any])
 # Starts the dispatcher as a task of the owner; returns None once the owner is closing.
 Spawner = Callable[[Callable[[], Awaitable[None]]], object]
 
@@ -45,6 +48,7 @@ EVENTS = (
     "state_change",
     "auth_lost",
     "rejected",
+    "gap",
 )
 
 
@@ -56,8 +60,8 @@ class CallbackRegistry:
 
     def __init__(self, limit: int = 10_000) -> None:
         # Both made on first use: most clients register few callbacks, some none.
-        self._callbacks: dict[str, list[Callback]] = {}
-        self._queue: collections.deque[tuple[str, StateChange]] | None = None
+        self._callbacks: dict[str, list[Callable[[Any], Any]]] = {}
+        self._queue: collections.deque[tuple[str, StateChange | Gap]] | None = None
         self._limit = limit
         self._idle = Flag()
         self._idle.set()
@@ -78,7 +82,7 @@ class CallbackRegistry:
         self._callbacks.setdefault(event, []).append(callback)
         return callback
 
-    def emit(self, event: str, change: StateChange) -> None:
+    def emit(self, event: str, change: StateChange | Gap) -> None:
         """Queue the callbacks of ``event`` (never blocks, never raises)."""
         if not self._callbacks.get(event):
             return
@@ -124,7 +128,9 @@ class CallbackRegistry:
         self._idle.set()
 
 
-async def call_safely(callback: Callback, change: StateChange, event: str) -> None:
+async def call_safely(
+    callback: Callable[[Any], Any], change: StateChange | Gap, event: str
+) -> None:
     try:
         started = time.monotonic()
         try:
@@ -147,7 +153,7 @@ async def call_safely(callback: Callback, change: StateChange, event: str) -> No
         log.exception("on_%s callback %s raised; the client carries on", event, _name(callback))
 
 
-def _name(callback: Callback) -> str:
+def _name(callback: Callable[[Any], Any]) -> str:
     return str(getattr(callback, "__qualname__", None) or repr(callback))
 
 

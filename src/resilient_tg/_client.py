@@ -30,7 +30,7 @@ import anyio
 
 from . import _compat
 from ._arguments import check_arguments
-from ._callbacks import Callback, CallbackRegistry
+from ._callbacks import Callback, CallbackRegistry, GapCallback
 from ._deadlines import Deadlines
 from ._errors import AppRejectedError, AuthLostError, NotConnectedError
 from ._flag import Flag
@@ -53,6 +53,7 @@ __all__ = ["ClientListener", "ResilientClient"]
 log = logging.getLogger("resilient_tg.client")
 
 C = TypeVar("C", bound=Callback)
+G = TypeVar("G", bound=GapCallback)
 H = TypeVar("H", bound=Callable[..., Any])
 
 # The reconnect jitter's default source, shared: a Random() per client would cost 2.5 KB
@@ -252,6 +253,11 @@ class ResilientClient:
     def on_rejected(self, callback: C) -> C:
         """Call ``callback`` when the server refuses the app's api_id/api_hash (REJECTED)."""
         return self._callbacks.add("rejected", callback)
+
+    def on_gap(self, callback: G) -> G:
+        """Call ``callback(Gap)`` after messages of a gap the server would not replay were
+        fetched and handed to the handlers (see `Gap`; also a decorator)."""
+        return self._callbacks.add("gap", callback)
 
     def health(self) -> Health:
         """A snapshot of the link, the session and the lease; never does I/O."""

@@ -160,21 +160,29 @@ async def _probe(
 async def _catch_up(
     client: ResilientClient, telegram: GatedTelegram, server_pts: int, generation: int
 ) -> None:
-    """Make Telethon fetch the difference until its pts reaches the server's."""
+    """Make Telethon fetch the difference until its pts reaches the server's.
+
+    One getDifference always runs, even when the account pts shows no gap: it is what
+    names the channels that moved meanwhile (updateChannelTooLong), and the channel
+    differences it starts are waited for too, so CONNECTED means caught up everywhere."""
     deadline_span = max(client.reconnect_policy.connect_timeout, 5.0)
     rounds = 0
     while generation == client._generation:
-        local = _compat.local_pts(telegram)
-        if local is None or local >= server_pts:
-            return
+        if _compat.local_pts(telegram) is None:
+            return  # no update state yet: nothing to catch up from
         rounds += 1
+        before = _compat.differences_ended(telegram)
         await telegram.catch_up()
         deadline = time.monotonic() + deadline_span
         while time.monotonic() < deadline and generation == client._generation:
-            local = _compat.local_pts(telegram)
-            if local is not None and local >= server_pts:
-                return
-            await asyncio.sleep(0.01)
+            if _compat.differences_ended(telegram) > before and not _compat.fetching_difference(
+                telegram
+            ):
+                break
+            await asyncio.sleep(0.01)  # Telethon's update loop signals nothing we can await
+        local = _compat.local_pts(telegram)
+        if local is None or local >= server_pts:
+            return
         if rounds >= 5:
             log.warning(
                 "catch-up did not reach pts %d after %d rounds; carrying on", server_pts, rounds

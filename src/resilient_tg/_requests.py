@@ -19,10 +19,12 @@ import anyio
 from telethon import TelegramClient, errors, events
 from telethon.tl import functions
 from telethon.tl.types import auth as auth_types
+from telethon.tl.types.updates import ChannelDifferenceTooLong, DifferenceTooLong
 
 from . import _compat
 from ._connection import install_log_filter, make_connection_class
 from ._errors import AuthLostError, NotConnectedError, ResultLostError, ResultUnknownError
+from ._gaps import recover_account_gap, recover_channel_gap
 from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, describe, error_name, request_name, rpc_context
 from ._postconnect import NOT_LOGGED_IN
 from ._state import ConnectionState
@@ -43,6 +45,8 @@ _INTERNAL_REQUESTS = (
     functions.updates.GetDifferenceRequest,
     functions.updates.GetChannelDifferenceRequest,
 )
+_CHANNEL_DIFFERENCE = functions.updates.GetChannelDifferenceRequest
+_DIFFERENCE = functions.updates.GetDifferenceRequest
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -62,6 +66,8 @@ class GatedTelegram(TelegramClient):  # type: ignore[misc]  # Telethon is untype
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
     ) -> Awaitable[Any]:
+        if request.__class__ is _CHANNEL_DIFFERENCE or request.__class__ is _DIFFERENCE:
+            return _difference(self._rtg_owner, request, ordered)
         # Hands back call()'s coroutine: one coroutine less per request.
         return call(self._rtg_owner, request, ordered)
 
@@ -99,6 +105,7 @@ def build_telegram(client: ResilientClient, session: StoreSession) -> GatedTeleg
     )
     telegram._rtg_owner = client
     _compat.check(telegram)
+    _compat.install_gap_box(telegram)
     telegram.add_event_handler(client._on_raw_update, events.Raw)
     for callback, event in client._early_handlers:
         telegram.add_event_handler(callback, event)
@@ -228,6 +235,20 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         elif isinstance(exc, errors.AuthKeyUnregisteredError) and client._authorized:
             client._link.auth_lost("AUTH_KEY_UNREGISTERED", exc)
         raise exc
+
+
+async def _difference(client: ResilientClient, request: Any, ordered: bool) -> Any:
+    """get(Channel)Difference; when Telethon's update loop made it and the answer is "too
+    long", the gap's messages are fetched and handed back as a difference (see _gaps)."""
+    result = await call(client, request, ordered)
+    telegram = client._telegram
+    if isinstance(result, ChannelDifferenceTooLong) and _compat.is_box_channel_request(
+        telegram, request
+    ):
+        return await recover_channel_gap(client, request, result, call)
+    if isinstance(result, DifferenceTooLong) and _compat.is_box_account_request(telegram, request):
+        return await recover_account_gap(client, request, result, call)
+    return result
 
 
 async def _try_once_in_task(

@@ -318,6 +318,12 @@ def _get_difference(api: Api, request: Any, ctx: CallContext) -> Any:
     if request.pts > me.pts:
         # A client ahead of the server (e.g. after a restart that lost state).
         return updates_t.DifferenceTooLong(pts=me.pts)
+    # Telegram: differenceTooLong when pts + pts_total_limit < the server's pts.
+    too_long = api._server.difference_limit
+    if request.pts_total_limit:
+        too_long = min(too_long or request.pts_total_limit, request.pts_total_limit)
+    if too_long is not None and me.pts - request.pts > too_long:
+        return updates_t.DifferenceTooLong(pts=me.pts)
     moved = _channels_moved(api, me, ctx.record.key_id)
     missed: list[tuple[int, StoredMessage | AccountEvent]] = [
         (m.pts, m) for m in me.box if m.pts > request.pts

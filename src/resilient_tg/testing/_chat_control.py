@@ -89,6 +89,11 @@ class ChatControl:
     #: answered with channelDifferenceTooLong, as Telegram does. Lower it on a server
     #: to test how a client copes with long absences without posting hundreds.
     channel_difference_limit: int = CHANNEL_DIFFERENCE_LIMIT
+    #: A getDifference whose gap (account pts minus the client's) is larger than this,
+    #: or than the request's ``pts_total_limit``, is answered with differenceTooLong
+    #: (None: only pts_total_limit applies; Telethon sends none). Set it to test how a
+    #: client copes with an account gap the server will not replay.
+    difference_limit: int | None = None
 
     def _account(self, user_id: int) -> Account:
         raise NotImplementedError  # the server's own
