@@ -129,6 +129,10 @@ class Health:
     # What keeps the status endpoint or status file from working (None when they work,
     # or when none is configured); the link's own health does not depend on it.
     status_error: str | None = None
+    # The home DC the main link serves (None before the session is loaded); it follows
+    # a DC switch (login on an account homed elsewhere). Exported senders to other DCs
+    # (downloads) never change it.
+    dc_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (times as Unix seconds, enums as strings)."""
