@@ -20,26 +20,33 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import inspect
 import logging
 from typing import Any
 
 import telethon
+from telethon import TelegramClient
 from telethon.network import ConnectionTcpFull
 from telethon.network.requeststate import RequestState
+from telethon.tl import functions
 from telethon.tl.tlobject import TLRequest
 
 __all__ = [
+    "DcSwitchHook",
     "TelethonCompatError",
     "Withdrawn",
     "check",
     "clock_offset",
+    "dc_address",
     "drop_link",
+    "drop_main_link",
     "drop_stale_packets",
     "end_queued",
     "forget_auth_key",
     "handlers_idle",
     "link_streams",
     "local_pts",
+    "main_connection",
     "queued_requests",
     "save_states",
     "send_raw",
@@ -85,6 +92,7 @@ def check(client: Any) -> None:
             ),
             ("MessageBox.is_empty", hasattr(getattr(client, "_message_box", None), "is_empty")),
             *_request_internals(client),
+            *_dc_internals(),
         )
         if not ok
     ]
@@ -103,9 +111,28 @@ def _request_internals(client: Any) -> list[tuple[str, bool]]:
     return [
         ("MTProtoSender._send_queue._deque", hasattr(packer, "_deque")),
         ("MTProtoSender._pending_state", isinstance(getattr(sender, "_pending_state", None), dict)),
+        ("MTProtoSender._connection", hasattr(sender, "_connection")),
         ("RequestState.msg_id/request/future", {"msg_id", "request", "future"} <= slots),
         *_connection_internals(),
     ]
+
+
+@functools.cache
+def _dc_internals() -> tuple[tuple[str, bool], ...]:
+    """What `DcSwitchHook` replaces or calls: Telethon's DC switch, called by its request
+    loop on *_MIGRATE_X (``_switch_dc(new_dc)``), and the link teardown it uses."""
+
+    def coroutine(name: str, *params: str) -> bool:
+        method = getattr(TelegramClient, name, None)
+        if not inspect.iscoroutinefunction(method):
+            return False
+        return list(inspect.signature(method).parameters)[1:] == list(params)
+
+    return (
+        ("TelegramClient._switch_dc(new_dc)", coroutine("_switch_dc", "new_dc")),
+        ("TelegramClient._get_dc(dc_id, cdn)", coroutine("_get_dc", "dc_id", "cdn")),
+        ("TelegramClient._disconnect()", coroutine("_disconnect")),
+    )
 
 
 @functools.cache
@@ -291,3 +318,69 @@ def clock_offset(client: Any) -> float | None:
     state = getattr(getattr(client, "_sender", None), "_state", None)
     offset = getattr(state, "time_offset", None)
     return float(offset) if isinstance(offset, (int, float)) else None
+
+
+class DcSwitchHook:
+    """Mixin for the TelegramClient subclass: Telethon's DC switch goes to the owner.
+
+    Telethon answers PHONE_MIGRATE_X / USER_MIGRATE_X / NETWORK_MIGRATE_X at login by
+    calling ``_switch_dc(new_dc)`` from inside the request (``client/users.py``), which
+    points the session at the new DC, drops the key, and reconnects with a plain
+    ``connect()`` in the caller's task: outside any supervisor. Here ``_switch_dc`` hands
+    the switch to ``_rtg_switch_dc`` (the link supervisor's), which moves the session and
+    drops the old link, and lets the supervisor dial the new DC as one of its own
+    reconnects. ``_get_dc`` reads the DC addresses from this client's own
+    ``help.getConfig`` (Telethon caches it on the class, shared by every client of the
+    process, so clients of different servers would see each other's addresses)."""
+
+    _rtg_config: Any = None
+
+    async def _rtg_switch_dc(self, new_dc: int) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def _switch_dc(self, new_dc: int) -> None:
+        await self._rtg_switch_dc(int(new_dc))
+
+    async def _get_dc(self, dc_id: int, cdn: bool = False) -> Any:
+        if cdn:
+            return await super()._get_dc(dc_id, cdn)  # type: ignore[misc]
+        for fresh in (False, True):
+            if self._rtg_config is None or fresh:
+                self._rtg_config = await self(functions.help.GetConfigRequest())  # type: ignore[operator]
+            option = _pick_dc(self._rtg_config, dc_id, bool(getattr(self, "_use_ipv6", False)))
+            if option is not None:
+                return option
+        raise ValueError(f"the server lists no address for DC {dc_id} in help.getConfig")
+
+
+def _pick_dc(config: Any, dc_id: int, ipv6: bool) -> Any:
+    """The DC's address for a main or exported link: not a CDN, not media-only, the
+    address family asked for if there is one."""
+    options = [
+        o
+        for o in getattr(config, "dc_options", ())
+        if o.id == dc_id and not o.cdn and not getattr(o, "media_only", False)
+    ]
+    for option in options:
+        if bool(option.ipv6) == ipv6:
+            return option
+    return options[0] if options else None
+
+
+async def dc_address(client: Any, dc_id: int) -> tuple[str, int]:
+    """(ip, port) of ``dc_id`` from the server's help.getConfig (see `DcSwitchHook`)."""
+    option = await client._get_dc(dc_id)
+    return str(option.ip_address), int(option.port)
+
+
+async def drop_main_link(client: Any) -> None:
+    """Close the main sender's link and stop Telethon's update and keepalive loops,
+    keeping the session open (what Telethon's own DC switch does before reconnecting).
+    Pending requests are cancelled; queued ones wait for the next connect()."""
+    await client._disconnect()
+
+
+def main_connection(client: Any) -> Any:
+    """The connection object of the client's main sender (None before any connect)."""
+    sender = getattr(client, "_sender", None)
+    return getattr(sender, "_connection", None)

@@ -43,6 +43,9 @@ _INTERNAL_REQUESTS = (
     functions.updates.GetDifferenceRequest,
     functions.updates.GetChannelDifferenceRequest,
 )
+# The server moved the session to another DC; Telethon switches for a session that is not
+# logged in (see LinkSupervisor.switch_dc) and the request is then resent there.
+_MIGRATE = (errors.PhoneMigrateError, errors.UserMigrateError, errors.NetworkMigrateError)
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -54,10 +57,14 @@ _LOGIN_REQUESTS = (
 )
 
 
-class GatedTelegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
-    """TelegramClient whose calls wait for the link and map errors (see `call`)."""
+class GatedTelegram(_compat.DcSwitchHook, TelegramClient):  # type: ignore[misc]  # untyped
+    """TelegramClient whose calls wait for the link and map errors (see `call`), and whose
+    DC switch is the supervisor's (see `LinkSupervisor.switch_dc`)."""
 
     _rtg_owner: ResilientClient
+
+    async def _rtg_switch_dc(self, new_dc: int) -> None:
+        await self._rtg_owner._link.switch_dc(new_dc)
 
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
@@ -140,6 +147,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _ending(client, telegram, request, sent_before, server_error)
+        switches = client._link.switches
         # The try itself is inline (no helper coroutine or task) on Python 3.11+: every
         # object allocated per request adds to garbage-collection pauses, which show
         # in the tail latency (benchmarks/overhead.py).
@@ -220,6 +228,8 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         if isinstance(exc, errors.AuthKeyNotFound):
             sent_before = True  # set on the pending requests of a dropped link
             continue
+        if isinstance(exc, _MIGRATE) and client._link.switches != switches:
+            continue  # the session moved to the DC the server named: ask there
         if isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError):
             # Telethon's own "disconnected" errors: wait for the link instead.
             continue

@@ -60,6 +60,9 @@ class StateReason(str, enum.Enum):
     TRANSPORT_ERROR = "transport_error"
     SERVER_ERROR = "server_error"
     FLOOD_WAIT = "flood_wait"
+    # The server moved the session to another DC (PHONE_/USER_/NETWORK_MIGRATE_X at
+    # login): the link to the old DC is closed and the new DC is dialled.
+    DC_MIGRATE = "dc_migrate"
     AUTH_ERROR = "auth_error"
     APP_REJECTED = "app_rejected"
     GAVE_UP = "gave_up"
