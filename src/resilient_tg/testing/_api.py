@@ -93,7 +93,7 @@ class Api:
         if handler is None:
             raise RpcFailure(400, "METHOD_NOT_IMPLEMENTED")
         if type(request) not in _NO_AUTH:
-            self.me(ctx)
+            check_home_dc(self.me(ctx), request, ctx)
         return handler(self, request, ctx)
 
     # Helpers ----------------------------------------------------------------------
@@ -173,54 +173,6 @@ def _date(timestamp: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
 
 
-# help ---------------------------------------------------------------------------------
-
-
-@_method(functions.help.GetConfigRequest, needs_auth=False)
-def _get_config(api: Api, request: Any, ctx: CallContext) -> types.Config:
-    server = api._server
-    now = int(time.time())
-    return types.Config(
-        date=_date(now),
-        expires=_date(now + 3600),
-        test_mode=False,
-        this_dc=server.dc_id,
-        dc_options=[types.DcOption(id=server.dc_id, ip_address=server.host, port=server.port)],
-        dc_txt_domain_name="localhost",
-        chat_size_max=200,
-        megagroup_size_max=200000,
-        forwarded_count_max=100,
-        online_update_period_ms=210000,
-        offline_blur_timeout_ms=5000,
-        offline_idle_timeout_ms=30000,
-        online_cloud_timeout_ms=300000,
-        notify_cloud_delay_ms=30000,
-        notify_default_delay_ms=1500,
-        push_chat_period_ms=60000,
-        push_chat_limit=2,
-        edit_time_limit=172800,
-        revoke_time_limit=2147483647,
-        revoke_pm_time_limit=2147483647,
-        rating_e_decay=2419200,
-        stickers_recent_limit=200,
-        channels_read_media_period=604800,
-        call_receive_timeout_ms=20000,
-        call_ring_timeout_ms=90000,
-        call_connect_timeout_ms=30000,
-        call_packet_timeout_ms=10000,
-        me_url_prefix="https://t.me/",
-        caption_length_max=1024,
-        message_length_max=4096,
-        webfile_dc_id=server.dc_id,
-    )
-
-
-@_method(functions.help.GetNearestDcRequest, needs_auth=False)
-def _get_nearest_dc(api: Api, request: Any, ctx: CallContext) -> types.NearestDc:
-    dc = api._server.dc_id
-    return types.NearestDc(country="ZZ", this_dc=dc, nearest_dc=dc)
-
-
 # auth ---------------------------------------------------------------------------------
 
 
@@ -230,6 +182,7 @@ def _send_code(api: Api, request: Any, ctx: CallContext) -> auth_t.SentCode:
     phone = normalize_phone(request.phone_number)
     if not 5 <= len(phone) <= 15:
         raise RpcFailure(400, "PHONE_NUMBER_INVALID")
+    check_phone_dc(api, phone, ctx, network=True)
     code = LoginCode(
         phone=phone,
         phone_code_hash=secrets.token_hex(9),
@@ -272,6 +225,7 @@ def _authorize(api: Api, ctx: CallContext, account: Account) -> auth_t.Authoriza
 
 @_method(functions.auth.SignInRequest, needs_auth=False)
 def _sign_in(api: Api, request: Any, ctx: CallContext) -> Any:
+    check_phone_dc(api, request.phone_number, ctx, network=False)
     phone = _check_code(
         api, request.phone_number, request.phone_code_hash, request.phone_code, need_code=True
     )
@@ -307,6 +261,8 @@ def _import_bot(api: Api, request: Any, ctx: CallContext) -> auth_t.Authorizatio
     account = api.world.by_token(request.bot_auth_token)
     if account is None:
         raise RpcFailure(400, "ACCESS_TOKEN_INVALID")
+    if account.dc_id != ctx.dc_id:
+        raise RpcFailure(303, f"USER_MIGRATE_{account.dc_id}")
     return _authorize(api, ctx, account)
 
 
@@ -571,3 +527,7 @@ def _get_dialogs(api: Api, request: Any, ctx: CallContext) -> messages_t.Dialogs
     return messages_t.Dialogs(
         dialogs=dialogs, messages=[api.tl_message(m) for m in tops], chats=[], users=users
     )
+
+
+# Handlers in other modules register themselves on import; they need the names above.
+from ._api_dcs import check_home_dc, check_phone_dc  # noqa: E402

@@ -15,7 +15,6 @@ login codes, send messages, revoke keys, inject RPC errors, restart.
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import secrets
@@ -29,8 +28,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import attrs
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
-from anyio.streams.buffered import BufferedByteReceiveStream
 from telethon.extensions import BinaryReader
 from telethon.sessions import MemorySession
 from telethon.tl import TLRequest, functions, types
@@ -38,8 +35,11 @@ from telethon.tl import TLRequest, functions, types
 from . import _crypto as c
 from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
+from ._dcs import DcControl, ExportedAuth, dc_range
 from ._handshake import HandshakeError, Handshakes
-from ._transport import Framing, TransportError, open_framing
+from ._links import DcListener, _Link, _Out
+from ._records import ConnectionInfo, RequestRecord, TestBot, TestUser
+from ._transport import TransportError
 from ._trust import trusted_key
 from ._world import Account, AuthKeyRecord, Password, StoredMessage, World
 
@@ -54,7 +54,6 @@ MSG_ID_TOO_NEW = 30
 RECENT_MSG_IDS = 1000
 MAX_SESSIONS = 20_000
 MAX_RECORDED_REQUESTS = 100_000
-OUTBOX_SIZE = 10_000
 # Wrappers a request may come in; the server answers the query inside.
 _WRAPPERS = (
     functions.InvokeWithLayerRequest,
@@ -67,70 +66,11 @@ _WRAPPERS = (
 )
 
 
-@attrs.frozen
-class TestUser:
-    """An account created with `MTProtoTestServer.create_user`."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    id: int
-    phone: str
-    first_name: str
-    username: str | None
-    access_hash: int
-
-
-@attrs.frozen
-class TestBot:
-    """A bot created with `MTProtoTestServer.create_bot`; log in with ``token``."""
-
-    __test__ = False  # not a pytest test class, despite the name
-
-    id: int
-    username: str
-    token: str = attrs.field(repr=False)
-    access_hash: int
-
-
-@attrs.frozen
-class RequestRecord:
-    """One API request the server received (the query inside any invokeWith* wrapper)."""
-
-    method: str
-    auth_key_id: int
-    session_id: int
-    msg_id: int
-    user_id: int | None
-    at: float
-
-
-@attrs.frozen
-class ConnectionInfo:
-    """A TCP link open now."""
-
-    peer: tuple[str, int]
-    transport: str
-    auth_key_id: int | None
-    session_id: int | None
-    opened_at: float
-
-
 @attrs.define(eq=False)
 class _Injected:
     error: str
     code: int
     remaining: int
-
-
-@attrs.define(eq=False)
-class _Out:
-    """One item for a link's writer: an encrypted message, raw packet, or a close."""
-
-    kind: str  # "message" | "raw" | "close"
-    session: _Session | None = None
-    body: bytes = b""
-    content_related: bool = True
-    response: bool = False
 
 
 class _Session:
@@ -172,90 +112,7 @@ class _Session:
         return self._seq * 2
 
 
-class _Link:
-    """One accepted TCP link and the tasks that serve it."""
-
-    def __init__(self, server: MTProtoTestServer, stream: SocketStream) -> None:
-        self.server = server
-        self.stream = stream
-        try:
-            address = stream.extra(SocketAttribute.remote_address)
-            self.peer = (str(address[0]), int(address[1]))
-        except Exception:  # noqa: BLE001 - a link reset before we looked has no address
-            self.peer = ("?", 0)
-        self.scope = anyio.CancelScope()
-        self.framing: Framing | None = None
-        self.session: _Session | None = None
-        self.opened_at = time.time()
-        self._send, self._receive = anyio.create_memory_object_stream[_Out](OUTBOX_SIZE)
-        self.disconnect_at: float | None = None
-        self._deadline_changed = anyio.Event()
-        self._plain_msg_id = 0
-
-    def close(self) -> None:
-        self.scope.cancel()
-
-    def dispose(self) -> None:
-        """Release the outbox once the link's tasks are done."""
-        self._send.close()
-        self._receive.close()
-
-    def push(self, item: _Out) -> None:
-        """Queue without waiting; a peer that cannot keep up is dropped, as Telegram does."""
-        try:
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
-            log.warning("link %s:%d cannot keep up; closing it", *self.peer)
-            self.close()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-
-    def set_disconnect_delay(self, delay: float) -> None:
-        self.disconnect_at = anyio.current_time() + max(0.0, delay)
-        self._deadline_changed.set()
-
-    def plain_msg_id(self) -> int:
-        base = int(time.time() * 2**32) & ~3
-        if base <= self._plain_msg_id:
-            base = (self._plain_msg_id & ~3) + 4
-        self._plain_msg_id = base | 1
-        return self._plain_msg_id
-
-    async def write_loop(self) -> None:
-        assert self.framing is not None
-        try:
-            async with self._receive:
-                async for item in self._receive:
-                    if item.kind == "close":
-                        break
-                    if item.kind == "raw":
-                        await self.framing.send(item.body)
-                    else:
-                        assert item.session is not None
-                        await self.framing.send(self.server._encrypt(item))
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            pass
-        self.close()
-
-    async def watchdog(self) -> None:
-        """Close the link when a ping_delay_disconnect deadline passes with no new ping."""
-        while True:
-            deadline = self.disconnect_at
-            changed = self._deadline_changed
-            if deadline is None:
-                await changed.wait()
-            else:
-                with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
-                    await changed.wait()
-                if self.disconnect_at == deadline and anyio.current_time() >= deadline:
-                    log.debug("link %s:%d missed its ping deadline; closing", *self.peer)
-                    self.close()
-                    return
-            if self._deadline_changed is changed:
-                self._deadline_changed = anyio.Event()
-
-
-class MTProtoTestServer:
+class MTProtoTestServer(DcControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across
@@ -265,6 +122,10 @@ class MTProtoTestServer:
 
     ``on_login_code(phone, code)`` is called for each code auth.sendCode "sends"
     (``phone`` is digits only), the way Telegram delivers it to the user's app.
+
+    ``dcs=N`` (N > 1) serves DCs 1..N, each on its own port (``port`` is ``dc_id``'s;
+    the others are picked by the OS and kept across `restart`); accounts are homed on
+    a DC and clients asking another DC are sent there with *_MIGRATE_X (`._dcs`).
     """
 
     def __init__(
@@ -274,6 +135,7 @@ class MTProtoTestServer:
         port: int = 0,
         *,
         dc_id: int = 2,
+        dcs: int = 1,
         api_id: int = 12345,
         api_hash: str | None = None,
         on_login_code: Callable[[str, str], None] | None = None,
@@ -284,8 +146,13 @@ class MTProtoTestServer:
             raise ValueError(f"dc_id must be in 1..1000, got {dc_id}")
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._host = host
-        self._port = port
         self._dc_id = dc_id
+        self._dcs = {
+            dc: DcListener(self, dc, host, port if dc == dc_id else 0)
+            for dc in dc_range(dc_id, dcs)
+        }
+        self._network_dc: int | None = None
+        self._exports: dict[bytes, ExportedAuth] = {}
         self._api_id = api_id
         self._api_hash_given = api_hash
         self._api_hash = api_hash or ""
@@ -304,8 +171,6 @@ class MTProtoTestServer:
             maxlen=MAX_RECORDED_REQUESTS
         )
         self._tg: anyio.abc.TaskGroup | None = None
-        self._serve_scope: anyio.CancelScope | None = None
-        self._serve_done: anyio.Event | None = None
         self._untrust: Any = None
         self._running = False
 
@@ -321,14 +186,19 @@ class MTProtoTestServer:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
-            await self._tg.start(self._serve, self._port)
+            for listener in self._dcs.values():
+                await self._tg.start(listener.serve)
         except BaseException:
             await self._close_task_group()
             raise
         self._running = True
-        log.info(
-            "MTProto test server listening on %s:%d (dc %d)", self._host, self._port, self._dc_id
-        )
+        for listener in self._dcs.values():
+            log.info(
+                "MTProto test server listening on %s:%d (dc %d)",
+                listener.host,
+                listener.port,
+                listener.dc_id,
+            )
         return self
 
     async def __aexit__(
@@ -363,19 +233,17 @@ class MTProtoTestServer:
         """
         if not self._running or self._tg is None:
             raise RuntimeError("restart() needs a running server (use it inside 'async with')")
-        await self._stop_serving()
+        for listener in self._dcs.values():
+            await listener.stop()
         await anyio.to_thread.run_sync(self._save)
         self._sessions.clear()
         # Swap in the reloaded world at once: control calls made meanwhile (send_message
         # during a restart) never see a half-loaded state.
         self._world = await anyio.to_thread.run_sync(self._read_world)
-        await self._tg.start(self._serve, self._port)
-        log.info("MTProto test server restarted on %s:%d", self._host, self._port)
-
-    async def _stop_serving(self) -> None:
-        if self._serve_scope is not None and self._serve_done is not None:
-            self._serve_scope.cancel()
-            await self._serve_done.wait()
+        self._exports.clear()
+        for listener in self._dcs.values():
+            await self._tg.start(listener.serve)
+        log.info("MTProto test server restarted on %s:%d", self._host, self.port)
 
     def _load(self) -> None:
         if self._data_dir is None:
@@ -410,19 +278,6 @@ class MTProtoTestServer:
         if self._data_dir is not None:
             self._world.save(self._data_dir)
 
-    async def _serve(self, port: int, *, task_status: TaskStatus[None]) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self._host, local_port=port)
-        self._port = int(listener.extra(SocketAttribute.local_port))
-        self._serve_done = done = anyio.Event()
-        try:
-            with anyio.CancelScope() as scope:
-                self._serve_scope = scope
-                async with listener, anyio.create_task_group() as links:
-                    task_status.started()
-                    await listener.serve(self._handle_link, links)
-        finally:
-            done.set()
-
     # Public properties ------------------------------------------------------------
 
     @property
@@ -431,8 +286,8 @@ class MTProtoTestServer:
 
     @property
     def port(self) -> int:
-        """The bound port (known once the server is running)."""
-        return self._port
+        """The bound port of ``dc_id``'s listener (known once the server is running)."""
+        return self._dcs[self._dc_id].port
 
     @property
     def dc_id(self) -> int:
@@ -458,7 +313,7 @@ class MTProtoTestServer:
     def telethon_session(self) -> MemorySession:
         """A fresh Telethon MemorySession pointed at this server."""
         session = MemorySession()
-        session.set_dc(self._dc_id, self._host, self._port)
+        session.set_dc(self._dc_id, self._host, self.port)
         return session
 
     @property
@@ -471,6 +326,7 @@ class MTProtoTestServer:
                 auth_key_id=_key_id_int(link.session.record.key_id) if link.session else None,
                 session_id=link.session.session_id if link.session else None,
                 opened_at=link.opened_at,
+                dc_id=link.dc_id,
             )
             for link in list(self._links)
         )
@@ -495,10 +351,17 @@ class MTProtoTestServer:
 
     # Control API ------------------------------------------------------------------
 
-    def create_user(self, phone: str, first_name: str, username: str | None = None) -> TestUser:
-        """Register an account; log in to it with a code from `login_code`."""
+    def create_user(
+        self, phone: str, first_name: str, username: str | None = None, *, dc_id: int | None = None
+    ) -> TestUser:
+        """Register an account homed on ``dc_id`` (default: the server's ``dc_id``);
+        log in to it with a code from `login_code`."""
         account = self._world.new_account(
-            first_name=first_name, phone=phone, username=username, bot=False, dc_id=self._dc_id
+            first_name=first_name,
+            phone=phone,
+            username=username,
+            bot=False,
+            dc_id=self._home_dc(dc_id),
         )
         assert account.phone is not None
         return TestUser(
@@ -509,12 +372,14 @@ class MTProtoTestServer:
             access_hash=account.access_hash,
         )
 
-    def create_bot(self, username: str) -> TestBot:
-        """Register a bot; log in with ``client.start(bot_token=bot.token)``."""
+    def create_bot(self, username: str, *, dc_id: int | None = None) -> TestBot:
+        """Register a bot homed on ``dc_id`` (default: the server's ``dc_id``); log in
+        with ``client.start(bot_token=bot.token)``."""
         if not username:
             raise ValueError("a bot needs a username")
+        home = self._home_dc(dc_id)
         account = self._world.new_account(
-            first_name=username, phone=None, username=username, bot=True, dc_id=self._dc_id
+            first_name=username, phone=None, username=username, bot=True, dc_id=home
         )
         assert account.token is not None
         return TestBot(
@@ -569,9 +434,12 @@ class MTProtoTestServer:
         return (incoming or out).id
 
     def revoke_auth_keys(self, user_id: int) -> int:
-        """Log out every auth key of an account; the next request on one gets
-        AUTH_KEY_UNREGISTERED. Returns how many keys were revoked."""
+        """Log out every auth key of an account, on every DC; the next request on one
+        gets AUTH_KEY_UNREGISTERED. Returns how many keys were revoked."""
         self._account(user_id)
+        for token, export in list(self._exports.items()):
+            if export.user_id == user_id:
+                del self._exports[token]
         revoked = 0
         for record in self._world.auth_keys.values():
             if record.user_id == user_id:
@@ -579,14 +447,15 @@ class MTProtoTestServer:
                 revoked += 1
         return revoked
 
-    def issue_auth_key(self, user_id: int | None = None) -> bytes:
+    def issue_auth_key(self, user_id: int | None = None, *, dc_id: int | None = None) -> bytes:
         """Register a fresh 256-byte auth key, logged in as ``user_id`` if given.
 
         Skips the DH exchange (about 0.1 s of CPU per client), for tests and benchmarks
-        that start many clients: put the key in the client's session.
+        that start many clients: put the key in the client's session. The key belongs to
+        ``dc_id``: by default the account's home DC, or the server's ``dc_id``.
         """
-        if user_id is not None:
-            self._account(user_id)
+        home = None if user_id is None else self._account(user_id).dc_id
+        key_dc = self._home_dc(dc_id if dc_id is not None else home)
         key = os.urandom(256)
         key_id = c.auth_key_id(key)
         self._world.auth_keys[key_id] = AuthKeyRecord(
@@ -595,12 +464,13 @@ class MTProtoTestServer:
             created=time.time(),
             salt=struct.unpack("<q", os.urandom(8))[0],
             user_id=user_id,
-            dc_id=self._dc_id,
+            dc_id=key_dc,
         )
         return key
 
     def forget_auth_keys(self) -> int:
-        """Forget every auth key, so the next message on one gets transport error -404."""
+        """Forget every auth key of every DC, so the next message on one gets transport
+        error -404."""
         count = len(self._world.auth_keys)
         self._world.auth_keys.clear()
         self._sessions.clear()
@@ -634,43 +504,6 @@ class MTProtoTestServer:
 
     # Links --------------------------------------------------------------------------
 
-    async def _handle_link(self, stream: SocketStream) -> None:
-        link = _Link(self, stream)
-        self._links.add(link)
-        self._links_total += 1
-        try:
-            with link.scope:
-                await self._serve_link(link)
-        except Exception:  # a bug of ours must not take the server down
-            log.exception("test server failed on a link from %s:%d", *link.peer)
-        finally:
-            self._links.discard(link)
-            link.dispose()
-            for session in self._sessions.values():
-                if session.link is link:
-                    session.link = None
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await stream.aclose()
-
-    async def _serve_link(self, link: _Link) -> None:
-        buffered = BufferedByteReceiveStream(link.stream)
-        try:
-            link.framing = await open_framing(link.stream, buffered)
-        except _LINK_ERRORS as exc:
-            log.debug("link from %s:%d: %s", *link.peer, _describe(exc))
-            return
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(link.write_loop)
-            tg.start_soon(link.watchdog)
-            try:
-                while True:
-                    packet = await link.framing.read_packet()
-                    self._on_packet(link, packet)
-                    await anyio.lowlevel.checkpoint()  # let the writer and other links run
-            except _LINK_ERRORS as exc:
-                log.debug("link from %s:%d closed: %s", *link.peer, _describe(exc))
-            tg.cancel_scope.cancel()
-
     def _on_packet(self, link: _Link, packet: bytes) -> None:
         if len(packet) < 8:
             raise TransportError("packet shorter than an auth_key_id")
@@ -698,7 +531,7 @@ class MTProtoTestServer:
                 key_id=key_id,
                 created=time.time(),
                 salt=struct.unpack("<q", os.urandom(8))[0],
-                dc_id=self._dc_id,
+                dc_id=link.dc_id,
             )
             log.debug("new auth key %016x", _key_id_int(key_id))
         body = bytes(response)  # type: ignore[call-overload]
@@ -709,7 +542,7 @@ class MTProtoTestServer:
     def _on_encrypted(self, link: _Link, packet: bytes) -> None:
         key_id = packet[:8]
         record = self._world.auth_keys.get(key_id)
-        if record is None:
+        if record is None or record.dc_id != link.dc_id:  # keys are known on their DC only
             log.debug("unknown auth key %016x from %s:%d: -404", _key_id_int(key_id), *link.peer)
             link.push(_Out(kind="raw", body=struct.pack("<i", -404)))
             link.push(_Out(kind="close"))
@@ -869,7 +702,8 @@ class MTProtoTestServer:
 
     def _rpc(self, session: _Session, msg_id: int, request: Any) -> None:
         record = session.record
-        ctx = CallContext(record=record, session_id=session.session_id, dc_id=record.dc_id)
+        dc_id = session.link.dc_id if session.link is not None else record.dc_id
+        ctx = CallContext(record=record, session_id=session.session_id, dc_id=dc_id)
         inner = request
         try:
             while isinstance(inner, _WRAPPERS):
@@ -887,6 +721,7 @@ class MTProtoTestServer:
                     msg_id=msg_id,
                     user_id=record.user_id,
                     at=time.time(),
+                    dc_id=dc_id,
                 )
             )
             self._raise_injected(_tl.tl_name(inner))
@@ -1020,21 +855,6 @@ class MTProtoTestServer:
             self._on_login_code(phone, code)
         except Exception:
             log.exception("on_login_code callback failed")
-
-
-_LINK_ERRORS = (
-    anyio.EndOfStream,
-    anyio.IncompleteRead,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-    TransportError,
-    HandshakeError,
-    OSError,
-)
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _key_id_int(key_id: bytes) -> int:
