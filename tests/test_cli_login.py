@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from telethon.crypto import AuthKey
 
 from resilient_tg import ResilientClient
 from resilient_tg._cli._common import CliError
 from resilient_tg._cli.login import LoginOptions, Prompter, login
 from resilient_tg.cli import main
 from resilient_tg.stores import FileStore, SessionData
-from resilient_tg.testing import MTProtoTestServer, trust_test_server
+from resilient_tg.testing import FaultProxy, MTProtoTestServer, trust_test_server
 
 from .test_cli_test_server import PROCESS_TIMEOUT, ServerProcess, cli_command
 
@@ -519,3 +520,51 @@ async def test_login_on_a_revoked_key_exits_4_and_says_what_to_do(
     assert message.count(path.as_uri()) == 1
     assert DISCARDED not in stderr.getvalue()
     assert path.read_bytes() == before
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", [None, "refuse"])
+async def test_login_of_an_account_on_another_dc_moves_the_store_there(
+    tmp_path: Path, fault: str | None
+) -> None:
+    """The store is seeded with DC 2; the account lives on DC 4 (behind a FaultProxy, which
+    refuses while the session moves there in the second case): login follows the
+    server's PHONE_MIGRATE_4 under supervision, and the store ends on DC 4 with a key DC 4
+    made, which the next client uses straight away."""
+    async with MTProtoTestServer(dcs=4) as server, FaultProxy(*server.dc_address(4)) as proxy:
+        server.advertise(4, proxy.host, proxy.port)
+        kim = server.create_user("+15550411", "Kim", dc_id=4)
+        path = tmp_path / "kim.json"
+        options = LoginOptions(
+            store_url=path.as_uri(),
+            api_id=server.api_id,
+            api_hash=server.api_hash,
+            phone=kim.phone,
+            bot=False,
+            bot_token=None,
+            test_server=(server.host, server.port),
+            test_server_pem=None,
+            timeout=PROCESS_TIMEOUT,
+        )
+        if fault == "refuse":
+            proxy.refuse(1.0)
+        stderr = io.StringIO()
+        prompter = Prompter(_CodeFromServer(server, kim.phone), stderr)
+        assert await login(options, prompter) == 0
+        assert [r.dc_id for r in server.requests_for("auth.signIn")] == [4]
+        data = await FileStore(path).load()
+        assert data is not None
+        assert (data.dc_id, data.server_address, data.port) == (4, proxy.host, proxy.port)
+        assert data.auth_key is not None
+        assert data.ever_authorized is True
+        key_id = AuthKey(data.auth_key).key_id
+        assert {r.dc_id for r in server.requests if r.auth_key_id == key_id} == {4}
+        if fault == "refuse":
+            assert proxy.links_total >= 1
+
+        server.clear_requests()
+        async with ResilientClient(FileStore(path), server.api_id, server.api_hash) as client:
+            await client.wait_connected(PROCESS_TIMEOUT)
+            assert client.health().authorized is True
+            assert client.health().dc_id == 4
+        assert {r.dc_id for r in server.requests} == {4}

@@ -1,18 +1,74 @@
 """The client on a server with several DCs: health names the home DC, the supervisor
-owns Telethon's DC switch at login, and exported senders (downloads from other DCs)
-never move the main link's state."""
+owns Telethon's DC switch at login (the link to the new DC is one of its reconnects:
+our connection class, keepalive, policy and probe), and the store ends on the new DC."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
+import anyio
 import pytest
+from telethon import errors
+from telethon.crypto import AuthKey
+from telethon.tl import functions, types
 
-from resilient_tg.testing import MTProtoTestServer
+from resilient_tg import ConnectionState, StateChange, StateReason
+from resilient_tg.stores import MemoryStore, SessionData
+from resilient_tg.testing import FaultProxy, MTProtoTestServer, TestUser
 
-from .clienttools import empty_store, log_in, running
+from .clienttools import FAST_KEEPALIVE, Recorder, empty_store, log_in, running
+from .conftest import wait_until
 
 pytestmark = pytest.mark.anyio
+
+S = ConnectionState
+HOME = 4  # the DC the accounts of these tests live on
+
+
+@contextlib.asynccontextmanager
+async def four_dcs() -> AsyncIterator[tuple[MTProtoTestServer, FaultProxy]]:
+    """DCs 1..4 (a fresh session dials DC 2); DC 4 is advertised behind a FaultProxy."""
+    async with MTProtoTestServer(dcs=4) as server, FaultProxy(*server.dc_address(HOME)) as proxy:
+        server.advertise(HOME, proxy.host, proxy.port)
+        yield server, proxy
+
+
+def after_switch(rec: Recorder) -> list[StateChange]:
+    """The transitions from the DC switch on (it must have happened exactly once)."""
+    switches = [i for i, c in enumerate(rec.changes) if c.reason is StateReason.DC_MIGRATE]
+    assert len(switches) == 1, rec.changes
+    return rec.changes[switches[0] :]
+
+
+def assert_truthful_switch(rec: Recorder, proxy: FaultProxy) -> None:
+    """RECONNECTING for the switch, CONNECTING to DC 4, and no CONNECTED but to DC 4."""
+    changes = after_switch(rec)
+    assert changes[0].new is S.RECONNECTING
+    assert f"to DC {HOME}" in changes[0].detail
+    assert changes[1].new is S.CONNECTING
+    assert f"DC {HOME} at {proxy.host}:{proxy.port}" in changes[1].detail
+    connected = [c for c in changes if c.new is S.CONNECTED]
+    assert connected
+    assert all(f"{proxy.host}:{proxy.port}" in c.detail for c in connected)
+    before = rec.changes[: len(rec.changes) - len(changes)]
+    assert all(f"{proxy.host}:{proxy.port}" not in c.detail for c in before)
+
+
+async def assert_on_home_dc(
+    server: MTProtoTestServer, proxy: FaultProxy, data: SessionData
+) -> None:
+    """The store names DC 4 (behind the proxy) and holds a key DC 4 made and knows."""
+    assert (data.dc_id, data.server_address, data.port) == (HOME, proxy.host, proxy.port)
+    assert data.auth_key is not None
+    assert len(data.auth_key) == 256
+    assert data.ever_authorized is True
+    key_id = AuthKey(data.auth_key).key_id
+    # Only DC 4 knows the key: a client using it on DC 2 gets -404.
+    records = [r for r in server.requests if r.auth_key_id == key_id]
+    assert records
+    assert {r.dc_id for r in records} == {HOME}
 
 
 async def test_health_names_the_home_dc(mtproto_server: MTProtoTestServer) -> None:
@@ -27,3 +83,120 @@ async def test_health_names_the_home_dc(mtproto_server: MTProtoTestServer) -> No
         shown = health.to_dict()
         assert shown["dc_id"] == mtproto_server.dc_id
         json.dumps(shown)
+
+
+async def test_login_on_another_dc_is_a_supervised_switch_then_a_restart_goes_straight_there() -> (
+    None
+):
+    async with four_dcs() as (server, proxy):
+        alice: TestUser = server.create_user("+15550401", "Alice", dc_id=HOME)
+        store = empty_store(server)
+        async with running(store, server, request_timeout=20.0) as (client, rec):
+            await client.wait_connected(10)
+            assert client.health().dc_id == 2
+            await log_in(client, server, alice)
+            await rec.until(lambda: client.health().healthy)
+            health = client.health()
+            assert health.dc_id == HOME
+            assert health.authorized is True
+            assert_truthful_switch(rec, proxy)
+            # The login itself was answered on DC 4.
+            assert [r.dc_id for r in server.requests_for("auth.signIn")] == [HOME]
+            # The link to DC 4 is ours: the keepalive finds it dead, the policy rebuilds it.
+            proxy.blackhole()
+            await rec.until(
+                lambda: rec.changes[-1].reason is StateReason.KEEPALIVE_TIMEOUT,
+                FAST_KEEPALIVE.detection_bound + 10,
+            )
+            proxy.heal()
+            await rec.until(lambda: client.health().healthy)
+            assert client.health().dc_id == HOME
+        data = await store.load()
+        assert data is not None
+        await assert_on_home_dc(server, proxy, data)
+
+        # The next start dials DC 4 straight away: nothing reaches DC 2.
+        server.clear_requests()
+        again = MemoryStore(data)
+        async with running(again, server) as (client, rec):
+            await client.wait_connected(10)
+            await rec.until(lambda: client.health().healthy)
+            assert client.health().dc_id == HOME
+            assert all(c.reason is not StateReason.DC_MIGRATE for c in rec.changes)
+            assert {c.dc_id for c in server.connections} == {HOME}
+        assert server.requests
+        assert {r.dc_id for r in server.requests} == {HOME}
+
+
+@pytest.mark.parametrize("fault", ["refuse", "blackhole", "reset"])
+async def test_a_fault_in_front_of_the_new_dc_during_the_switch_is_recovered(fault: str) -> None:
+    """The link to DC 4 fails while the session moves there: the policy retries it, the
+    login completes on DC 4, and the store ends on DC 4 with a key DC 4 made."""
+    async with four_dcs() as (server, proxy):
+        bob = server.create_user("+15550402", "Bob", dc_id=HOME)
+        store = empty_store(server)
+        async with running(store, server, request_timeout=30.0) as (client, rec):
+            await client.wait_connected(10)
+            if fault == "refuse":
+                proxy.refuse(1.0)
+            else:
+                proxy.blackhole()  # the link to DC 4 is accepted, then hears nothing
+            async with anyio.create_task_group() as tg:
+                # The code request waits (within request_timeout) for the link to DC 4.
+                tg.start_soon(client.telegram.send_code_request, bob.phone)
+                await rec.until(
+                    lambda: any(c.reason is StateReason.DC_MIGRATE for c in rec.changes)
+                )
+                if fault == "reset":
+                    # The first link to DC 4 hangs in its handshake: reset it.
+                    await wait_until(lambda: proxy.links_open >= 1)
+                    proxy.heal()
+                    proxy.reset()
+                elif fault == "blackhole":
+                    await rec.until(
+                        lambda: any(
+                            c.reason is StateReason.CONNECT_TIMEOUT for c in after_switch(rec)
+                        )
+                    )
+                    proxy.heal()
+            await client.telegram.sign_in(bob.phone, server.login_code(bob.phone))
+            await rec.until(lambda: client.health().healthy)
+            assert client.health().dc_id == HOME
+            changes = after_switch(rec)
+            failed = [c for c in changes[1:] if c.new is S.RECONNECTING]
+            assert failed, changes
+            expected = {
+                "refuse": {StateReason.REFUSED},
+                "blackhole": {StateReason.CONNECT_TIMEOUT},
+                "reset": {StateReason.RESET, StateReason.EOF, StateReason.TRANSPORT_ERROR},
+            }[fault]
+            assert failed[0].reason in expected, failed
+            assert_truthful_switch(rec, proxy)
+        data = await store.load()
+        assert data is not None
+        await assert_on_home_dc(server, proxy, data)
+
+
+async def test_a_logged_in_session_is_never_moved_by_a_migrate_answer() -> None:
+    """USER_MIGRATE_X to a logged-in session would cost it its key: the caller gets the
+    error, and the link, the state and the store stay on the session's DC."""
+    async with four_dcs() as (server, _proxy):
+        carol = server.create_user("+15550403", "Carol")  # on DC 2, where the store points
+        store = empty_store(server)
+        async with running(store, server) as (client, rec):
+            await client.wait_connected(10)
+            await log_in(client, server, carol)
+            await rec.until(lambda: client.health().healthy)
+            server.inject_rpc_error("users.getFullUser", f"USER_MIGRATE_{HOME}")
+            with pytest.raises(errors.UserMigrateError):
+                await client.telegram(functions.users.GetFullUserRequest(types.InputUserSelf()))
+            assert client.state is S.CONNECTED
+            assert client.health().dc_id == 2
+            assert all(c.reason is not StateReason.DC_MIGRATE for c in rec.changes)
+            # Still logged in on DC 2.
+            me = await client.telegram.get_me()
+            assert me.id == carol.id
+        data = await store.load()
+        assert data is not None
+        assert data.dc_id == 2
+        assert data.port == server.port
