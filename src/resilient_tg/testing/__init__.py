@@ -18,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._files_control import FileInfo
     from ._proxy import FaultProxy
     from ._server import ConnectionInfo, MTProtoTestServer, RequestRecord, TestBot, TestUser
     from ._trust import trust_test_server
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConnectionInfo",
     "FaultProxy",
+    "FileInfo",
     "MTProtoTestServer",
     "RequestRecord",
     "TestBot",
@@ -36,6 +38,7 @@ __all__ = [
 _WHERE = {
     "ConnectionInfo": "._server",
     "FaultProxy": "._proxy",
+    "FileInfo": "._files_control",
     "MTProtoTestServer": "._server",
     "RequestRecord": "._server",
     "TestBot": "._server",

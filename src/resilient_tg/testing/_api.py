@@ -24,6 +24,7 @@ from telethon.tl.types import users as users_t
 
 from . import _srp
 from ._crypto import DH_G
+from ._files import tl_media
 from ._world import Account, AuthKeyRecord, LoginCode, StoredMessage, World, normalize_phone
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class Api:
         )
 
     def tl_message(self, message: StoredMessage) -> types.Message:
+        stored = None if message.media_id is None else self.world.files.files.get(message.media_id)
         return types.Message(
             id=message.id,
             peer_id=types.PeerUser(message.peer_id),
@@ -128,6 +130,7 @@ class Api:
             message=message.text,
             out=message.out or None,
             from_id=types.PeerUser(message.from_id),
+            media=None if stored is None else tl_media(stored),
         )
 
     def resolve_peer(self, peer: Any, me: Account) -> Account:
@@ -530,4 +533,5 @@ def _get_dialogs(api: Api, request: Any, ctx: CallContext) -> messages_t.Dialogs
 
 
 # Handlers in other modules register themselves on import; they need the names above.
+from . import _api_files  # noqa: E402, F401
 from ._api_dcs import check_home_dc, check_phone_dc  # noqa: E402

@@ -36,6 +36,7 @@ from . import _crypto as c
 from . import _srp, _tl
 from ._api import Api, CallContext, RpcFailure
 from ._dcs import DcControl, ExportedAuth, dc_range
+from ._files_control import FileControl
 from ._handshake import HandshakeError, Handshakes
 from ._links import DcListener, _Link, _Out
 from ._records import ConnectionInfo, RequestRecord, TestBot, TestUser
@@ -112,7 +113,7 @@ class _Session:
         return self._seq * 2
 
 
-class MTProtoTestServer(DcControl):
+class MTProtoTestServer(DcControl, FileControl):
     """A local Telegram-like MTProto 2.0 server for tests and offline development.
 
     ``data_dir`` keeps state (accounts, auth keys, messages, the RSA key) across

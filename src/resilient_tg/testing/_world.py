@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from ._files import FileStore
 from ._srp import SrpChallenge
 
 STATE_FILE = "state.json"
@@ -108,6 +109,8 @@ class World:
     # Open account.getPassword challenges by srp_id; not persisted (a restart makes
     # them stale: SRP_ID_INVALID).
     srp_challenges: dict[int, SrpChallenge] = attrs.field(factory=dict)
+    # Uploaded and stored files (bytes under data_dir/files/, see `._files`).
+    files: FileStore = attrs.field(factory=FileStore)
 
     def new_account(
         self,
@@ -156,18 +159,28 @@ class World:
         return next((a for a in self.accounts.values() if a.bot and a.token == token), None)
 
     def deliver(
-        self, sender: Account, recipient: Account, text: str, random_id: int | None
+        self,
+        sender: Account,
+        recipient: Account,
+        text: str,
+        random_id: int | None,
+        *,
+        media_id: int | None = None,
     ) -> tuple[StoredMessage, StoredMessage | None]:
-        """Store a private message in both boxes; return (sender's copy, recipient's copy)."""
+        """Store a private message in both boxes; return (sender's copy, recipient's copy).
+
+        Both copies point at the same stored file (``media_id``), if any."""
         now = int(time.time())
         if random_id is not None:
             sender.random_ids.add(random_id)
         out = _append(sender, peer_id=recipient.id, from_id=sender.id, out=True, text=text, now=now)
+        out.media_id = media_id
         if recipient is sender:
             return out, None
         incoming = _append(
             recipient, peer_id=sender.id, from_id=sender.id, out=False, text=text, now=now
         )
+        incoming.media_id = media_id
         return out, incoming
 
     # Persistence -----------------------------------------------------------------
@@ -189,10 +202,11 @@ class World:
                 }
                 for r in self.auth_keys.values()
             ],
+            "files": self.files.to_json(),
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> World:
+    def from_json(cls, data: dict[str, Any], data_dir: Path | None = None) -> World:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported test server state version {data.get('version')!r}")
         from ._crypto import auth_key_id
@@ -214,11 +228,14 @@ class World:
                 dc_id=int(raw.get("dc_id", 2)),
             )
             world.auth_keys[record.key_id] = record
+        # Older state files have no "files" key; file bytes are read from data_dir.
+        world.files = FileStore.from_json(data.get("files", []), data_dir)
         return world
 
     def save(self, data_dir: Path) -> None:
         """Write atomically: a crash mid-write leaves the previous state readable."""
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.files.save_blobs(data_dir)  # before the state that names them
         payload = json.dumps(self.to_json()).encode()
         fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".state-", suffix=".tmp")
         try:
@@ -237,8 +254,8 @@ class World:
         if not path.exists():
             return cls()
         try:
-            return cls.from_json(json.loads(path.read_bytes()))
-        except (ValueError, KeyError, TypeError) as exc:
+            return cls.from_json(json.loads(path.read_bytes()), data_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"test server state {path} is unreadable: {exc}") from exc
 
 
