@@ -4,21 +4,39 @@ our connection class, keepalive, policy and probe), and the store ends on the ne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
-from telethon import errors
+from telethon import errors, events
 from telethon.crypto import AuthKey
 from telethon.tl import functions, types
 
-from resilient_tg import ConnectionState, StateChange, StateReason
+from resilient_tg import (
+    ConnectionState,
+    NotConnectedError,
+    ResilientClient,
+    ResultUnknownError,
+    StateChange,
+    StateReason,
+)
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.testing import FaultProxy, MTProtoTestServer, TestUser
 
-from .clienttools import FAST_KEEPALIVE, Recorder, empty_store, log_in, running
+from .clienttools import (
+    FAST_KEEPALIVE,
+    FAST_RECONNECT,
+    Recorder,
+    empty_store,
+    log_in,
+    running,
+    seeded_store,
+)
 from .conftest import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -200,3 +218,163 @@ async def test_a_logged_in_session_is_never_moved_by_a_migrate_answer() -> None:
         assert data is not None
         assert data.dc_id == 2
         assert data.port == server.port
+
+
+# Downloads from another DC (exported senders) ---------------------------------------
+
+FILE = bytes(range(256)) * 1200  # 300 KiB: a few getFile parts
+
+
+class Inbox:
+    """Messages with a file as the client's handlers see them."""
+
+    def __init__(self, client: ResilientClient) -> None:
+        self.messages: list[Any] = []
+
+        @client.on(events.NewMessage(incoming=True))
+        async def on_message(event: Any) -> None:
+            if event.message.media is not None:
+                self.messages.append(event.message)
+
+    async def next(self, count: int) -> Any:
+        await wait_until(lambda: len(self.messages) >= count)
+        return self.messages[count - 1]
+
+
+@contextlib.asynccontextmanager
+async def downloader(
+    server: MTProtoTestServer, **kwargs: Any
+) -> AsyncIterator[tuple[ResilientClient, Recorder, Inbox, TestUser]]:
+    """A logged-in client on DC 2 whose files are stored on DC 4 (behind the proxy)."""
+    dave = server.create_user("+15550421", "Dave")
+    erin = server.create_user("+15550422", "Erin", dc_id=HOME)
+    client = ResilientClient(
+        seeded_store(server, user=dave),
+        server.api_id,
+        server.api_hash,
+        keepalive=FAST_KEEPALIVE,
+        reconnect=FAST_RECONNECT,
+        shutdown_timeout=5.0,
+        **kwargs,
+    )
+    inbox = Inbox(client)
+    rec = Recorder(client)
+    async with client:
+        await rec.until(lambda: client.health().healthy)
+        await server.send_file(erin.id, dave.id, FILE, dc_id=HOME)
+        yield client, rec, inbox, erin
+
+
+def main_link_untouched(rec: Recorder, before: int, client: ResilientClient) -> None:
+    """The exported link's trouble moved nothing of the main link's state or DC."""
+    assert rec.changes[before:] == []
+    assert client.state is S.CONNECTED
+    assert client.health().dc_id == 2
+
+
+async def test_a_download_from_another_dc_uses_an_exported_sender_apart_from_the_main_link() -> (
+    None
+):
+    async with four_dcs() as (server, proxy), downloader(server) as (client, rec, inbox, _):
+        message = await inbox.next(1)
+        before = len(rec.changes)
+        data = await client.telegram.download_media(message, bytes)
+        assert data == FILE
+        # The parts came from DC 4 (a getFile asked on DC 2 is sent there: FILE_MIGRATE_4).
+        assert server.requests_for("upload.getFile")[-1].dc_id == HOME
+        assert proxy.links_total == 1  # the exported link went to DC 4's advertised address
+        main_link_untouched(rec, before, client)
+
+
+async def test_a_download_through_a_blackhole_completes_after_the_fault_heals() -> None:
+    async with (
+        four_dcs() as (server, proxy),
+        downloader(server, request_timeout=20.0) as (
+            client,
+            rec,
+            inbox,
+            _,
+        ),
+    ):
+        message = await inbox.next(1)
+        assert await client.telegram.download_media(message, bytes) == FILE  # link ready
+        before = len(rec.changes)
+        links = proxy.links_total
+        proxy.blackhole()
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            result: list[bytes] = []
+
+            async def download() -> None:
+                result.append(await client.telegram.download_media(message, bytes))
+
+            tg.start_soon(download)
+            # The watch finds the exported link dead and Telethon dials again.
+            await wait_until(lambda: proxy.links_total > links, FAST_KEEPALIVE.detection_bound + 5)
+            proxy.heal()
+        assert result == [FILE]
+        assert time.monotonic() - started < client.request_timeout
+        main_link_untouched(rec, before, client)
+
+
+async def test_a_download_from_a_dead_dc_fails_with_our_error_within_request_timeout() -> None:
+    limit = 3.0
+    async with (
+        four_dcs() as (server, proxy),
+        downloader(server, request_timeout=limit) as (
+            client,
+            rec,
+            inbox,
+            _,
+        ),
+    ):
+        message = await inbox.next(1)
+        assert await client.telegram.download_media(message, bytes) == FILE
+        before = len(rec.changes)
+        proxy.blackhole()  # the exported link is up, then hears nothing
+        started = time.monotonic()
+        with pytest.raises(ResultUnknownError) as info:
+            await client.telegram.download_media(message, bytes)
+        assert f"DC {HOME}" in str(info.value)
+        assert time.monotonic() - started < limit + 1.0
+        proxy.heal()
+        # A fresh borrow to a refusing DC: NotConnectedError, nothing was sent there.
+        proxy.refuse(60)
+        started = time.monotonic()
+        with pytest.raises(NotConnectedError):
+            await client.telegram.download_media(message, bytes)
+        assert time.monotonic() - started < limit + 1.0
+        main_link_untouched(rec, before, client)
+        proxy.heal()
+        assert await client.telegram.download_media(message, bytes) == FILE
+
+
+async def test_leaving_during_a_download_closes_the_exported_senders() -> None:
+    async with four_dcs() as (server, proxy):
+        tasks_before = asyncio.all_tasks()
+        async with downloader(server, request_timeout=30.0) as (client, _rec, inbox, _):
+            message = await inbox.next(1)
+            assert await client.telegram.download_media(message, bytes) == FILE
+            proxy.blackhole()
+            dropped = proxy.bytes_dropped
+            errors_seen: list[BaseException] = []
+
+            async def download() -> None:
+                try:
+                    await client.telegram.download_media(message, bytes)
+                except (ResultUnknownError, NotConnectedError) as exc:
+                    errors_seen.append(exc)
+
+            task = asyncio.ensure_future(download())
+            # The getFile went to DC 4 on the exported link, into the black hole.
+            await wait_until(lambda: proxy.bytes_dropped > dropped)
+        # Left: the download ended with our error, and no link or task is left.
+        with anyio.fail_after(10):
+            await task
+        assert len(errors_seen) == 1
+        assert isinstance(errors_seen[0], ResultUnknownError)
+        proxy.heal()
+        await wait_until(lambda: not server.connections and proxy.links_open == 0)
+        leftover = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
+        leftover.discard(asyncio.current_task())  # type: ignore[arg-type]
+        assert not leftover, leftover

@@ -22,30 +22,38 @@ import collections
 import functools
 import inspect
 import logging
+import weakref
 from typing import Any
 
 import telethon
 from telethon import TelegramClient
-from telethon.network import ConnectionTcpFull
+from telethon.network import ConnectionTcpFull, MTProtoSender
 from telethon.network.requeststate import RequestState
 from telethon.tl import functions
+from telethon.tl.alltlobjects import LAYER
 from telethon.tl.tlobject import TLRequest
 
 __all__ = [
-    "DcSwitchHook",
     "TelethonCompatError",
+    "TelethonHooks",
     "Withdrawn",
+    "abort_sender_link",
     "check",
     "clock_offset",
+    "close_exported",
+    "close_unconnected_exported",
     "dc_address",
     "drop_link",
     "drop_main_link",
     "drop_stale_packets",
     "end_queued",
+    "exported_call",
     "forget_auth_key",
+    "forget_exported",
     "handlers_idle",
     "link_streams",
     "local_pts",
+    "main_call",
     "main_connection",
     "queued_requests",
     "save_states",
@@ -119,7 +127,7 @@ def _request_internals(client: Any) -> list[tuple[str, bool]]:
 
 @functools.cache
 def _dc_internals() -> tuple[tuple[str, bool], ...]:
-    """What `DcSwitchHook` replaces or calls: Telethon's DC switch, called by its request
+    """What `TelethonHooks` replaces or calls: Telethon's DC switch, called by its request
     loop on *_MIGRATE_X (``_switch_dc(new_dc)``), and the link teardown it uses."""
 
     def coroutine(name: str, *params: str) -> bool:
@@ -132,6 +140,23 @@ def _dc_internals() -> tuple[tuple[str, bool], ...]:
         ("TelegramClient._switch_dc(new_dc)", coroutine("_switch_dc", "new_dc")),
         ("TelegramClient._get_dc(dc_id, cdn)", coroutine("_get_dc", "dc_id", "cdn")),
         ("TelegramClient._disconnect()", coroutine("_disconnect")),
+        (
+            "TelegramClient._call(sender, request, ordered, flood_sleep_threshold)",
+            coroutine("_call", "sender", "request", "ordered", "flood_sleep_threshold"),
+        ),
+        (
+            "TelegramClient._borrow_exported_sender(dc_id)",
+            coroutine("_borrow_exported_sender", "dc_id"),
+        ),
+        (
+            "TelegramClient._create_exported_sender(dc_id)",
+            coroutine("_create_exported_sender", "dc_id"),
+        ),
+        (
+            "MTProtoSender(auth_key, loggers, connect_timeout)",
+            {"auth_key", "loggers", "connect_timeout"}
+            <= set(inspect.signature(MTProtoSender).parameters),
+        ),
     )
 
 
@@ -218,15 +243,16 @@ def _is_target(request: Any, targets: tuple[Any, ...]) -> bool:
         request = inner
 
 
-def withdraw(client: Any, request: Any) -> str | None:
+def withdraw(client: Any, request: Any, sender: Any = None) -> str | None:
     """Take ``request`` (or each request of a list) back from every place the sender
-    keeps it, so it is never written, or never resent. Returns `SENT` if one had been
-    given a msg_id (it may have been written), `QUEUED` if it only waited in the send
-    queue, None if it was in neither (answered, or not handed to the sender yet).
+    (the main one, or ``sender``) keeps it, so it is never written, or never resent.
+    Returns `SENT` if one had been given a msg_id (it may have been written), `QUEUED`
+    if it only waited in the send queue, None if it was in neither (answered, or not
+    handed to the sender yet).
 
     Costs a scan of the send queue and the pending states: call it only for a request
     that ends without its answer."""
-    sender = client._sender
+    sender = sender if sender is not None else client._sender
     targets = tuple(request) if isinstance(request, (list, tuple)) else (request,)
     found: str | None = None
     queue = sender._send_queue._deque
@@ -320,8 +346,9 @@ def clock_offset(client: Any) -> float | None:
     return float(offset) if isinstance(offset, (int, float)) else None
 
 
-class DcSwitchHook:
-    """Mixin for the TelegramClient subclass: Telethon's DC switch goes to the owner.
+class TelethonHooks:
+    """Mixin for the TelegramClient subclass: Telethon's DC switch goes to the owner, and
+    its exported senders (links to other DCs, for downloads) are bounded and tracked.
 
     Telethon answers PHONE_MIGRATE_X / USER_MIGRATE_X / NETWORK_MIGRATE_X at login by
     calling ``_switch_dc(new_dc)`` from inside the request (``client/users.py``), which
@@ -331,15 +358,82 @@ class DcSwitchHook:
     drops the old link, and lets the supervisor dial the new DC as one of its own
     reconnects. ``_get_dc`` reads the DC addresses from this client's own
     ``help.getConfig`` (Telethon caches it on the class, shared by every client of the
-    process, so clients of different servers would see each other's addresses)."""
+    process, so clients of different servers would see each other's addresses).
+
+    Exported senders: a request Telethon sends on one (``_call(sender, ...)``) goes to
+    ``_rtg_exported_call``, and borrowing one to ``_rtg_borrow`` (the owner bounds them);
+    ``_create_exported_sender`` is Telethon's, with the link timed out like the main
+    one's, and the sender tracked until `close_exported` (a borrow cancelled half-way
+    closes what it opened)."""
 
     _rtg_config: Any = None
+    _rtg_exported: weakref.WeakSet[Any] | None = None
 
     async def _rtg_switch_dc(self, new_dc: int) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:  # pragma: no cover
+        return await borrow(dc_id)
+
+    async def _rtg_exported_call(
+        self, sender: Any, request: Any, ordered: bool
+    ) -> Any:  # pragma: no cover - overridden
+        return await exported_call(self, sender, request, ordered)
+
+    def _rtg_main_call(self, request: Any, ordered: bool) -> Any:  # pragma: no cover
+        return main_call(self, request, ordered)
+
     async def _switch_dc(self, new_dc: int) -> None:
         await self._rtg_switch_dc(int(new_dc))
+
+    def _call(
+        self,
+        sender: Any,
+        request: Any,
+        ordered: bool = False,
+        flood_sleep_threshold: int | None = None,
+    ) -> Any:
+        # Only Telethon's downloads call this directly (the request gate sends through
+        # `main_call`): on the main sender they take the gate, on another its bounds.
+        if sender is getattr(self, "_sender", None):
+            return self._rtg_main_call(request, ordered)
+        return self._rtg_exported_call(sender, request, ordered)
+
+    async def _borrow_exported_sender(self, dc_id: int) -> Any:
+        return await self._rtg_borrow(dc_id, super()._borrow_exported_sender)  # type: ignore[misc]
+
+    async def _create_exported_sender(self, dc_id: int) -> Any:
+        """Telethon's (telegrambaseclient.py), with the sender's connect timed out like the
+        main link's, and closed again if anything after its connect fails or is cancelled."""
+        me: Any = self
+        dc = await self._get_dc(dc_id)
+        # Telethon's own reconnect pacing (5 tries, 1 s apart): not the main link's
+        # policy, which has no end; the owner bounds each request on it.
+        sender = MTProtoSender(None, loggers=me._log, connect_timeout=me._timeout)
+        if self._rtg_exported is None:
+            self._rtg_exported = weakref.WeakSet()
+        self._rtg_exported.add(sender)
+        try:
+            await sender.connect(
+                me._connection(
+                    dc.ip_address,
+                    dc.port,
+                    dc.id,
+                    loggers=me._log,
+                    proxy=me._proxy,
+                    local_addr=me._local_addr,
+                )
+            )
+            auth = await me(functions.auth.ExportAuthorizationRequest(dc_id))
+            me._init_request.query = functions.auth.ImportAuthorizationRequest(
+                id=auth.id, bytes=auth.bytes
+            )
+            await sender.send(functions.InvokeWithLayerRequest(LAYER, me._init_request))
+        except BaseException:
+            self._rtg_exported.discard(sender)
+            await asyncio.shield(_close_sender(sender))
+            raise
+        return sender
 
     async def _get_dc(self, dc_id: int, cdn: bool = False) -> Any:
         if cdn:
@@ -368,7 +462,7 @@ def _pick_dc(config: Any, dc_id: int, ipv6: bool) -> Any:
 
 
 async def dc_address(client: Any, dc_id: int) -> tuple[str, int]:
-    """(ip, port) of ``dc_id`` from the server's help.getConfig (see `DcSwitchHook`)."""
+    """(ip, port) of ``dc_id`` from the server's help.getConfig (see `TelethonHooks`)."""
     option = await client._get_dc(dc_id)
     return str(option.ip_address), int(option.port)
 
@@ -384,3 +478,59 @@ def main_connection(client: Any) -> Any:
     """The connection object of the client's main sender (None before any connect)."""
     sender = getattr(client, "_sender", None)
     return getattr(sender, "_connection", None)
+
+
+def main_call(client: Any, request: Any, ordered: bool) -> Any:
+    """Telethon's request path on the main sender (its ``__call__``), handed back as a
+    coroutine: the request gate's try, on every request's path."""
+    return TelegramClient._call(client, client._sender, request, ordered=ordered)
+
+
+async def exported_call(client: Any, sender: Any, request: Any, ordered: bool) -> Any:
+    """Telethon's own request path on an exported sender."""
+    return await TelegramClient._call(client, sender, request, ordered=ordered)
+
+
+def abort_sender_link(sender: Any, error: BaseException) -> bool:
+    """Close an exported sender's socket now (Telethon's sender then reconnects it and
+    resends what waits for an answer); False if it has no link to close."""
+    conn = getattr(sender, "_connection", None)
+    abort = getattr(conn, "abort", None)
+    if abort is None or not getattr(conn, "_connected", False):
+        return False
+    abort(error)
+    return True
+
+
+async def _close_sender(sender: Any) -> None:
+    try:
+        await sender.disconnect()
+    except Exception:  # noqa: BLE001 - Telethon's disconnect "should never raise"
+        logging.getLogger("resilient_tg.client").debug("closing an exported sender failed")
+
+
+async def forget_exported(client: Any, sender: Any) -> None:
+    """Close an exported sender whose link failed us; the next borrow connects it anew."""
+    await _close_sender(sender)
+    for state, borrowed in list(getattr(client, "_borrowed_senders", {}).values()):
+        if borrowed is sender:
+            state._connected = False  # as Telethon's disconnect() does for a borrowed one
+
+
+async def close_unconnected_exported(client: Any) -> None:
+    """After a borrow was cut short: close the borrowed senders it left half-connected
+    (their next borrow connects them anew)."""
+    async with client._borrow_sender_lock:
+        for state, sender in list(client._borrowed_senders.values()):
+            if not sender.is_connected() and getattr(sender, "_connection", None) is not None:
+                await _close_sender(sender)
+                state._connected = False
+
+
+async def close_exported(client: Any) -> None:
+    """Close every exported sender this client opened that is still open (after
+    Telethon's disconnect(), which closes the borrowed ones it knows)."""
+    tracked = getattr(client, "_rtg_exported", None)
+    for sender in list(tracked or ()):
+        if sender.is_connected() or getattr(sender, "_connection", None) is not None:
+            await _close_sender(sender)

@@ -57,7 +57,7 @@ _LOGIN_REQUESTS = (
 )
 
 
-class GatedTelegram(_compat.DcSwitchHook, TelegramClient):  # type: ignore[misc]  # untyped
+class GatedTelegram(_compat.TelethonHooks, TelegramClient):  # type: ignore[misc]  # untyped
     """TelegramClient whose calls wait for the link and map errors (see `call`), and whose
     DC switch is the supervisor's (see `LinkSupervisor.switch_dc`)."""
 
@@ -65,6 +65,20 @@ class GatedTelegram(_compat.DcSwitchHook, TelegramClient):  # type: ignore[misc]
 
     async def _rtg_switch_dc(self, new_dc: int) -> None:
         await self._rtg_owner._link.switch_dc(new_dc)
+
+    async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:
+        from . import _exported  # it uses this module's raise_if_final
+
+        return await _exported.borrow(self._rtg_owner, dc_id, borrow)
+
+    async def _rtg_exported_call(self, sender: Any, request: Any, ordered: bool) -> Any:
+        from . import _exported
+
+        return await _exported.call(self._rtg_owner, sender, request, ordered)
+
+    def _rtg_main_call(self, request: Any, ordered: bool) -> Awaitable[Any]:
+        # A download from the home DC sends on the main sender directly: gate it too.
+        return call(self._rtg_owner, request, ordered)
 
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
@@ -76,7 +90,7 @@ class GatedTelegram(_compat.DcSwitchHook, TelegramClient):  # type: ignore[misc]
         self, request: Any, ordered: bool = False, answers: list[BaseException] | None = None
     ) -> Any:
         try:
-            return await TelegramClient.__call__(self, request, ordered=ordered)
+            return await _compat.main_call(self, request, ordered)
         except asyncio.CancelledError as cancelled:
             answer = rpc_context(cancelled)  # cancelled in Telethon's pause after a 500
             if answer is not None and answers is not None:
@@ -156,7 +170,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
             watch = client._deadlines.add(task, remaining)
             exc: BaseException | None = None
             try:
-                value = await TelegramClient.__call__(telegram, request, ordered=ordered)
+                value = await _compat.main_call(telegram, request, ordered)
             except asyncio.CancelledError as cancelled:
                 if watch.fired:
                     task.uncancel()

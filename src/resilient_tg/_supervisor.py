@@ -417,7 +417,7 @@ class LinkSupervisor:
     # The DC switch ------------------------------------------------------------------------
 
     async def switch_dc(self, new_dc: int) -> None:
-        """Telethon's ``_switch_dc`` (see `_compat.DcSwitchHook`): the server moved a session
+        """Telethon's ``_switch_dc`` (see `_compat.TelethonHooks`): the server moved a session
         that is not logged in to ``new_dc`` (*_MIGRATE_X at login). Point the session at
         it, drop the key (a key is known on the DC that made it only), close the old
         link, and let the connect cycle dial the new DC like any reconnect: our
