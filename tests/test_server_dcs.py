@@ -282,6 +282,10 @@ async def test_exported_sender_is_authorized_on_the_other_dc() -> None:
                         sender.send(functions.updates.GetStateRequest()), STEP_TIMEOUT
                     )
                 assert migrate.value.new_dc == 2
+                # Updates reach the account's sessions on its home DC only.
+                homes = {s.link.dc_id for s in server._sessions_of(alice.id) if s.link}
+                assert homes == {2}
+                assert {c.dc_id for c in server.connections if c.auth_key_id} == {2, 4}
             finally:
                 await client._return_exported_sender(sender)
             assert dcs_of(server, "auth.exportAuthorization") == [2]

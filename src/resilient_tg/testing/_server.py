@@ -823,8 +823,12 @@ class MTProtoTestServer(DcControl, FileControl):
         return record.key_id + msg_key + c.ige_encrypt(plain, aes_key, aes_iv)
 
     def _sessions_of(self, user_id: int) -> Iterator[_Session]:
+        """The account's live sessions on its home DC (updates come from there only)."""
+        account = self._world.accounts.get(user_id)
+        home = account.dc_id if account is not None else self._dc_id
         for session in self._sessions.values():
-            if session.link is not None and session.record.user_id == user_id:
+            link = session.link
+            if link is not None and session.record.user_id == user_id and link.dc_id == home:
                 yield session
 
     def _push_new_message(
