@@ -176,6 +176,12 @@ async def test_a_fault_in_front_of_the_new_dc_during_the_switch_is_recovered(fau
                             c.reason is StateReason.CONNECT_TIMEOUT for c in after_switch(rec)
                         )
                     )
+                    # Stuck on the way to DC 4: health says so, and names DC 4.
+                    health = client.health()
+                    assert health.state in (S.RECONNECTING, S.CONNECTING)
+                    assert health.dc_id == HOME
+                    assert not health.connected
+                    assert not health.healthy
                     proxy.heal()
             await client.telegram.sign_in(bob.phone, server.login_code(bob.phone))
             await rec.until(lambda: client.health().healthy)

@@ -101,6 +101,7 @@ def check(client: Any) -> None:
             ("MessageBox.is_empty", hasattr(getattr(client, "_message_box", None), "is_empty")),
             *_request_internals(client),
             *_dc_internals(),
+            *((f"TelegramClient.{a}", hasattr(client, a)) for a in _CLIENT_ATTRIBUTES),
         )
         if not ok
     ]
@@ -125,10 +126,33 @@ def _request_internals(client: Any) -> list[tuple[str, bool]]:
     ]
 
 
+# Telethon methods `TelethonHooks` replaces or calls, with their parameters.
+_HOOKED = (
+    ("_switch_dc", "new_dc"),
+    ("_get_dc", "dc_id", "cdn"),
+    ("_disconnect",),
+    ("_call", "sender", "request", "ordered", "flood_sleep_threshold"),
+    ("_borrow_exported_sender", "dc_id"),
+    ("_create_exported_sender", "dc_id"),
+)
+# What `TelethonHooks._create_exported_sender` and `close_unconnected_exported` read.
+_CLIENT_ATTRIBUTES = (
+    "_borrowed_senders",
+    "_borrow_sender_lock",
+    "_init_request",
+    "_connection",
+    "_timeout",
+    "_proxy",
+    "_local_addr",
+    "_log",
+)
+
+
 @functools.cache
 def _dc_internals() -> tuple[tuple[str, bool], ...]:
-    """What `TelethonHooks` replaces or calls: Telethon's DC switch, called by its request
-    loop on *_MIGRATE_X (``_switch_dc(new_dc)``), and the link teardown it uses."""
+    """What `TelethonHooks` relies on: Telethon's DC switch (called by its request loop on
+    *_MIGRATE_X), its exported senders, and the link teardown."""
+    from telethon.client.telegrambaseclient import _ExportState
 
     def coroutine(name: str, *params: str) -> bool:
         method = getattr(TelegramClient, name, None)
@@ -137,26 +161,13 @@ def _dc_internals() -> tuple[tuple[str, bool], ...]:
         return list(inspect.signature(method).parameters)[1:] == list(params)
 
     return (
-        ("TelegramClient._switch_dc(new_dc)", coroutine("_switch_dc", "new_dc")),
-        ("TelegramClient._get_dc(dc_id, cdn)", coroutine("_get_dc", "dc_id", "cdn")),
-        ("TelegramClient._disconnect()", coroutine("_disconnect")),
-        (
-            "TelegramClient._call(sender, request, ordered, flood_sleep_threshold)",
-            coroutine("_call", "sender", "request", "ordered", "flood_sleep_threshold"),
-        ),
-        (
-            "TelegramClient._borrow_exported_sender(dc_id)",
-            coroutine("_borrow_exported_sender", "dc_id"),
-        ),
-        (
-            "TelegramClient._create_exported_sender(dc_id)",
-            coroutine("_create_exported_sender", "dc_id"),
-        ),
+        *((f"TelegramClient.{n}({', '.join(p)})", coroutine(n, *p)) for n, *p in _HOOKED),
         (
             "MTProtoSender(auth_key, loggers, connect_timeout)",
             {"auth_key", "loggers", "connect_timeout"}
             <= set(inspect.signature(MTProtoSender).parameters),
         ),
+        ("_ExportState._connected", "_connected" in vars(_ExportState())),
     )
 
 
@@ -347,24 +358,16 @@ def clock_offset(client: Any) -> float | None:
 
 
 class TelethonHooks:
-    """Mixin for the TelegramClient subclass: Telethon's DC switch goes to the owner, and
-    its exported senders (links to other DCs, for downloads) are bounded and tracked.
+    """Mixin for the TelegramClient subclass, handing Telethon's DC work to the owner.
 
-    Telethon answers PHONE_MIGRATE_X / USER_MIGRATE_X / NETWORK_MIGRATE_X at login by
-    calling ``_switch_dc(new_dc)`` from inside the request (``client/users.py``), which
-    points the session at the new DC, drops the key, and reconnects with a plain
-    ``connect()`` in the caller's task: outside any supervisor. Here ``_switch_dc`` hands
-    the switch to ``_rtg_switch_dc`` (the link supervisor's), which moves the session and
-    drops the old link, and lets the supervisor dial the new DC as one of its own
-    reconnects. ``_get_dc`` reads the DC addresses from this client's own
-    ``help.getConfig`` (Telethon caches it on the class, shared by every client of the
-    process, so clients of different servers would see each other's addresses).
-
-    Exported senders: a request Telethon sends on one (``_call(sender, ...)``) goes to
-    ``_rtg_exported_call``, and borrowing one to ``_rtg_borrow`` (the owner bounds them);
-    ``_create_exported_sender`` is Telethon's, with the link timed out like the main
-    one's, and the sender tracked until `close_exported` (a borrow cancelled half-way
-    closes what it opened)."""
+    On *_MIGRATE_X at login Telethon calls ``_switch_dc`` inside the request
+    (``client/users.py``) and reconnects with a plain ``connect()`` in the caller's task;
+    here the owner's ``_rtg_switch_dc`` (the supervisor) does the switch. Exported
+    senders (links to other DCs, for downloads): borrowing goes to ``_rtg_borrow``,
+    requests on them to ``_rtg_exported_call``; ``_create_exported_sender`` is Telethon's
+    with the connect timed out and the sender tracked (`close_exported`). ``_get_dc``
+    reads this client's own help.getConfig: Telethon caches it on the class, shared by
+    the clients of every server in the process."""
 
     _rtg_config: Any = None
     _rtg_exported: weakref.WeakSet[Any] | None = None
@@ -387,11 +390,7 @@ class TelethonHooks:
         await self._rtg_switch_dc(int(new_dc))
 
     def _call(
-        self,
-        sender: Any,
-        request: Any,
-        ordered: bool = False,
-        flood_sleep_threshold: int | None = None,
+        self, sender: Any, request: Any, ordered: bool = False, flood_sleep_threshold: Any = None
     ) -> Any:
         # Only Telethon's downloads call this directly (the request gate sends through
         # `main_call`): on the main sender they take the gate, on another its bounds.
@@ -448,8 +447,7 @@ class TelethonHooks:
 
 
 def _pick_dc(config: Any, dc_id: int, ipv6: bool) -> Any:
-    """The DC's address for a main or exported link: not a CDN, not media-only, the
-    address family asked for if there is one."""
+    """DC ``dc_id``'s option: not CDN nor media-only, of the asked family if listed."""
     options = [
         o
         for o in getattr(config, "dc_options", ())
@@ -468,9 +466,8 @@ async def dc_address(client: Any, dc_id: int) -> tuple[str, int]:
 
 
 async def drop_main_link(client: Any) -> None:
-    """Close the main sender's link and stop Telethon's update and keepalive loops,
-    keeping the session open (what Telethon's own DC switch does before reconnecting).
-    Pending requests are cancelled; queued ones wait for the next connect()."""
+    """Close the main link and stop Telethon's update and keepalive loops, keeping the
+    session open (as Telethon's DC switch does); queued requests wait for connect()."""
     await client._disconnect()
 
 
@@ -481,8 +478,7 @@ def main_connection(client: Any) -> Any:
 
 
 def main_call(client: Any, request: Any, ordered: bool) -> Any:
-    """Telethon's request path on the main sender (its ``__call__``), handed back as a
-    coroutine: the request gate's try, on every request's path."""
+    """Telethon's ``__call__`` on the main sender, as a coroutine (the gate's try)."""
     return TelegramClient._call(client, client._sender, request, ordered=ordered)
 
 
@@ -492,8 +488,7 @@ async def exported_call(client: Any, sender: Any, request: Any, ordered: bool) -
 
 
 def abort_sender_link(sender: Any, error: BaseException) -> bool:
-    """Close an exported sender's socket now (Telethon's sender then reconnects it and
-    resends what waits for an answer); False if it has no link to close."""
+    """Close an exported sender's socket (Telethon then reconnects and resends)."""
     conn = getattr(sender, "_connection", None)
     abort = getattr(conn, "abort", None)
     if abort is None or not getattr(conn, "_connected", False):
@@ -518,8 +513,7 @@ async def forget_exported(client: Any, sender: Any) -> None:
 
 
 async def close_unconnected_exported(client: Any) -> None:
-    """After a borrow was cut short: close the borrowed senders it left half-connected
-    (their next borrow connects them anew)."""
+    """After a cut-short borrow: close the senders it left half-connected."""
     async with client._borrow_sender_lock:
         for state, sender in list(client._borrowed_senders.values()):
             if not sender.is_connected() and getattr(sender, "_connection", None) is not None:
@@ -528,8 +522,7 @@ async def close_unconnected_exported(client: Any) -> None:
 
 
 async def close_exported(client: Any) -> None:
-    """Close every exported sender this client opened that is still open (after
-    Telethon's disconnect(), which closes the borrowed ones it knows)."""
+    """Close every exported sender this client opened that is still open."""
     tracked = getattr(client, "_rtg_exported", None)
     for sender in list(tracked or ()):
         if sender.is_connected() or getattr(sender, "_connection", None) is not None:

@@ -82,6 +82,7 @@ async def call(client: ResilientClient, sender: Any, request: Any, ordered: bool
     dc_id = getattr(sender, "dc_id", "?")
     watch = _LinkWatch(client, sender, dc_id)
     problem: BaseException | None = None
+    where: str | None = None
     try:
         with anyio.move_on_after(limit):
             try:
@@ -89,14 +90,16 @@ async def call(client: ResilientClient, sender: Any, request: Any, ordered: bool
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is not None and getattr(task, "cancelling", lambda: 1)():
-                    _compat.withdraw(telegram, request, sender)
+                    where = _compat.withdraw(telegram, request, sender)
                     raise  # the caller's own cancellation (or our deadline)
                 problem = ConnectionError("the link was closed")  # Telethon cancelled it
             except ConnectionError as exc:  # Telethon's sender gave up (or is closed)
                 problem = exc
     finally:
         watch.stop()
-    sent = _compat.withdraw(telegram, request, sender) == _compat.SENT or problem is not None
+    if where is None:
+        where = _compat.withdraw(telegram, request, sender)
+    sent = where == _compat.SENT or problem is not None
     await _compat.forget_exported(telegram, sender)  # the next borrow dials again
     raise_if_final(client, request, sent)
     link = f"its link to DC {dc_id}"

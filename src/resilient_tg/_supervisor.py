@@ -433,7 +433,7 @@ class LinkSupervisor:
             return
         if session.dc_id == new_dc:
             return  # already there (another request's migration got there first)
-        if client._authorized:
+        if client._authorized or (client._authorized is None and client._was_authorized):
             log.warning(
                 "the server asks to move the logged-in session to DC %d; not moving it "
                 "(its key is known on DC %s only)",
