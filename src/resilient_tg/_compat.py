@@ -372,18 +372,18 @@ class TelethonHooks:
     _rtg_config: Any = None
     _rtg_exported: weakref.WeakSet[Any] | None = None
 
-    async def _rtg_switch_dc(self, new_dc: int) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    # Telethon's own behaviour, for an instance without an owner (Telethon's CDN client
+    # is built from the client's class): the subclass overrides these.
+    async def _rtg_switch_dc(self, new_dc: int) -> None:
+        await TelegramClient._switch_dc(self, new_dc)
 
-    async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:  # pragma: no cover
+    async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:
         return await borrow(dc_id)
 
-    async def _rtg_exported_call(
-        self, sender: Any, request: Any, ordered: bool
-    ) -> Any:  # pragma: no cover - overridden
+    async def _rtg_exported_call(self, sender: Any, request: Any, ordered: bool) -> Any:
         return await exported_call(self, sender, request, ordered)
 
-    def _rtg_main_call(self, request: Any, ordered: bool) -> Any:  # pragma: no cover
+    def _rtg_main_call(self, request: Any, ordered: bool) -> Any:
         return main_call(self, request, ordered)
 
     async def _switch_dc(self, new_dc: int) -> None:

@@ -63,22 +63,38 @@ class GatedTelegram(_compat.TelethonHooks, TelegramClient):  # type: ignore[misc
 
     _rtg_owner: ResilientClient
 
+    # Telethon's DC work, handed to the owner (see _compat.TelethonHooks); an instance
+    # without one (Telethon's CDN client, built from this class) keeps Telethon's.
+
     async def _rtg_switch_dc(self, new_dc: int) -> None:
-        await self._rtg_owner._link.switch_dc(new_dc)
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            await super()._rtg_switch_dc(new_dc)
+        else:
+            await owner._link.switch_dc(new_dc)
 
     async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:
         from . import _exported  # it uses this module's raise_if_final
 
-        return await _exported.borrow(self._rtg_owner, dc_id, borrow)
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            return await borrow(dc_id)
+        return await _exported.borrow(owner, dc_id, borrow)
 
     async def _rtg_exported_call(self, sender: Any, request: Any, ordered: bool) -> Any:
         from . import _exported
 
-        return await _exported.call(self._rtg_owner, sender, request, ordered)
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            return await _compat.exported_call(self, sender, request, ordered)
+        return await _exported.call(owner, sender, request, ordered)
 
     def _rtg_main_call(self, request: Any, ordered: bool) -> Awaitable[Any]:
         # A download from the home DC sends on the main sender directly: gate it too.
-        return call(self._rtg_owner, request, ordered)
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            return _compat.main_call(self, request, ordered)  # type: ignore[no-any-return]
+        return call(owner, request, ordered)
 
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
