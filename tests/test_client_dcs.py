@@ -384,3 +384,30 @@ async def test_leaving_during_a_download_closes_the_exported_senders() -> None:
         leftover = {t for t in asyncio.all_tasks() - tasks_before if not t.done()}
         leftover.discard(asyncio.current_task())  # type: ignore[arg-type]
         assert not leftover, leftover
+
+
+async def test_a_download_from_the_home_dc_is_bounded_like_any_request(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    """Telethon sends a home-DC download on the main sender directly, past __call__: it
+    takes the request gate all the same, so a link that stays dead ends it with our error
+    within request_timeout (raw Telethon would resend it on every reconnect, forever)."""
+    server = mtproto_server
+    limit = 3.0
+    frank = server.create_user("+15550431", "Frank")
+    grace = server.create_user("+15550432", "Grace")
+    store = seeded_store(server, fault_proxy.port, user=frank)
+    async with running(store, server, request_timeout=limit) as (client, rec):
+        inbox = Inbox(client)
+        await rec.until(lambda: client.health().healthy)
+        await server.send_file(grace.id, frank.id, FILE)
+        message = await inbox.next(1)
+        fault_proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises((ResultUnknownError, NotConnectedError)):
+            await client.telegram.download_media(message, bytes)
+        assert time.monotonic() - started < limit + 1.0
+        fault_proxy.heal()
+        await rec.until(lambda: client.health().healthy)
+        assert await client.telegram.download_media(message, bytes) == FILE
+        assert {r.dc_id for r in server.requests_for("upload.getFile")} == {server.dc_id}
