@@ -156,7 +156,7 @@ async def test_a_fault_in_front_of_the_new_dc_during_the_switch_is_recovered(fau
         async with running(store, server, request_timeout=30.0) as (client, rec):
             await client.wait_connected(10)
             if fault == "refuse":
-                proxy.refuse(1.0)
+                proxy.refuse(60.0)  # healed below, once refused
             else:
                 proxy.blackhole()  # the link to DC 4 is accepted, then hears nothing
             async with anyio.create_task_group() as tg:
@@ -165,7 +165,12 @@ async def test_a_fault_in_front_of_the_new_dc_during_the_switch_is_recovered(fau
                 await rec.until(
                     lambda: any(c.reason is StateReason.DC_MIGRATE for c in rec.changes)
                 )
-                if fault == "reset":
+                if fault == "refuse":
+                    await rec.until(
+                        lambda: any(c.reason is StateReason.REFUSED for c in after_switch(rec))
+                    )
+                    proxy.heal()
+                elif fault == "reset":
                     # The first link to DC 4 hangs in its handshake: reset it.
                     await wait_until(lambda: proxy.links_open >= 1)
                     proxy.heal()
