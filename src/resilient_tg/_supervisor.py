@@ -323,6 +323,7 @@ class LinkSupervisor:
                 return
             self.sender_ready.clear()
             client._carrying.clear()
+            self.switching = False  # a switch's old link is closed by now: links report again
             outcome = await self._connect_cycle(telegram)
             if outcome == "stop":
                 return
