@@ -297,21 +297,21 @@ async def test_a_download_from_another_dc_uses_an_exported_sender_apart_from_the
         main_link_untouched(rec, before, client)
 
 
-async def test_a_download_through_a_blackhole_completes_after_the_fault_heals() -> None:
+@pytest.mark.parametrize("fault", ["blackhole", "reset"])
+async def test_a_download_from_another_dc_completes_after_a_fault_on_its_link(fault: str) -> None:
     async with (
         four_dcs() as (server, proxy),
-        downloader(server, request_timeout=20.0) as (
-            client,
-            rec,
-            inbox,
-            _,
-        ),
+        downloader(server, request_timeout=20.0) as (client, rec, inbox, _),
     ):
         message = await inbox.next(1)
         assert await client.telegram.download_media(message, bytes) == FILE  # link ready
         before = len(rec.changes)
         links = proxy.links_total
-        proxy.blackhole()
+        parts = len(server.requests_for("upload.getFile"))
+        if fault == "blackhole":
+            proxy.blackhole()
+        else:
+            proxy.latency(0.1)  # the parts come one by one: the reset lands between them
         started = time.monotonic()
         async with anyio.create_task_group() as tg:
             result: list[bytes] = []
@@ -320,10 +320,24 @@ async def test_a_download_through_a_blackhole_completes_after_the_fault_heals() 
                 result.append(await client.telegram.download_media(message, bytes))
 
             tg.start_soon(download)
-            # The watch finds the exported link dead and Telethon dials again.
-            await wait_until(lambda: proxy.links_total > links, FAST_KEEPALIVE.detection_bound + 5)
+            if fault == "blackhole":
+                # The watch finds the exported link dead and Telethon dials again.
+                await wait_until(
+                    lambda: proxy.links_total > links, FAST_KEEPALIVE.detection_bound + 5
+                )
+            else:
+                # A part was served on DC 4 and more are to come: reset the link.
+                await wait_until(
+                    lambda: (
+                        [r.dc_id for r in server.requests_for("upload.getFile")[parts:]].count(HOME)
+                        >= 1
+                    )
+                )
+                assert not result
+                proxy.reset()
             proxy.heal()
         assert result == [FILE]
+        assert proxy.links_total > links  # the exported link was dialled again
         assert time.monotonic() - started < client.request_timeout
         main_link_untouched(rec, before, client)
 
