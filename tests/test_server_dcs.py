@@ -8,17 +8,24 @@ help.getConfig's dc_options, making a new auth key on the new DC.
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from telethon import TelegramClient, errors
 from telethon.crypto import AuthKey
+from telethon.sessions import MemorySession
 from telethon.tl import functions, types
 
+from resilient_tg.cli import main
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
+from resilient_tg.testing import _dcs as dcs_module
+from resilient_tg.testing._trust import trusted_key
 
 from .conftest import STEP_TIMEOUT, login, telethon_client
+from .test_cli_test_server import ServerProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -295,6 +302,18 @@ async def test_exported_sender_is_authorized_on_the_other_dc() -> None:
             assert key_dc(server, client) == 2
 
 
+async def test_exported_authorization_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dcs_module, "EXPORT_TTL", 0.0)
+    async with MTProtoTestServer(dcs=3) as server:
+        alice = server.create_user("+15550001", "Alice")
+        async with telethon_client(server) as home:
+            await login(home, server, alice)
+            export = await home(functions.auth.ExportAuthorizationRequest(dc_id=3))
+            async with telethon_client(server, session=server.telethon_session_for(3)) as dc3:
+                with pytest.raises(errors.AuthBytesInvalidError):
+                    await dc3(functions.auth.ImportAuthorizationRequest(alice.id, export.bytes))
+
+
 async def test_exported_authorization_is_single_use_for_its_dc() -> None:
     async with MTProtoTestServer(dcs=4) as server:
         alice = server.create_user("+15550001", "Alice")
@@ -348,3 +367,63 @@ async def test_restart_keeps_every_dc_port_and_home(
         await login(client, server, alice)
         assert dcs_of(server, "auth.sendCode") == [2, 3]
         assert key_dc(server, client) == 3
+
+
+async def test_cli_test_server_serves_dcs_and_homes_accounts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["test-server", "--dcs", "3", "--home-dc", "5"]) == 2
+    assert "--home-dc 5" in capsys.readouterr().err
+    assert main(["test-server", "--dcs", "0"]) == 2
+    assert "--dcs" in capsys.readouterr().err
+    args = ("--dcs", "4", "--home-dc", "4", "--user", "+15550001:Alice", "--bot", "echo_bot")
+    server = await anyio.to_thread.run_sync(lambda: ServerProcess(*args))
+    try:
+        info = server.info
+        dcs = {d["id"]: (d["host"], d["port"]) for d in info["dcs"]}
+        assert sorted(dcs) == [1, 2, 3, 4]
+        assert dcs[2] == (info["host"], info["port"])
+        assert len({port for _, port in dcs.values()}) == 4
+        assert [u["dc_id"] for u in info["users"]] == [4]
+        assert [b["dc_id"] for b in info["bots"]] == [4]
+        session = MemorySession()
+        session.set_dc(2, *dcs[2])
+        pem = await anyio.Path(info["public_key_file"]).read_text()
+        with trusted_key(pem):
+            client = TelegramClient(
+                session, info["api_id"], info["api_hash"], request_retries=RETRIES
+            )
+            await asyncio.wait_for(client.connect(), STEP_TIMEOUT)
+            try:
+                await asyncio.wait_for(client.send_code_request("+15550001"), STEP_TIMEOUT)
+                code = await anyio.to_thread.run_sync(server.wait_code, "+15550001")
+                me = await asyncio.wait_for(client.sign_in("+15550001", code), STEP_TIMEOUT)
+                assert me.first_name == "Alice"
+                assert (session.dc_id, session.server_address, session.port) == (4, *dcs[4])
+            finally:
+                await client.disconnect()
+    finally:
+        rc, err = await anyio.to_thread.run_sync(server.stop, signal.SIGTERM)
+    assert rc == 0, err
+
+
+async def test_restart_without_data_dir_keeps_ports_and_advertised_addresses() -> None:
+    async with MTProtoTestServer(dcs=3) as server:
+        server.create_user("+15550001", "Alice", dc_id=3)
+        server.advertise(3, "127.0.0.9", 4433)
+        ports = [server.dc_port(dc) for dc in server.dc_ids]
+        await server.restart()
+        assert [server.dc_port(dc) for dc in server.dc_ids] == ports
+        assert server.advertised_address(3) == ("127.0.0.9", 4433)
+        async with telethon_client(server, session=server.telethon_session_for(3)) as client:
+            config = await client(functions.help.GetConfigRequest())
+            assert (3, "127.0.0.9", 4433) in [
+                (o.id, o.ip_address, o.port) for o in config.dc_options
+            ]
+            # Without data_dir the accounts are gone: the phone signs up where it asks.
+            result = await client(
+                functions.auth.SendCodeRequest(
+                    "+15550001", server.api_id, server.api_hash, types.CodeSettings()
+                )
+            )
+            assert result.phone_code_hash

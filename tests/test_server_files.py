@@ -20,6 +20,14 @@ from .conftest import STEP_TIMEOUT, login, telethon_client
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture(autouse=True)
+def fresh_telethon_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Telethon caches help.getConfig (the DC addresses) on the TelegramClient class for
+    the whole process; each test's server has new ports, so start without the cache."""
+    monkeypatch.setattr(TelegramClient, "_config", None)
+
+
 # A 10 MB round trip costs seconds of AES on both sides; generous on a loaded 2-core box.
 BIG_TIMEOUT = 120.0
 
@@ -389,3 +397,59 @@ async def test_big_file_goes_up_in_big_parts_and_comes_back_identical(
         received = await last_message(b, "alice_files")
         downloaded = await asyncio.wait_for(b.download_media(received, file=bytes), BIG_TIMEOUT)
         assert downloaded == data
+
+
+# Several DCs ---------------------------------------------------------------------------
+
+
+async def test_file_on_another_dc_answers_file_migrate_on_the_home_dc() -> None:
+    async with MTProtoTestServer(dcs=4) as server:
+        alice, bob = await two_users(server)
+        data = os.urandom(9000)
+        message_id = await server.send_file(alice.id, bob.id, data, dc_id=4)
+        assert server.message_file(bob.id, message_id).dc_id == 4
+        async with telethon_client(server) as b:
+            await login(b, server, bob)
+            received = await last_message(b, "alice_files")
+            assert received.media.document.dc_id == 4
+            request = functions.upload.GetFileRequest(
+                _location(received.media.document), offset=0, limit=4096
+            )
+            with pytest.raises(errors.FileMigrateError) as migrate:
+                await b(request)
+            assert migrate.value.new_dc == 4
+            # Without the DC Telethon asks its own DC first and follows the migrate answer.
+            fetched = await asyncio.wait_for(
+                b.download_file(_location(received.media.document), bytes), STEP_TIMEOUT
+            )
+            assert fetched == data
+
+
+async def test_account_on_dc_2_downloads_a_file_stored_on_dc_4_through_an_exported_sender() -> None:
+    async with MTProtoTestServer(dcs=4) as server:
+        alice = server.create_user("+15550101", "Alice", username="alice_files", dc_id=4)
+        bob = server.create_user("+15550102", "Bob", username="bob_files", dc_id=2)
+        data = os.urandom(400_000)
+        async with (
+            telethon_client(server, session=server.telethon_session_for(4)) as a,
+            telethon_client(server, session=server.telethon_session_for(2)) as b,
+        ):
+            await login(a, server, alice)
+            await login(b, server, bob)
+            sent = await asyncio.wait_for(
+                a.send_file("bob_files", named(data, "far.bin")), STEP_TIMEOUT
+            )
+            assert sent.media.document.dc_id == 4  # the uploader's DC
+            received = await last_message(b, "alice_files")
+            assert received.media.document.dc_id == 4
+            downloaded = await asyncio.wait_for(
+                b.download_media(received, file=bytes), STEP_TIMEOUT
+            )
+            assert downloaded == data
+        imports = server.requests_for("auth.importAuthorization")
+        assert [r.dc_id for r in imports] == [4]
+        # Telethon 1.45 asks its own DC first; FILE_MIGRATE_4 sends it to DC 4.
+        get_files = server.requests_for("upload.getFile")
+        assert [r.dc_id for r in get_files] == [2] + [4] * (len(get_files) - 1)
+        assert len(get_files) == 1 + 4  # 400 KB in 128 KB chunks
+        assert {r.user_id for r in get_files} == {bob.id}

@@ -34,9 +34,13 @@ PEM_FILE = "server_key.pub.pem"
 _EXAMPLES = """examples:
   resilient-tg test-server --user +15550001:Alice --user +15550002:Bob:secret2fa --bot echo_bot
   resilient-tg test-server --port 40123 --data-dir /tmp/tg-state --json
+  resilient-tg test-server --dcs 5 --home-dc 4 --user +15550001:Alice
 
 --user PHONE:NAME[:PASSWORD] creates an account (PASSWORD turns on 2FA for it); with
 --data-dir, accounts, auth keys and messages survive restarts and existing ones are kept.
+--dcs N serves DCs 1..N, each on its own port (--port is DC 2's); accounts made by
+--user and --bot live on --home-dc, and logins that start elsewhere are sent there
+with PHONE_MIGRATE_X / USER_MIGRATE_X, as on Telegram.
 With --json, the connection info is one JSON line and each login code another:
   {"event": "listening", "host": ..., "port": ..., ...}
   {"event": "login_code", "phone": "+15550001", "code": "12345"}"""
@@ -61,6 +65,19 @@ def register(subparsers: Any) -> None:
         "--data-dir", metavar="DIR", help="keep state (and the server key) here across runs"
     )
     parser.add_argument(
+        "--dcs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="serve DCs 1..N, one port each (default 1: DC 2 only)",
+    )
+    parser.add_argument(
+        "--home-dc",
+        type=int,
+        metavar="DC",
+        help="the DC --user and --bot accounts live on (default 2)",
+    )
+    parser.add_argument(
         "--user",
         action="append",
         default=[],
@@ -83,6 +100,15 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``resilient-tg test-server``."""
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be in 0..65535, got {args.port}", EXIT_USAGE)
+    served = range(1, args.dcs + 1) if args.dcs > 1 else range(2, 3)
+    if not 1 <= args.dcs <= 1000:
+        raise CliError(f"--dcs must be in 1..1000, got {args.dcs}", EXIT_USAGE)
+    if args.home_dc is not None and args.home_dc not in served:
+        raise CliError(
+            f"--home-dc {args.home_dc} is not a DC this server serves "
+            f"({served.start}..{served.stop - 1})",
+            EXIT_USAGE,
+        )
     users = [_parse_user(spec) for spec in args.user]
     bots = [name.lstrip("@") for name in args.bot]
     if any(not name for name in bots):
@@ -141,6 +167,7 @@ async def _serve(
             data_dir=args.data_dir,
             host=args.host,
             port=args.port,
+            dcs=args.dcs,
             on_login_code=lambda phone, code: out.login_code("+" + phone, code),
         )
         try:
@@ -152,7 +179,7 @@ async def _serve(
         except ValueError as exc:  # an unreadable data_dir state file
             raise CliError(str(exc), EXIT_STORE) from None
         try:
-            _populate(server, users, bots)
+            _populate(server, users, bots, args.home_dc)
             pem_path = key_dir / PEM_FILE
             try:
                 pem_path.write_text(server.public_key_pem, encoding="ascii")
@@ -175,18 +202,25 @@ async def _serve(
     return EXIT_OK
 
 
-def _populate(server: Any, users: list[tuple[str, str, str | None]], bots: list[str]) -> None:
+def _populate(
+    server: Any,
+    users: list[tuple[str, str, str | None]],
+    bots: list[str],
+    home_dc: int | None,
+) -> None:
     """Create what the command line asks for; with --data-dir, keep what exists."""
     world = server._world  # the same package: the CLI shows every account it knows
     for phone, name, password in users:
         account = world.by_phone(phone)
-        user_id = account.id if account is not None else server.create_user(phone, name).id
+        if account is None:
+            account = server.create_user(phone, name, dc_id=home_dc)
+        user_id = account.id
         if password is not None:
             server.set_password(user_id, password)
     for username in bots:
         if world.by_username(username) is None:
             try:
-                server.create_bot(username)
+                server.create_bot(username, dc_id=home_dc)
             except ValueError as exc:
                 raise CliError(f"--bot {username}: {exc}", EXIT_USAGE) from None
 
@@ -195,7 +229,14 @@ def _accounts(server: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     users, bots = [], []
     for account in server._world.accounts.values():
         if account.bot:
-            bots.append({"id": account.id, "username": account.username, "token": account.token})
+            bots.append(
+                {
+                    "id": account.id,
+                    "username": account.username,
+                    "token": account.token,
+                    "dc_id": account.dc_id,
+                }
+            )
         else:
             users.append(
                 {
@@ -204,6 +245,7 @@ def _accounts(server: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                     "first_name": account.first_name,
                     "username": account.username,
                     "has_password": account.password is not None,
+                    "dc_id": account.dc_id,
                 }
             )
     return users, bots
@@ -241,6 +283,11 @@ def _announce(out: _Output, server: Any, pem_path: Path, *, data_dir: str | None
             host=server.host,
             port=server.port,
             dc_id=server.dc_id,
+            dcs=[
+                {"id": dc, "host": host, "port": port}
+                for dc in server.dc_ids
+                for host, port in [server.dc_address(dc)]
+            ],
             api_id=server.api_id,
             api_hash=server.api_hash,
             public_key_file=str(pem_path),
@@ -252,15 +299,21 @@ def _announce(out: _Output, server: Any, pem_path: Path, *, data_dir: str | None
         )
         return
     out.line(f"MTProto test server listening on {server.host}:{server.port} (dc {server.dc_id})")
+    others = [dc for dc in server.dc_ids if dc != server.dc_id]
+    if others:
+        where = ", ".join("dc {} on {}:{}".format(dc, *server.dc_address(dc)) for dc in others)
+        out.line(f"  other DCs   {where}")
     out.line(f"  api_id      {server.api_id}")
     out.line(f"  api_hash    {server.api_hash}")
     out.line(f"  public key  {pem_path}")
     out.line(f"  data dir    {data_dir or '(none: everything is forgotten when it stops)'}")
     for user in users:
         flag = "  (2FA password set)" if user["has_password"] else ""
-        out.line(f"  user  {user['phone']}  {user['first_name']}  id {user['id']}{flag}")
+        home = f"  dc {user['dc_id']}" if others else ""
+        out.line(f"  user  {user['phone']}  {user['first_name']}  id {user['id']}{home}{flag}")
     for bot in bots:
-        out.line(f"  bot   @{bot['username']}  id {bot['id']}  token {bot['token']}")
+        home = f"  dc {bot['dc_id']}" if others else ""
+        out.line(f"  bot   @{bot['username']}  id {bot['id']}{home}  token {bot['token']}")
     out.line()
     out.line("Log in with the CLI (the login code is printed below when it is sent):")
     out.line(f"  {command}")

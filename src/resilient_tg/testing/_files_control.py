@@ -37,6 +37,9 @@ class FileControl:
         @property
         def dc_id(self) -> int: ...
 
+        @property
+        def dc_ids(self) -> tuple[int, ...]: ...
+
         def _account(self, user_id: int) -> Account: ...
 
         def _push_new_message(
@@ -81,9 +84,8 @@ class FileControl:
         """
         sender, recipient = self._account(from_id), self._account(to_id)
         where = self.dc_id if dc_id is None else dc_id
-        served = tuple(getattr(self, "dc_ids", (self.dc_id,)))
-        if where not in served:
-            raise ValueError(f"dc_id {where} is not served (DCs: {served})")
+        if where not in self.dc_ids:
+            raise ValueError(f"dc_id {where} is not served (DCs: {self.dc_ids})")
         if not isinstance(data, bytes) or not data:
             raise ValueError("data must be non-empty bytes")
         store = self._world.files
