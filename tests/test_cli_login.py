@@ -587,3 +587,66 @@ async def test_login_of_an_account_on_another_dc_moves_the_store_there(
             assert client.health().authorized is True
             assert client.health().dc_id == 4
         assert {r.dc_id for r in server.requests} == {4}
+
+
+LENA = "+15550412"
+
+
+def test_login_process_follows_the_account_to_its_dc_and_a_second_run_finds_it(
+    tmp_path: Path,
+) -> None:
+    """`resilient-tg login` against a `test-server --dcs 4 --home-dc 4` process: the
+    store seeded with DC 2 ends on DC 4, and running login again says "already logged
+    in" (the store's server is DC 4 of the same test server)."""
+    process = ServerProcess("--dcs", "4", "--home-dc", "4", "--user", f"{LENA}:Lena")
+    try:
+        trust_test_server(Path(process.info["public_key_file"]).read_text())
+        dc4 = next(d for d in process.info["dcs"] if d["id"] == 4)
+        path = tmp_path / "lena.json"
+        login = start_login(process, path.as_uri(), "--phone", LENA)
+        code = process.wait_code(LENA)
+        status, out, err = finish(login, f"{code}\n")
+        assert status == 0, err
+        assert "logged in as Lena" in out
+        data = stored(path)
+        assert (data.dc_id, data.server_address, data.port) == (4, dc4["host"], dc4["port"])
+        assert data.ever_authorized is True
+        assert asyncio.run(_authorized(process, path)) == (True, user_id(process, LENA))
+
+        again = start_login(process, path.as_uri(), "--phone", LENA)
+        status, out, err = finish(again)
+        assert status == 0, err
+        assert "already logged in as Lena" in out
+    finally:
+        code_, err = process.stop()
+    assert code_ == 0, err
+
+
+@pytest.mark.anyio
+async def test_a_store_of_another_server_is_still_refused(
+    mtproto_server: MTProtoTestServer, tmp_path: Path
+) -> None:
+    """Only a session on another DC of the same host passes as the test server's: a DC 2
+    session at another address is another server, and login leaves it alone."""
+    path = tmp_path / "other.json"
+    key = mtproto_server.issue_auth_key()
+    await FileStore(path).save(
+        SessionData(dc_id=2, server_address=mtproto_server.host, port=1, auth_key=key)
+    )
+    before = path.read_bytes()
+    options = LoginOptions(
+        store_url=path.as_uri(),
+        api_id=mtproto_server.api_id,
+        api_hash=mtproto_server.api_hash,
+        phone="+15550499",
+        bot=False,
+        bot_token=None,
+        test_server=(mtproto_server.host, mtproto_server.port),
+        test_server_pem=None,
+        timeout=PROCESS_TIMEOUT,
+    )
+    with pytest.raises(CliError) as info:
+        await login(options, Prompter(io.StringIO(), io.StringIO()))
+    assert info.value.code == 3
+    assert "not for the test server" in str(info.value)
+    assert path.read_bytes() == before
