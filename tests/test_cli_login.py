@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import os
 import signal
 import socket
@@ -14,15 +15,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
+from telethon.crypto import AuthKey
 
 from resilient_tg import ResilientClient
 from resilient_tg._cli._common import CliError
 from resilient_tg._cli.login import LoginOptions, Prompter, login
 from resilient_tg.cli import main
 from resilient_tg.stores import FileStore, SessionData
-from resilient_tg.testing import MTProtoTestServer, trust_test_server
+from resilient_tg.testing import FaultProxy, MTProtoTestServer, trust_test_server
 
+from .conftest import wait_until
 from .test_cli_test_server import PROCESS_TIMEOUT, ServerProcess, cli_command
 
 ALICE = "+15550101"  # 2FA
@@ -518,4 +522,131 @@ async def test_login_on_a_revoked_key_exits_4_and_says_what_to_do(
     assert "revoked" in message
     assert message.count(path.as_uri()) == 1
     assert DISCARDED not in stderr.getvalue()
+    assert path.read_bytes() == before
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", [None, "refuse"])
+async def test_login_of_an_account_on_another_dc_moves_the_store_there(
+    tmp_path: Path, fault: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store is seeded with DC 2; the account lives on DC 4 (behind a FaultProxy, which
+    refuses while the session moves there in the second case): login follows the
+    server's PHONE_MIGRATE_4 under supervision, and the store ends on DC 4 with a key DC 4
+    made, which the next client uses straight away."""
+    async with MTProtoTestServer(dcs=4) as server, FaultProxy(*server.dc_address(4)) as proxy:
+        server.advertise(4, proxy.host, proxy.port)
+        kim = server.create_user("+15550411", "Kim", dc_id=4)
+        path = tmp_path / "kim.json"
+        options = LoginOptions(
+            store_url=path.as_uri(),
+            api_id=server.api_id,
+            api_hash=server.api_hash,
+            phone=kim.phone,
+            bot=False,
+            bot_token=None,
+            test_server=(server.host, server.port),
+            test_server_pem=None,
+            timeout=PROCESS_TIMEOUT,
+        )
+        if fault == "refuse":
+            proxy.refuse(60.0)  # healed once an attempt to DC 4 was refused
+        stderr = io.StringIO()
+        prompter = Prompter(_CodeFromServer(server, kim.phone), stderr)
+        with caplog.at_level(logging.INFO, logger="resilient_tg.client"):
+            async with anyio.create_task_group() as tg:
+                codes: list[int] = []
+
+                async def run_login() -> None:
+                    codes.append(await login(options, prompter))
+
+                tg.start_soon(run_login)
+                if fault == "refuse":
+                    await wait_until(
+                        lambda: any("refused" in r.getMessage().lower() for r in caplog.records)
+                    )
+                    proxy.heal()
+            assert codes == [0]
+        lines = [r.getMessage() for r in caplog.records if r.name == "resilient_tg.client"]
+        moved = [i for i, line in enumerate(lines) if "moved the session from DC 2 to DC 4" in line]
+        assert len(moved) == 1, lines
+        if fault == "refuse":
+            assert any("refused" in line.lower() for line in lines[moved[0] :]), lines
+        assert [r.dc_id for r in server.requests_for("auth.signIn")] == [4]
+        data = await FileStore(path).load()
+        assert data is not None
+        assert (data.dc_id, data.server_address, data.port) == (4, proxy.host, proxy.port)
+        assert data.auth_key is not None
+        assert data.ever_authorized is True
+        key_id = AuthKey(data.auth_key).key_id
+        assert {r.dc_id for r in server.requests if r.auth_key_id == key_id} == {4}
+
+        server.clear_requests()
+        async with ResilientClient(FileStore(path), server.api_id, server.api_hash) as client:
+            await client.wait_connected(PROCESS_TIMEOUT)
+            assert client.health().authorized is True
+            assert client.health().dc_id == 4
+        assert {r.dc_id for r in server.requests} == {4}
+
+
+LENA = "+15550412"
+
+
+def test_login_process_follows_the_account_to_its_dc_and_a_second_run_finds_it(
+    tmp_path: Path,
+) -> None:
+    """`resilient-tg login` against a `test-server --dcs 4 --home-dc 4` process: the
+    store seeded with DC 2 ends on DC 4, and running login again says "already logged
+    in" (the store's server is DC 4 of the same test server)."""
+    process = ServerProcess("--dcs", "4", "--home-dc", "4", "--user", f"{LENA}:Lena")
+    try:
+        trust_test_server(Path(process.info["public_key_file"]).read_text())
+        dc4 = next(d for d in process.info["dcs"] if d["id"] == 4)
+        path = tmp_path / "lena.json"
+        login = start_login(process, path.as_uri(), "--phone", LENA)
+        code = process.wait_code(LENA)
+        status, out, err = finish(login, f"{code}\n")
+        assert status == 0, err
+        assert "logged in as Lena" in out
+        data = stored(path)
+        assert (data.dc_id, data.server_address, data.port) == (4, dc4["host"], dc4["port"])
+        assert data.ever_authorized is True
+        assert asyncio.run(_authorized(process, path)) == (True, user_id(process, LENA))
+
+        again = start_login(process, path.as_uri(), "--phone", LENA)
+        status, out, err = finish(again)
+        assert status == 0, err
+        assert "already logged in as Lena" in out
+    finally:
+        code_, err = process.stop()
+    assert code_ == 0, err
+
+
+@pytest.mark.anyio
+async def test_a_store_of_another_server_is_still_refused(
+    mtproto_server: MTProtoTestServer, tmp_path: Path
+) -> None:
+    """Only a session on another DC of the same host passes as the test server's: a DC 2
+    session at another address is another server, and login leaves it alone."""
+    path = tmp_path / "other.json"
+    key = mtproto_server.issue_auth_key()
+    await FileStore(path).save(
+        SessionData(dc_id=2, server_address=mtproto_server.host, port=1, auth_key=key)
+    )
+    before = path.read_bytes()
+    options = LoginOptions(
+        store_url=path.as_uri(),
+        api_id=mtproto_server.api_id,
+        api_hash=mtproto_server.api_hash,
+        phone="+15550499",
+        bot=False,
+        bot_token=None,
+        test_server=(mtproto_server.host, mtproto_server.port),
+        test_server_pem=None,
+        timeout=PROCESS_TIMEOUT,
+    )
+    with pytest.raises(CliError) as info:
+        await login(options, Prompter(io.StringIO(), io.StringIO()))
+    assert info.value.code == 3
+    assert "not for the test server" in str(info.value)
     assert path.read_bytes() == before

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from . import _compat
+from . import _compat, _exported
 from ._arguments import check_arguments
 from ._callbacks import Callback, CallbackRegistry, GapCallback
 from ._deadlines import Deadlines
@@ -154,6 +154,7 @@ class ResilientClient:
         self._tasks = TaskSet()
         self._deadlines = Deadlines()
         self._waiting_for_sender = 0  # requests waiting for the sender (queue bound)
+        self._exported_borrows: set[anyio.CancelScope] = set()  # see _exported.py
         self._closing = False
         self._entered = False
 
@@ -348,8 +349,10 @@ class ResilientClient:
                 if auth_lost and self._session is not None:
                     self._session.discard_changes()
                 log.debug("shutdown: disconnecting")
+                _exported.stop(self)  # borrows opening links to other DCs end now
                 try:
                     await self._telegram.disconnect()
+                    await _exported.close(self)
                 except Exception as exc:  # noqa: BLE001 - shutting down anyway
                     log.warning("disconnect failed during shutdown: %s", describe(exc))
                 _compat.end_queued(self._telegram)  # their callers hear it now, not at a deadline

@@ -143,6 +143,8 @@ def install_log_filter(base_logger: str | logging.Logger | None = None) -> None:
 class LinkObserver(Protocol):
     """What the connection reports to (the client's supervisor)."""
 
+    def owns(self, conn: Any) -> bool: ...
+
     async def before_attempt(self, conn: Any) -> None: ...
 
     def attempt_failed(self, conn: Any, error: BaseException) -> None: ...
@@ -154,8 +156,12 @@ class LinkObserver(Protocol):
 
 # The client whose supervisor is creating a connection right now. Telethon builds the
 # connection object inside TelegramClient.connect(), which only the supervisor task
-# calls; connections Telethon makes elsewhere (exported senders for other DCs, file
-# transfers) are created without one and behave like plain Telethon connections.
+# calls. Tasks started from there (Telethon's update loop, the event handlers it runs)
+# inherit the variable, so connections built in them (exported senders for downloads
+# from other DCs, CDN clients) would carry it too: on its first connect a connection asks
+# the observer whether it is the main sender's link (`LinkObserver.owns`), and one that
+# is not detaches and behaves like a plain Telethon connection, its trouble never
+# reaching the main link's state.
 current_observer: contextvars.ContextVar[LinkObserver | None] = contextvars.ContextVar(
     "resilient_tg_link_observer", default=None
 )
@@ -177,6 +183,8 @@ class _ObservedConnection:
 
     async def connect(self, timeout: float | None = None, ssl: Any = None) -> None:
         observer = self._rtg_observer
+        if observer is not None and not observer.owns(self):
+            self._rtg_observer = observer = None  # another sender's link (another DC)
         if observer is None:
             await super().connect(timeout=timeout, ssl=ssl)  # type: ignore[misc]
             return

@@ -66,4 +66,5 @@ def build_health(client: ResilientClient) -> Health:
         reason=client._reason,
         detail=client._detail,
         status_error=status.error if status is not None else None,
+        dc_id=(session.dc_id or None) if session is not None else None,
     )

@@ -96,6 +96,7 @@ async def run_post_connect(
     link.connected_since = time.monotonic()
     link.outage_started = None
     link.attempt = 0
+    link.switch_target = None
     elapsed = time.monotonic() - started
     auth = "" if client._authorized else NOT_LOGGED_IN
     client._transition(

@@ -47,6 +47,9 @@ _INTERNAL_REQUESTS = (
 )
 _CHANNEL_DIFFERENCE = functions.updates.GetChannelDifferenceRequest
 _DIFFERENCE = functions.updates.GetDifferenceRequest
+# The server moved the session to another DC; Telethon switches for a session that is not
+# logged in (see LinkSupervisor.switch_dc) and the request is then resent there.
+_MIGRATE = (errors.PhoneMigrateError, errors.UserMigrateError, errors.NetworkMigrateError)
 _LOGIN_REQUESTS = (
     functions.auth.SignInRequest,
     functions.auth.SignUpRequest,
@@ -58,10 +61,44 @@ _LOGIN_REQUESTS = (
 )
 
 
-class GatedTelegram(TelegramClient):  # type: ignore[misc]  # Telethon is untyped
-    """TelegramClient whose calls wait for the link and map errors (see `call`)."""
+class GatedTelegram(_compat.TelethonHooks, TelegramClient):  # type: ignore[misc]  # untyped
+    """TelegramClient whose calls wait for the link and map errors (see `call`), and whose
+    DC switch is the supervisor's (see `LinkSupervisor.switch_dc`)."""
 
     _rtg_owner: ResilientClient
+
+    # Telethon's DC work, handed to the owner (see _compat.TelethonHooks); an instance
+    # without one (Telethon's CDN client, built from this class) keeps Telethon's.
+
+    async def _rtg_switch_dc(self, new_dc: int) -> None:
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            await super()._rtg_switch_dc(new_dc)
+        else:
+            await owner._link.switch_dc(new_dc)
+
+    async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:
+        from . import _exported  # it uses this module's raise_if_final
+
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            return await borrow(dc_id)
+        return await _exported.borrow(owner, dc_id, borrow)
+
+    async def _rtg_exported_call(self, sender: Any, request: Any, ordered: bool) -> Any:
+        from . import _exported
+
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            return await _compat.exported_call(self, sender, request, ordered)
+        return await _exported.call(owner, sender, request, ordered)
+
+    def _rtg_main_call(self, request: Any, ordered: bool) -> Awaitable[Any]:
+        # A download from the home DC sends on the main sender directly: gate it too.
+        owner = self.__dict__.get("_rtg_owner")
+        if owner is None:
+            return _compat.main_call(self, request, ordered)  # type: ignore[no-any-return]
+        return call(owner, request, ordered)
 
     def __call__(
         self, request: Any, ordered: bool = False, flood_sleep_threshold: int | None = None
@@ -75,7 +112,7 @@ class GatedTelegram(TelegramClient):  # type: ignore[misc]  # Telethon is untype
         self, request: Any, ordered: bool = False, answers: list[BaseException] | None = None
     ) -> Any:
         try:
-            return await TelegramClient.__call__(self, request, ordered=ordered)
+            return await _compat.main_call(self, request, ordered)
         except asyncio.CancelledError as cancelled:
             answer = rpc_context(cancelled)  # cancelled in Telethon's pause after a 500
             if answer is not None and answers is not None:
@@ -147,6 +184,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _ending(client, telegram, request, sent_before, server_error)
+        switches = client._link.switches
         # The try itself is inline (no helper coroutine or task) on Python 3.11+: every
         # object allocated per request adds to garbage-collection pauses, which show
         # in the tail latency (benchmarks/overhead.py).
@@ -155,7 +193,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
             watch = client._deadlines.add(task, remaining)
             exc: BaseException | None = None
             try:
-                value = await TelegramClient.__call__(telegram, request, ordered=ordered)
+                value = await _compat.main_call(telegram, request, ordered)
             except asyncio.CancelledError as cancelled:
                 if watch.fired:
                     task.uncancel()
@@ -227,6 +265,8 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         if isinstance(exc, errors.AuthKeyNotFound):
             sent_before = True  # set on the pending requests of a dropped link
             continue
+        if isinstance(exc, _MIGRATE) and client._link.switches != switches:
+            continue  # the session moved to the DC the server named: ask there
         if isinstance(exc, ConnectionError) and not isinstance(exc, NotConnectedError):
             # Telethon's own "disconnected" errors: wait for the link instead.
             continue

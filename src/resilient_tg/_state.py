@@ -60,6 +60,9 @@ class StateReason(str, enum.Enum):
     TRANSPORT_ERROR = "transport_error"
     SERVER_ERROR = "server_error"
     FLOOD_WAIT = "flood_wait"
+    # The server moved the session to another DC (PHONE_/USER_/NETWORK_MIGRATE_X at
+    # login): the link to the old DC is closed and the new DC is dialled.
+    DC_MIGRATE = "dc_migrate"
     AUTH_ERROR = "auth_error"
     APP_REJECTED = "app_rejected"
     GAVE_UP = "gave_up"
@@ -129,6 +132,10 @@ class Health:
     # What keeps the status endpoint or status file from working (None when they work,
     # or when none is configured); the link's own health does not depend on it.
     status_error: str | None = None
+    # The home DC the main link serves (None before the session is loaded); it follows
+    # a DC switch (login on an account homed elsewhere). Exported senders to other DCs
+    # (downloads) never change it.
+    dc_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values (times as Unix seconds, enums as strings)."""

@@ -5,7 +5,9 @@ before each attempt (wait out the policy's delay, give up when it says so), on a
 attempt, when a link comes up (start the post-connect: probe, catch up, CONNECTED) and
 when it goes down (schedule the next attempt). Its `supervise` task runs Telethon's
 ``connect()`` .. ``disconnected`` cycles and tells what ended each. AUTH_LOST and
-REJECTED are decided here too. One per client; the client reads `attempt` and `up`.
+REJECTED are decided here too, and it owns Telethon's DC switch (`switch_dc`): the link
+to the new DC is one of its reconnects. One per client; the client reads `attempt` and
+`up`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ __all__ = ["LinkSupervisor"]
 log = logging.getLogger("resilient_tg.client")
 
 
+def _our_cancellation() -> bool:
+    """Whether the running task was cancelled by someone (not a future Telethon cancelled
+    under it); always True where Python cannot tell (3.10)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or bool(cancelling())
+
+
 class LinkSupervisor:
     """Keeps one client's link: the LinkObserver its connections report to, and the
     connect-cycle task. Internal; the client holds one as ``_link``."""
@@ -56,6 +66,9 @@ class LinkSupervisor:
         "outage_started",
         "post_connect",
         "sender_ready",
+        "switch_target",
+        "switches",
+        "switching",
         "up",
     )
 
@@ -73,8 +86,18 @@ class LinkSupervisor:
         self.sender_ready = Flag()
         self.post_connect: asyncio.Task[None] | None = None
         self.gave_up = False
+        # DC switches (see switch_dc): how many so far, whether the old link is being
+        # dropped for one, and the DC being dialled until the link to it is CONNECTED.
+        self.switches = 0
+        self.switching = False
+        self.switch_target: int | None = None
 
     # LinkObserver: called by the connection class ------------------------------------
+
+    def owns(self, conn: Any) -> bool:
+        """Whether ``conn`` is the main sender's link (not an exported sender's)."""
+        telegram = self._client._telegram
+        return telegram is not None and _compat.main_connection(telegram) is conn
 
     async def before_attempt(self, conn: Any) -> None:
         client = self._client
@@ -105,6 +128,11 @@ class LinkSupervisor:
                 continue
             self.next_attempt_at = None
             change_detail = f"reconnecting to {address(conn)} (attempt {self.attempt})"
+            if self.switch_target is not None:
+                change_detail = (
+                    f"connecting to DC {self.switch_target} at {address(conn)} "
+                    f"(attempt {self.attempt})"
+                )
             client._transition(
                 ConnectionState.CONNECTING, StateReason.START, change_detail, message=change_detail
             )
@@ -152,8 +180,8 @@ class LinkSupervisor:
         if self.post_connect is not None:
             self.post_connect.cancel()
             self.post_connect = None
-        if client._closing or client._state.terminal or client._leases.lost:
-            return
+        if client._closing or client._state.terminal or client._leases.lost or self.switching:
+            return  # (a DC switch has scheduled the link to the new DC already)
         now = time.monotonic()
         if self.connected_since is not None and now - self.connected_since >= (
             client.reconnect_policy.reset_after
@@ -295,6 +323,7 @@ class LinkSupervisor:
                 return
             self.sender_ready.clear()
             client._carrying.clear()
+            self.switching = False  # a switch's old link is closed by now: links report again
             outcome = await self._connect_cycle(telegram)
             if outcome == "stop":
                 return
@@ -304,6 +333,12 @@ class LinkSupervisor:
         client = self._client
         try:
             await telegram.connect()
+        except asyncio.CancelledError:
+            if _our_cancellation():
+                raise
+            # Telethon cancelled connect()'s own request: the link was dropped under it
+            # (a DC switch, a lease loss). Not a cancellation of this task.
+            return "stop" if self._stopping() else "again"
         except errors.AuthKeyNotFound as exc:
             return "again" if await self._key_unknown(exc) else "stop"
         except (ConnectionError, OSError) as exc:
@@ -333,6 +368,9 @@ class LinkSupervisor:
             return "stop"
         if client._leases.lost:
             return "again"
+        if self.switching:
+            self.switching = False
+            return "again"  # the old DC's link is closed; dial the new one
         failure = _compat.updates_error(telegram)
         if failure is not None and isinstance(
             failure, (errors.UnauthorizedError, errors.AuthKeyError, *KEY_DEAD)
@@ -376,6 +414,65 @@ class LinkSupervisor:
         if self.next_attempt_at is None and not self._stopping():
             self.schedule_retry(classify(error), error, f"connect failed: {describe(error)}")
         return "again"
+
+    # The DC switch ------------------------------------------------------------------------
+
+    async def switch_dc(self, new_dc: int) -> None:
+        """Telethon's ``_switch_dc`` (see `_compat.TelethonHooks`): the server moved a session
+        that is not logged in to ``new_dc`` (*_MIGRATE_X at login). Point the session at
+        it, drop the key (a key is known on the DC that made it only), close the old
+        link, and let the connect cycle dial the new DC like any reconnect: our
+        connection class, the policy, the probe and CONNECTED on the new DC. The request
+        gate resends the request that was answered with the migration there.
+
+        A logged-in session is never moved: its key lives on its DC and dropping it would
+        end the login; the caller then gets the server's *_MIGRATE error."""
+        client = self._client
+        telegram = client._telegram
+        session = client._session
+        if telegram is None or session is None or self._stopping() or client._leases.lost:
+            return
+        if session.dc_id == new_dc:
+            return  # already there (another request's migration got there first)
+        if client._authorized or (client._authorized is None and client._was_authorized):
+            log.warning(
+                "the server asks to move the logged-in session to DC %d; not moving it "
+                "(its key is known on DC %s only)",
+                new_dc,
+                session.dc_id,
+            )
+            return
+        # connect() must be over before its link is dropped: its own requests are in flight.
+        with anyio.move_on_after(client.reconnect_policy.connect_timeout):
+            await self.sender_ready.wait()
+        host, port = await _compat.dc_address(telegram, new_dc)
+        if session.dc_id == new_dc or self._stopping() or client._leases.lost:
+            return
+        old = session.dc_id
+        self.switches += 1
+        self.switching = True
+        self.switch_target = new_dc
+        session.set_dc(new_dc, host, port)
+        _compat.forget_auth_key(telegram)
+        now = time.monotonic()
+        self.outage_started = self.outage_started or now
+        self.attempt = 1
+        self.next_attempt_at = now  # the new DC is dialled at once
+        client._transition(
+            ConnectionState.RECONNECTING,
+            StateReason.DC_MIGRATE,
+            f"the server moved the session from DC {old} to DC {new_dc} ({host}:{port})",
+            next_delay=0.0,
+            message=(
+                f"the server moved the session from DC {old} to DC {new_dc}; "
+                f"connecting to {host}:{port}"
+            ),
+        )
+        try:
+            await _compat.drop_main_link(telegram)
+        except BaseException:
+            self.switching = False
+            raise
 
     async def _key_unknown(self, exc: BaseException) -> bool:
         """Transport -404. True to carry on (a never-used key is replaced), False to stop."""

@@ -351,6 +351,8 @@ async def _seed(store: SessionStore, options: LoginOptions) -> None:
     host, port = options.test_server
     if data is not None and (data.server_address, data.port) == (host, port):
         return
+    if data is not None and data.dc_id != TEST_SERVER_DC_ID and data.server_address == host:
+        return  # a login moved it to another DC of this server (*_MIGRATE_X)
     if data is not None and data.auth_key is not None:
         raise CliError(
             f"{store.describe()} holds a session for {data.server_address}:{data.port}, "
