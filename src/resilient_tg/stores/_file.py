@@ -599,6 +599,8 @@ def _read_telethon(name: str) -> SessionData:
         return _telethon_rows(conn, corrupt)
     except sqlite3.Error as exc:
         raise corrupt(f"not a readable Telethon session ({_sqlite_reason(exc)})") from None
+    except UnicodeDecodeError:  # damaged text in the schema or a row
+        raise corrupt("not a readable Telethon session (damaged text, not UTF-8)") from None
     except RecursionError:  # pragma: no cover - defensive
         raise corrupt("not a readable Telethon session") from None
     finally:
