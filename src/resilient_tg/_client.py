@@ -35,7 +35,7 @@ from ._deadlines import Deadlines
 from ._errors import AppRejectedError, AuthLostError, NotConnectedError
 from ._flag import Flag
 from ._health import build_health
-from ._keepalive import run_keepalive
+from ._keepalive import Keepalive
 from ._kinds import describe
 from ._lease import LeaseKeeper
 from ._policy import KeepalivePolicy, ReconnectPolicy
@@ -44,7 +44,7 @@ from ._state import ConnectionState, Health, StateChange, StateReason
 from ._status import StatusPublisher
 from ._supervisor import LinkSupervisor
 from ._tasks import TaskSet
-from ._upkeep import housekeeping, on_lease_lost, on_lease_waiting
+from ._upkeep import Upkeep, on_lease_lost, on_lease_waiting
 from .stores import SessionStore, StoreSession, default_holder, open_store
 from .stores._messages import store_error_text
 
@@ -164,6 +164,9 @@ class ResilientClient:
         # Set while the current link carries requests (the keepalive pings then).
         self._carrying = Flag()
         self._link = LinkSupervisor(self)
+        # Timers: entries in the process's scheduler (see _scheduler.py), no tasks.
+        self._keepalive = Keepalive(self.keepalive_policy, self._record_pong, self._link.silent)
+        self._upkeep = Upkeep(self)
 
         # Health.
         self._authorized: bool | None = None
@@ -312,9 +315,8 @@ class ResilientClient:
             # loaded: a client that never connected knows no newer one.
             self._session.hold_update_state()
             self._telegram = build_telegram(self, self._session)
-            self._spawn("supervisor", self._link.supervise)
-            self._spawn("keepalive", run_keepalive, self)
-            self._spawn("housekeeping", housekeeping, self)
+            self._link.start()
+            self._upkeep.start()
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
@@ -380,6 +382,8 @@ class ResilientClient:
             )
             if not self._state.terminal:
                 self._transition(ConnectionState.CLOSED, StateReason.USER, "shutdown timed out")
+        self._keepalive.stop()
+        self._upkeep.stop()
         self._callbacks.close()
         self._leases.close()
         # Our tasks end before the store closes: the lease and flush loops use it.
@@ -422,6 +426,7 @@ class ResilientClient:
         error: BaseException | None = None,
         next_delay: float | None = None,
         message: str | None = None,
+        level: int = logging.INFO,
     ) -> None:
         old = self._state
         if old.terminal and new is not old and old is not ConnectionState.CLOSED:
@@ -445,7 +450,7 @@ class ResilientClient:
             next_delay=next_delay,
             error=error,
         )
-        log.info("%s", message or f"{new.value}: {detail or reason.value}")
+        log.log(level, "%s", message or f"{new.value}: {detail or reason.value}")
         self._notify(lambda listener: listener.on_transition(change))
         self._callbacks.emit("state_change", change)
         if new is ConnectionState.CONNECTED:

@@ -154,6 +154,8 @@ _CLIENT_ATTRIBUTES = (
     "_proxy",
     "_local_addr",
     "_log",
+    "_keepalive_handle",
+    "_clean_exported_senders",
 )
 
 
@@ -699,3 +701,43 @@ async def close_exported(client: Any) -> None:
     for sender in list(tracked or ()):
         if sender.is_connected() or getattr(sender, "_connection", None) is not None:
             await _close_sender(sender)
+
+
+def send_nowait(client: Any, request: Any) -> Any:
+    """Hand ``request`` to the main sender and return its future (no task, no await):
+    the keepalive's pings. Raises ConnectionError while the sender is disconnecting."""
+    return client._sender.send(request)
+
+
+def stop_telethon_keepalive(client: Any) -> bool:
+    """End Telethon's own ping loop (one task per client, a plain ping every 60 s and a
+    session save): our keepalive pings far more often, and our flush saves the state.
+    True if a running loop was stopped."""
+    handle = getattr(client, "_keepalive_handle", None)
+    if handle is None or handle.done():
+        return False
+    handle.cancel()
+    return True
+
+
+def has_exported(client: Any) -> bool:
+    """Whether senders to other DCs exist (Telethon's keepalive loop cleaned them up)."""
+    return bool(getattr(client, "_borrowed_senders", None))
+
+
+async def clean_exported(client: Any) -> None:
+    """Disconnect exported senders nobody borrowed for a while (what Telethon's keepalive
+    loop did every 60 s)."""
+    await client._clean_exported_senders()
+
+
+def save_states_now(client: Any) -> bool:
+    """`save_states` without awaiting, where the session's methods are plain functions (a
+    StoreSession): True if done, False if it would have to wait (then call save_states)."""
+    coroutine = client._save_states_and_entities()
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return True
+    coroutine.close()
+    return False

@@ -1,195 +1,178 @@
-"""The keepalive task: a ping_delay_disconnect every ``interval``; no pong within
-``timeout`` means the link is dead, and its socket is aborted so it is rebuilt.
+"""The keepalive: a ping_delay_disconnect every ``interval``; no pong within ``timeout``
+means the link is dead, and its owner is told so that the link is rebuilt.
+
+Entries in the process's `Scheduler`, not a task: a connected idle client costs a timer
+and a ping's future, nothing more.
 
 A black-holed (half-open) link therefore costs at most interval + timeout: the ping
 that finds it is sent at most ``interval`` after the last pong, and its pong is
-awaited for ``timeout``. Each link is watched on its own: its silence counts from the
-moment it started carrying requests, never from a pong of an earlier link, and a link
-that comes up is pinged at once, whatever the old link's ping is doing.
+awaited for ``timeout``. Each link is watched on its own (`Keepalive.start` for every
+link that begins to carry requests): its silence counts from that moment, never from a
+pong of an earlier link, and it is pinged at once.
 
-A stalled event loop is not a silent peer. While a pong is awaited, a timer ticking
-every `TICK` seconds measures the loop: a tick that comes more than `STALL` seconds
-late means the loop itself did not run (a blocking callback, a long computation), and
-the pong may be sitting unread in the socket. The pong's deadline moves by the time
-the loop was stalled, so the ping always gets its whole timeout of running loop, and
-whatever arrived during the stall is processed first. This protects our side only: the
-server closes a link that sent no ping for its ping_delay_disconnect delay
-(``KeepalivePolicy.disconnect_delay``, about interval + timeout), so a stall longer
-than that may still lose the link on the server's side.
-
-A link that never answered (a connect attempt into a black hole, whose TCP connect a
-middlebox accepted) is reported as an attempt that got no answer, not as a lost link.
+A stalled event loop is not a silent peer: the scheduler meters stalls while a pong is
+awaited, and the pong's deadline moves by the time the loop did not run, so the ping
+always gets its whole timeout of running loop. This protects our side only: the server
+closes a link that sent no ping for its ping_delay_disconnect delay
+(``KeepalivePolicy.disconnect_delay``, about interval + timeout), so a stall longer than
+that may still lose the link on the server's side.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
-import anyio
 from telethon.tl import functions
 
 from . import _compat
-from ._state import StateReason
+from ._policy import KeepalivePolicy
+from ._scheduler import STALL, TICK, Scheduler, Timer, get_scheduler
 
-if TYPE_CHECKING:
-    from ._client import ResilientClient
-
-__all__ = ["STALL", "TICK", "run_keepalive"]
+__all__ = ["STALL", "TICK", "Keepalive"]
 
 log = logging.getLogger("resilient_tg.keepalive")
 
-#: Seconds a timer may fire late before it counts as an event-loop stall.
-STALL = 0.25
-#: How often the loop is measured while a pong is awaited (only then).
-TICK = 0.1
+#: Called with the round trip of each pong.
+PongListener = Callable[[float], None]
+#: Called when the link is found dead: seconds of silence, and whether it ever answered.
+SilenceListener = Callable[[float, bool], None]
 
 
-async def run_keepalive(client: ResilientClient) -> None:
-    # Pings that outlived their timeout are left to finish (or to be cancelled by a full
-    # disconnect): cancelling one would make Telethon 1.45 fail on its late pong
-    # (_handle_pong sets a result on a cancelled future and reconnects).
-    lingering: set[asyncio.Task[object]] = set()
-    try:
-        await _ping_forever(client, lingering)
-    finally:
-        for task in lingering:
-            task.cancel()
-        if lingering:
-            # Owned to the end: wait for the cancelled pings so none outlives the client.
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait(set(lingering), timeout=1.0)
+class Keepalive:
+    """Pings one client's current link. Internal; the client holds one."""
 
+    __slots__ = (
+        "_deadline",
+        "_extended",
+        "_future",
+        "_last_pong",
+        "_link",
+        "_next",
+        "_on_pong",
+        "_on_silent",
+        "_ping",
+        "_scheduler",
+        "_sent",
+        "_stall_mark",
+        "_telegram",
+        "_up_since",
+        "_watching",
+        "policy",
+    )
 
-async def _ping_forever(client: ResilientClient, lingering: set[asyncio.Task[object]]) -> None:
-    carrying = client._carrying
-    while True:
-        if not carrying.is_set():
-            await carrying.wait()
-        generation = client._generation
-        await _watch_link(client, generation, lingering)
-        # Declared dead (or gone): wait until that link is down before watching the next.
-        while client._generation == generation and carrying.is_set():
-            await client._state_changed.wait()
+    def __init__(
+        self,
+        policy: KeepalivePolicy,
+        on_pong: PongListener,
+        on_silent: SilenceListener,
+    ) -> None:
+        self._scheduler: Scheduler  # the running loop's, from start() on
+        self.policy = policy
+        self._on_pong = on_pong
+        self._on_silent = on_silent
+        self._telegram: Any = None
+        self._link = 0  # bumped for every link: callbacks of an older one are ignored
+        self._next: Timer | None = None
+        self._deadline: Timer | None = None
+        self._ping: Any = None
+        self._future: Any = None
+        self._sent = 0.0
+        self._up_since = 0.0
+        self._last_pong: float | None = None
+        self._stall_mark = 0.0
+        self._extended = 0.0
+        self._watching = False
 
+    def start(self, telegram: Any) -> None:
+        """A link begins to carry requests: ping it now, then every ``interval``."""
+        self.stop()
+        self._telegram = telegram
+        self._scheduler = scheduler = get_scheduler()
+        self._up_since = scheduler.time()
+        self._last_pong = None
+        self._send(self._link)
 
-async def _watch_link(
-    client: ResilientClient, generation: int, lingering: set[asyncio.Task[object]]
-) -> None:
-    """Ping one link (``generation``) until it changes or is declared dead."""
-    policy = client.keepalive_policy
-    telegram = client._telegram
-    assert telegram is not None
-    up_since = time.monotonic()  # the link carries from now: its silence counts from here
-    last_pong: float | None = None
-    while client._generation == generation:
-        sent = time.monotonic()
-        ping = functions.PingDelayDisconnectRequest(
-            ping_id=secrets.randbits(63), disconnect_delay=policy.disconnect_delay
-        )
-        task: asyncio.Task[object] = asyncio.ensure_future(_compat.send_raw(telegram, ping))
-        answered = await _await_pong(client, task, generation, policy.timeout)
-        if not task.done():
-            _compat.withdraw(telegram, ping)  # never resent; its task ends (cancelled) now
-            lingering.add(task)
-            task.add_done_callback(_forget(lingering))
-        if client._generation != generation:
-            return  # the link went down under the ping; the next one is watched afresh
-        if not answered:
-            if client._carrying.is_set():
-                _declare_dead(client, up_since, last_pong)
+    def stop(self) -> None:
+        """The link is down (or the client leaves): no more pings for it."""
+        self._link += 1
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+        self._end_ping()
+
+    def _end_ping(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self._watching:
+            self._watching = False
+            self._scheduler.unwatch_stalls()
+        if self._ping is not None and self._future is not None and not self._future.done():
+            # Taken back from the sender first: a late pong then finds nothing to complete.
+            _compat.withdraw(self._telegram, self._ping)
+        self._ping = None
+        self._future = None
+
+    def _send(self, link: int) -> None:
+        if link != self._link:
             return
-        if task.cancelled() or task.exception() is not None:
-            # The link changed under the ping (or the server refused it); start over.
-            log.debug("keepalive ping failed: %r", None if task.cancelled() else task.exception())
-            await asyncio.sleep(min(policy.interval, 0.1))
-            continue
-        now = time.monotonic()
-        last_pong = now
-        client._record_pong(now - sent)
-        await asyncio.sleep(max(0.0, sent + policy.interval - now))
+        self._next = None
+        ping = functions.PingDelayDisconnectRequest(
+            ping_id=secrets.randbits(63), disconnect_delay=self.policy.disconnect_delay
+        )
+        try:
+            future = _compat.send_nowait(self._telegram, ping)
+        except ConnectionError:  # the sender is disconnecting: stop() follows
+            return
+        scheduler = self._scheduler
+        self._ping = ping
+        self._future = future
+        self._sent = scheduler.time()
+        self._stall_mark = scheduler.stalled
+        self._extended = 0.0
+        self._watching = True
+        scheduler.watch_stalls()
+        self._deadline = scheduler.call_later(self.policy.timeout, self._check, link)
+        future.add_done_callback(lambda done: self._answer(link, done))
 
+    def _answer(self, link: int, future: Any) -> None:
+        failed = future.cancelled() or future.exception() is not None
+        if link != self._link or future is not self._future:
+            return
+        now = self._scheduler.time()
+        sent = self._sent
+        self._ping = None  # answered: nothing to withdraw
+        self._end_ping()
+        if failed:
+            # The link changed under the ping (or the server refused it): start over soon.
+            log.debug("keepalive ping failed: %r", not future.cancelled() and future.exception())
+            self._next = self._scheduler.call_later(
+                min(self.policy.interval, 0.1), self._send, link
+            )
+            return
+        self._last_pong = now
+        self._on_pong(now - sent)
+        self._next = self._scheduler.call_at(sent + self.policy.interval, self._send, link)
 
-async def _await_pong(
-    client: ResilientClient, task: asyncio.Task[object], generation: int, limit: float
-) -> bool:
-    """Wait for the ping's end within ``limit`` seconds of running loop: True if it
-    ended (answered or failed), False if not. Returns early when the link changes."""
-    loop = asyncio.get_running_loop()
-    meter = _StallMeter(loop)
-    deadline = loop.time() + limit
-    try:
-        while True:
-            # Wakes on every transition: a link going down ends the wait at once.
-            change = asyncio.ensure_future(client._state_changed.wait())
-            try:
-                await asyncio.wait(
-                    {task, change},
-                    timeout=max(0.0, deadline + meter.stalled - loop.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                change.cancel()
-            if task.done():
-                return True
-            if client._generation != generation:
-                return False
-            if loop.time() >= deadline + meter.stalled:
-                return False
-            if meter.stalled and meter.reported < meter.stalled:
-                log.info(
-                    "event loop stalled for %.1fs while a keepalive ping was out; "
-                    "its timeout is extended by that much",
-                    meter.stalled - meter.reported,
-                )
-                meter.reported = meter.stalled
-    finally:
-        meter.close()
-
-
-class _StallMeter:
-    """Sums the event-loop stalls (ticks late by more than STALL) while it runs."""
-
-    __slots__ = ("_handle", "_last", "_loop", "reported", "stalled")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._last = loop.time()
-        self.stalled = 0.0
-        self.reported = 0.0
-        self._handle = loop.call_later(TICK, self._tick)
-
-    def _tick(self) -> None:
-        now = self._loop.time()
-        late = now - self._last - TICK
-        if late > STALL:
-            self.stalled += late
-        self._last = now
-        self._handle = self._loop.call_later(TICK, self._tick)
-
-    def close(self) -> None:
-        self._handle.cancel()
-
-
-def _declare_dead(client: ResilientClient, up_since: float, last_pong: float | None) -> None:
-    """Abort the link, saying what was silent: a link that answered before, or an
-    attempt that never got an answer (the numbers cover this link only)."""
-    now = time.monotonic()
-    if last_pong is not None or client.state.link_up:
-        silence = now - (last_pong if last_pong is not None else up_since)
-        client._abort_link(StateReason.KEEPALIVE_TIMEOUT, f"keepalive timeout after {silence:.1f}s")
-    else:
-        client._abort_link(StateReason.CONNECT_TIMEOUT, f"no answer within {now - up_since:.1f}s")
-
-
-def _forget(tasks: set[asyncio.Task[object]]) -> Callable[[asyncio.Task[object]], None]:
-    def done(task: asyncio.Task[object]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a late failure of a stale ping is not news
-
-    return done
+    def _check(self, link: int) -> None:
+        """The pong's deadline: dead unless the loop itself stalled meanwhile."""
+        if link != self._link:
+            return
+        self._deadline = None
+        stalled = self._scheduler.stalled - self._stall_mark
+        if stalled > self._extended:
+            log.info(
+                "event loop stalled for %.1fs while a keepalive ping was out; "
+                "its timeout is extended by that much",
+                stalled - self._extended,
+            )
+            self._deadline = self._scheduler.call_later(stalled - self._extended, self._check, link)
+            self._extended = stalled
+            return
+        now = self._scheduler.time()
+        last = self._last_pong
+        self.stop()
+        self._on_silent(now - (last if last is not None else self._up_since), last is not None)

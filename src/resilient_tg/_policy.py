@@ -59,9 +59,21 @@ _JITTERS = ("full", "equal", "none")
 class ReconnectPolicy:
     """How a lost link is rebuilt: exponential backoff with jitter, forever by default.
 
-    The n-th consecutive failed attempt waits ``delay(n)``: with full jitter a uniform
-    draw from ``[0, min(max_delay, initial_delay * multiplier**(n-1))]``, so a fleet
-    that lost its link together does not come back in lock-step. ``max_attempts`` and
+    Attempts are of two kinds. One that never reached the server (the connect was
+    refused, the host unreachable, the TCP connect timed out, or the peer accepted it
+    and never sent a byte) costs the server nothing: the next one follows at most
+    ``probe_delay`` later (``probe_wait``, jittered over its upper half), whatever the
+    backoff, and the backoff does not grow. The n-th consecutive attempt that reached
+    the server and failed there (a handshake error, a close after the handshake, a 5xx,
+    FLOOD_WAIT) waits ``delay(n)``: with full jitter a uniform draw from
+    ``[0, min(max_delay, initial_delay * multiplier**(n-1))]``, so a fleet does not come
+    back in lock-step. After a link that was up drops, the first attempt waits
+    ``delay(1)`` (at most ``initial_delay``), plus what the process's scheduler adds to
+    spread a herd of clients that dropped together.
+
+    Both kinds count as attempts: ``attempt`` and ``max_attempts`` include the cheap
+    ones (several a second during a refusal outage), so bound an outage in time with
+    ``max_elapsed`` rather than with ``max_attempts``. ``max_attempts`` and
     ``max_elapsed`` of None mean never give up. After ``reset_after`` seconds of a
     healthy link the attempt counter starts again from 1. ``connect_timeout`` bounds
     each attempt, auth-key exchange and first answer included.
@@ -73,7 +85,7 @@ class ReconnectPolicy:
     twice the outage, and attempts still thin out as the outage grows.
     """
 
-    initial_delay: float = attrs.field(default=0.5, converter=_float, validator=_positive)
+    initial_delay: float = attrs.field(default=0.1, converter=_float, validator=_positive)
     max_delay: float = attrs.field(default=30.0, converter=_float, validator=_positive)
     multiplier: float = attrs.field(default=2.0, converter=_float, validator=_positive)
     jitter: str = "full"
@@ -84,6 +96,7 @@ class ReconnectPolicy:
     reset_after: float = attrs.field(default=60.0, converter=_float, validator=_non_negative)
     connect_timeout: float = attrs.field(default=10.0, converter=_float, validator=_positive)
     cap_by_elapsed: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    probe_delay: float = attrs.field(default=0.5, converter=_float, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.jitter not in _JITTERS:
@@ -129,6 +142,14 @@ class ReconnectPolicy:
         if self.jitter == "equal":
             return ceiling / 2 + ceiling / 2 * draw
         return ceiling
+
+    def probe_wait(self, rng: random.Random | None = None) -> float:
+        """Seconds before the next try after one that never reached the server: within
+        ``[probe_delay/2, probe_delay]`` (exactly ``probe_delay`` without jitter), so a
+        healed path is found within ``probe_delay``. Pure given ``rng``."""
+        if self.jitter == "none":
+            return self.probe_delay
+        return self.probe_delay * (0.5 + 0.5 * (rng or random).random())
 
     def gives_up(self, attempt: int, elapsed: float) -> bool:
         """Whether the ``attempt``-th try must not be made (``elapsed`` s into the outage)."""

@@ -55,7 +55,7 @@ async def run_post_connect(
             await link.sender_ready.wait()
         if generation != client._generation:
             return
-        client._carrying.set()
+        link.carry(True)
         state = await _probe(link, client, telegram, timeout)
         if state is None:
             return

@@ -3,8 +3,9 @@
 The ``connection=`` class from `._connection` reports to it (it is the LinkObserver):
 before each attempt (wait out the policy's delay, give up when it says so), on a failed
 attempt, when a link comes up (start the post-connect: probe, catch up, CONNECTED) and
-when it goes down (schedule the next attempt). Its `supervise` task runs Telethon's
-``connect()`` .. ``disconnected`` cycles and tells what ended each. AUTH_LOST and
+when it goes down (schedule the next attempt). It runs Telethon's ``connect()`` ..
+``disconnected`` cycles and tells what ended each: a task while connecting, a callback
+on Telethon's disconnected future while the link is up (no task of ours then). AUTH_LOST and
 REJECTED are decided here too, and it owns Telethon's DC switch (`switch_dc`): the link
 to the new DC is one of its reconnects. One per client; the client reads `attempt` and
 `up`.
@@ -31,13 +32,19 @@ from ._fatal import app_rejected
 from ._flag import Flag
 from ._kinds import FLOOD, KEY_DEAD, address, classify, describe, error_name
 from ._postconnect import run_post_connect
+from ._scheduler import get_scheduler
 from ._state import ConnectionState, StateChange, StateReason
 
 if TYPE_CHECKING:
     from ._client import ResilientClient
     from ._requests import GatedTelegram
 
-__all__ = ["LinkSupervisor"]
+__all__ = ["CHEAP", "COSTLY", "LOST", "LinkSupervisor"]
+
+#: Attempt kinds (see `LinkSupervisor.schedule_retry`).
+LOST = "lost"
+CHEAP = "cheap"
+COSTLY = "costly"
 
 log = logging.getLogger("resilient_tg.client")
 
@@ -58,8 +65,10 @@ class LinkSupervisor:
         "_client",
         "attempt",
         "attempt_started",
+        "cheap",
         "conn",
         "connected_since",
+        "failures",
         "first_attempt",
         "gave_up",
         "next_attempt_at",
@@ -76,7 +85,9 @@ class LinkSupervisor:
         self._client = client
         self.conn: Any = None  # the connection of the current (or last) link
         self.up = False  # the current link's transport is up
-        self.attempt = 0
+        self.attempt = 0  # attempts in this outage, cheap ones included
+        self.failures = 0  # consecutive attempts that reached the server and failed there
+        self.cheap = 0  # attempts in this outage that never reached the server
         self.attempt_started: float | None = None
         self.next_attempt_at: float | None = None
         self.outage_started: float | None = None
@@ -107,6 +118,8 @@ class LinkSupervisor:
             if self.first_attempt:
                 self.first_attempt = False
                 self.attempt = 0
+                scheduler = get_scheduler()
+                await scheduler.sleep(scheduler.admission_delay())
                 client._transition(
                     ConnectionState.CONNECTING,
                     StateReason.START,
@@ -117,9 +130,10 @@ class LinkSupervisor:
             if self.next_attempt_at is None:  # a loss we did not see (defensive)
                 self.schedule_retry(StateReason.TRANSPORT_ERROR, None, "link lost")
             assert self.next_attempt_at is not None
-            wait = self.next_attempt_at - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            scheduler = get_scheduler()
+            await scheduler.sleep(self.next_attempt_at - time.monotonic())
+            # Spread a herd: clients of this process that lost their links together.
+            await scheduler.sleep(scheduler.admission_delay())
             if client._closing or client._leases.lost:
                 continue
             elapsed = time.monotonic() - (self.outage_started or time.monotonic())
@@ -144,8 +158,10 @@ class LinkSupervisor:
         self.conn = conn
 
     def attempt_failed(self, conn: Any, error: BaseException) -> None:
+        # The TCP connect itself failed (refused, unreachable, timed out): the server
+        # never saw it.
         reason = classify(error)
-        self.schedule_retry(reason, error, f"connect failed: {describe(error)}")
+        self.schedule_retry(reason, error, f"connect failed: {describe(error)}", kind=CHEAP)
 
     def transport_up(self, conn: Any) -> None:
         client = self._client
@@ -170,13 +186,32 @@ class LinkSupervisor:
         if task is not None:
             task.add_done_callback(self._post_connect_done)
 
+    def carry(self, on: bool) -> None:
+        """The current link carries requests (``on``) or no longer does: the request gate
+        sends on it, and the keepalive watches it."""
+        client = self._client
+        if on:
+            client._carrying.set()
+            client._keepalive.start(client._telegram)
+        else:
+            client._carrying.clear()
+            client._keepalive.stop()
+
+    def silent(self, silence: float, answered: bool) -> None:
+        """The keepalive found the link silent: abort it, saying what was silent (a link
+        that answered before, or an attempt that never got an answer)."""
+        if answered or self._client._state.link_up:
+            self.abort(StateReason.KEEPALIVE_TIMEOUT, f"keepalive timeout after {silence:.1f}s")
+        else:
+            self.abort(StateReason.CONNECT_TIMEOUT, f"no answer within {silence:.1f}s")
+
     def transport_down(self, conn: Any, error: BaseException | None) -> None:
         if conn is not self.conn:
             return
         client = self._client
         self.up = False
         client._generation += 1
-        client._carrying.clear()
+        self.carry(False)
         if self.post_connect is not None:
             self.post_connect.cancel()
             self.post_connect = None
@@ -195,26 +230,57 @@ class LinkSupervisor:
         else:
             lived = describe(error) if error is not None else "closed by the server"
         if client._state.link_up:
-            self.schedule_retry(reason, error, f"link lost: {lived}")
+            self.schedule_retry(reason, error, f"link lost: {lived}", kind=LOST)
         else:
-            # The link of a connect attempt, which never answered (e.g. a TCP connect
-            # accepted into a black hole): a failed attempt, not a lost link.
+            # The link of a connect attempt, which never got up (e.g. a TCP connect
+            # accepted into a black hole): a failed attempt, not a lost link. Cheap if
+            # the peer never sent a byte: nothing says it reached the server.
             attempt = f"connect attempt {self.attempt}" if self.attempt else "connect attempt"
-            self.schedule_retry(reason, error, f"{attempt}: {lived}")
+            heard = bool(getattr(conn, "_rtg_head", b""))
+            self.schedule_retry(
+                reason, error, f"{attempt}: {lived}", kind=COSTLY if heard else CHEAP
+            )
 
     # Retries ------------------------------------------------------------------------
 
-    def schedule_retry(self, reason: StateReason, error: BaseException | None, what: str) -> None:
-        """RECONNECTING: the next attempt after the policy's delay."""
+    def schedule_retry(
+        self,
+        reason: StateReason,
+        error: BaseException | None,
+        what: str,
+        *,
+        kind: str = COSTLY,
+    ) -> None:
+        """RECONNECTING: the next attempt after the policy's delay for an attempt of
+        ``kind``: LOST (a link that was up dropped), CHEAP (the attempt never reached
+        the server) or COSTLY (it reached the server and failed there)."""
         client = self._client
         if client._closing or client._state.terminal:
             return
+        policy = client.reconnect_policy
+        now = time.monotonic()
         if self.outage_started is None:
-            self.outage_started = time.monotonic()
+            self.outage_started = now
+        elapsed = now - self.outage_started
         self.attempt += 1
-        elapsed = time.monotonic() - self.outage_started
-        delay = client.reconnect_policy.delay(self.attempt, client._rng, elapsed)
-        self.next_attempt_at = time.monotonic() + delay
+        level = logging.INFO
+        if kind == LOST:
+            self.failures = 0
+            self.cheap = 0
+            delay = policy.delay(1, client._rng, elapsed)
+        elif kind == CHEAP:
+            self.cheap += 1
+            delay = policy.probe_wait(client._rng)
+            if policy.cap_by_elapsed:  # never longer than the outage so far, as any delay
+                delay = min(delay, max(policy.initial_delay, elapsed))
+            if self.cheap & (self.cheap - 1):
+                level = logging.DEBUG  # INFO at 1, 2, 4, 8... with the count
+            else:
+                what = f"{what} ({self.cheap} in this outage did not reach the server)"
+        else:
+            self.failures += 1
+            delay = policy.delay(self.failures, client._rng, elapsed)
+        self.next_attempt_at = now + delay
         client._transition(
             ConnectionState.RECONNECTING,
             reason,
@@ -222,6 +288,7 @@ class LinkSupervisor:
             error=error,
             next_delay=delay,
             message=f"{what}; reconnecting in {delay:.1f}s (attempt {self.attempt})",
+            level=level,
         )
 
     def _give_up(self, elapsed: float) -> None:
@@ -310,8 +377,13 @@ class LinkSupervisor:
     def _stopping(self) -> bool:
         return self._client._closing or self._client._state.terminal
 
-    async def supervise(self) -> None:
-        """Connect cycles: connect, live until Telethon fully disconnects, decide what next."""
+    def start(self) -> None:
+        """Begin connecting (the client is entered and holds the lease)."""
+        self._client._spawn("connect", self._connect_cycles)
+
+    async def _connect_cycles(self) -> None:
+        """Connect until a link is up (then this task ends: a connected client owns no
+        task of ours; `_disconnected` starts the next cycle), or until told to stop."""
         client = self._client
         telegram = client._telegram
         assert telegram is not None
@@ -322,14 +394,30 @@ class LinkSupervisor:
             if self._stopping():
                 return
             self.sender_ready.clear()
-            client._carrying.clear()
+            self.carry(False)
             self.switching = False  # a switch's old link is closed by now: links report again
-            outcome = await self._connect_cycle(telegram)
+            outcome = await self._connect(telegram)
+            if outcome == "up":
+                _compat.stop_telethon_keepalive(telegram)  # ours pings; see _compat
+                telegram.disconnected.add_done_callback(self._disconnected)
+                return
             if outcome == "stop":
                 return
 
-    async def _connect_cycle(self, telegram: GatedTelegram) -> str:
-        """One connect() .. disconnected cycle; returns "again" or "stop"."""
+    def _disconnected(self, ended: asyncio.Future[Any]) -> None:
+        """Telethon's sender fully disconnected: decide what next in a task of its own."""
+        if not ended.cancelled():
+            ended.exception()  # retrieved here; read again by _after_disconnect
+        self._client._spawn("connect", self._after_disconnect, ended)
+
+    async def _after_disconnect(self, ended: asyncio.Future[Any]) -> None:
+        telegram = self._client._telegram
+        assert telegram is not None
+        if await self._ended(telegram, ended) == "again":
+            await self._connect_cycles()
+
+    async def _connect(self, telegram: GatedTelegram) -> str:
+        """telegram.connect(): "up", "again" or "stop"."""
         client = self._client
         try:
             await telegram.connect()
@@ -353,8 +441,14 @@ class LinkSupervisor:
         except CONNECT_FAILURES as exc:  # the peer's bytes are not MTProto, or it hung up
             return await self._connect_failed(telegram, explain_failure(self.conn, exc))
         self.sender_ready.set()
+        return "up"
+
+    async def _ended(self, telegram: GatedTelegram, ended: asyncio.Future[Any]) -> str:
+        """What ended a connect cycle (Telethon's disconnected future): "again" or "stop"."""
+        client = self._client
         try:
-            await telegram.disconnected
+            if not ended.cancelled():
+                ended.result()
         except errors.AuthKeyNotFound as exc:
             return "again" if await self._key_unknown(exc) else "stop"
         except Exception as exc:  # noqa: BLE001 - Telethon gave the link up; we do not

@@ -1,4 +1,4 @@
-"""The client's upkeep: lease renewal and update-state flushing (one task for both), and
+"""The client's upkeep: lease renewal and update-state flushing (scheduler entries), and
 what the client does when the lease keeper reports the lease waiting or lost.
 
 Two processes must never use one key: on a loss the link is dropped at once, then the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -18,12 +19,17 @@ import anyio
 from . import _compat
 from ._errors import LeaseLostError
 from ._kinds import describe
+from ._scheduler import Timer, get_scheduler
 from ._state import ConnectionState, StateReason
 
 if TYPE_CHECKING:
     from ._client import ResilientClient
 
-__all__ = ["housekeeping", "on_lease_lost", "on_lease_waiting"]
+__all__ = ["EXPORTED_EVERY", "Upkeep", "on_lease_lost", "on_lease_waiting"]
+
+#: How often idle senders to other DCs are looked for (what Telethon's own ping loop,
+#: which the client stops, did every 60 s).
+EXPORTED_EVERY = 60.0
 
 log = logging.getLogger("resilient_tg.client")
 
@@ -86,22 +92,96 @@ async def _recover_lease(client: ResilientClient) -> None:
         return
 
 
-async def housekeeping(client: ResilientClient) -> None:
-    """Renew the lease every lease_ttl/3 and flush the update state every
-    flush_interval: one task for both, as each client's tasks count in a fleet. (The
-    lease keeper's own timer drops the link if renewals hang.)"""
-    renew_every = client.lease_ttl / 3
-    next_renew = time.monotonic() + renew_every
-    next_flush = time.monotonic() + client.flush_interval
-    while not client._closing:
-        await asyncio.sleep(max(0.0, min(next_renew, next_flush) - time.monotonic()))
-        now = time.monotonic()
-        if now >= next_renew:
-            next_renew = now + renew_every
+class Upkeep:
+    """Renew the lease every lease_ttl/3, flush the update state every flush_interval,
+    and close idle senders to other DCs every `EXPORTED_EVERY` seconds: entries in the
+    process's scheduler. A round with nothing to do (an idle client's flush) runs no
+    task; one that must wait for the store runs a short task of the client's. (The lease
+    keeper's own timer drops the link if renewals hang.)"""
+
+    __slots__ = ("_client", "_timers")
+
+    def __init__(self, client: ResilientClient) -> None:
+        self._client = client
+        self._timers: list[Timer] = []
+
+    def start(self) -> None:
+        client = self._client
+        scheduler = get_scheduler()
+        self._timers = [
+            scheduler.call_later(client.lease_ttl / 3, self._renew_due),
+            scheduler.call_later(client.flush_interval, self._flush_due),
+            scheduler.call_later(EXPORTED_EVERY, self._exported_due),
+        ]
+
+    def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
+
+    def _again(self, index: int, delay: float, fn: Callable[[], None]) -> None:
+        if self._timers and not self._client._closing:
+            self._timers[index] = get_scheduler().call_later(delay, fn)
+
+    def _renew_due(self) -> None:
+        client = self._client
+        if client._spawn("lease-renewal", self._renew) is None:
+            return
+
+    async def _renew(self) -> None:
+        client = self._client
+        started = time.monotonic()
+        try:
             await client._leases.renew()
-        if now >= next_flush and not client._closing:
-            await _flush_update_state(client)
-            next_flush = time.monotonic() + client.flush_interval
+        finally:
+            every = client.lease_ttl / 3
+            self._again(0, max(0.0, started + every - time.monotonic()), self._renew_due)
+
+    def _flush_due(self) -> None:
+        client = self._client
+        if _flush_needed(client) and client._spawn("flush", self._flush) is not None:
+            return
+        self._again(1, client.flush_interval, self._flush_due)
+
+    async def _flush(self) -> None:
+        try:
+            await _flush_update_state(self._client)
+        finally:
+            self._again(1, self._client.flush_interval, self._flush_due)
+
+    def _exported_due(self) -> None:
+        telegram = self._client._telegram
+        if (
+            telegram is not None
+            and _compat.has_exported(telegram)
+            and self._client._spawn("exported-cleanup", self._clean_exported) is not None
+        ):
+            return
+        self._again(2, EXPORTED_EVERY, self._exported_due)
+
+    async def _clean_exported(self) -> None:
+        try:
+            telegram = self._client._telegram
+            if telegram is not None:
+                await _compat.clean_exported(telegram)
+        finally:
+            self._again(2, EXPORTED_EVERY, self._exported_due)
+
+
+def _flush_needed(client: ResilientClient) -> bool:
+    """Whether a flush has something to write; brings the session's copy of the update
+    state up to date first (without a task where the session allows it)."""
+    telegram, session = client._telegram, client._session
+    if (
+        telegram is None
+        or session is None
+        or client._state not in (ConnectionState.CONNECTED, ConnectionState.CATCHING_UP)
+        or not client._authorized
+    ):
+        return False
+    if not _compat.save_states_now(telegram):
+        return True  # could not be done without awaiting: a task does it
+    return session.dirty
 
 
 async def _flush_update_state(client: ResilientClient) -> None:
