@@ -17,20 +17,21 @@ policies = st.builds(
     max_delay=st.floats(min_value=10, max_value=600),
     multiplier=st.floats(min_value=1, max_value=10),
     jitter=st.sampled_from(["full", "equal", "none"]),
+    probe_delay=st.floats(min_value=0.001, max_value=5),
 )
 
 
 def test_defaults_match_the_design() -> None:
     policy = ReconnectPolicy()
     assert (policy.initial_delay, policy.max_delay, policy.multiplier, policy.jitter) == (
-        0.5,
+        0.1,
         30.0,
         2.0,
         "full",
     )
     assert policy.max_attempts is None
     assert policy.max_elapsed is None
-    assert (policy.reset_after, policy.connect_timeout) == (60.0, 10.0)
+    assert (policy.reset_after, policy.connect_timeout, policy.probe_delay) == (60.0, 10.0, 0.5)
     keepalive = KeepalivePolicy()
     assert (keepalive.interval, keepalive.timeout, keepalive.detection_bound) == (5.0, 5.0, 10.0)
 
@@ -99,6 +100,8 @@ def test_gives_up_only_when_a_limit_is_set() -> None:
         ("max_elapsed", 0, "ReconnectPolicy.max_elapsed must be > 0"),
         ("reset_after", -1, "ReconnectPolicy.reset_after must be >= 0"),
         ("connect_timeout", float("inf"), "ReconnectPolicy.connect_timeout must be finite"),
+        ("probe_delay", 0, "ReconnectPolicy.probe_delay must be > 0"),
+        ("probe_delay", float("nan"), "ReconnectPolicy.probe_delay must be > 0, got nan"),
     ],
 )
 def test_invalid_reconnect_values_name_the_field(field: str, value: object, message: str) -> None:
@@ -115,13 +118,13 @@ def test_policies_are_frozen_and_evolve_validates() -> None:
     policy = ReconnectPolicy()
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         policy.max_delay = 1.0  # type: ignore[misc]
-    faster = policy.evolve(initial_delay=0.1)
-    assert faster.initial_delay == 0.1
-    assert policy.initial_delay == 0.5
+    slower = policy.evolve(initial_delay=0.5)
+    assert slower.initial_delay == 0.5
+    assert policy.initial_delay == 0.1
     assert attrs.evolve(policy, max_attempts=5).max_attempts == 5
     with pytest.raises(ValueError, match="initial_delay"):
         policy.evolve(initial_delay=-1)
-    assert "ReconnectPolicy(initial_delay=0.5" in repr(policy)
+    assert "ReconnectPolicy(initial_delay=0.1" in repr(policy)
 
 
 @pytest.mark.parametrize(("field", "value"), [("interval", 0), ("timeout", -1), ("interval", "5")])
@@ -139,7 +142,7 @@ def test_keepalive_asks_the_server_for_whole_seconds() -> None:
 
 def test_a_short_outage_never_costs_a_long_wait() -> None:
     """Instant failures climb the exponent fast; the ceiling stays within the outage."""
-    policy = ReconnectPolicy()  # cap_by_elapsed is on by default
+    policy = ReconnectPolicy(initial_delay=0.5)  # cap_by_elapsed is on by default
     assert policy.ceiling(7) == 30.0  # no elapsed time given: the plain exponential
     assert policy.ceiling(7, elapsed=10.0) == 10.0  # ten seconds in: at most ten
     assert policy.ceiling(7, elapsed=0.1) == policy.initial_delay  # never below it
@@ -157,6 +160,18 @@ def test_capped_delay_stays_within_elapsed_or_initial_delay(
     delay = policy.delay(attempt, random.Random(seed), elapsed)
     assert 0 <= delay <= policy.ceiling(attempt)
     assert delay <= max(policy.initial_delay, elapsed) or not policy.cap_by_elapsed
+
+
+@given(policies, st.integers())
+def test_a_probe_waits_within_the_upper_half_of_probe_delay(
+    policy: ReconnectPolicy, seed: int
+) -> None:
+    """A try that never reached the server is followed within probe_delay, never at once."""
+    wait = policy.probe_wait(random.Random(seed))
+    if policy.jitter == "none":
+        assert wait == policy.probe_delay
+    else:
+        assert policy.probe_delay / 2 <= wait <= policy.probe_delay
 
 
 def test_cap_by_elapsed_must_be_a_bool() -> None:

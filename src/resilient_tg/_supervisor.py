@@ -264,6 +264,7 @@ class LinkSupervisor:
         elapsed = now - self.outage_started
         self.attempt += 1
         level = logging.INFO
+        count = ""
         if kind == LOST:
             self.failures = 0
             self.cheap = 0
@@ -276,7 +277,7 @@ class LinkSupervisor:
             if self.cheap & (self.cheap - 1):
                 level = logging.DEBUG  # INFO at 1, 2, 4, 8... with the count
             else:
-                what = f"{what} ({self.cheap} in this outage did not reach the server)"
+                count = f" ({self.cheap} in this outage did not reach the server)"
         else:
             self.failures += 1
             delay = policy.delay(self.failures, client._rng, elapsed)
@@ -287,7 +288,7 @@ class LinkSupervisor:
             what,
             error=error,
             next_delay=delay,
-            message=f"{what}; reconnecting in {delay:.1f}s (attempt {self.attempt})",
+            message=f"{what}{count}; reconnecting in {delay:.1f}s (attempt {self.attempt})",
             level=level,
         )
 
