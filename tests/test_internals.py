@@ -183,11 +183,11 @@ async def test_an_idle_connected_client_owns_no_task_of_ours(
             "MTProtoSender._send_loop",
             "UpdateMethods._update_loop",
         ]
-        seen = {client._last_pong_at}
+        seen = {client._health.last_pong_at}
         with anyio.fail_after(20):
             while len(seen) < 3:  # two more pongs
                 await asyncio.sleep(0.02)
-                seen.add(client._last_pong_at)
+                seen.add(client._health.last_pong_at)
         assert len(client._tasks) == 0
 
 

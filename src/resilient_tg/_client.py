@@ -34,7 +34,7 @@ from ._callbacks import Callback, CallbackRegistry, GapCallback
 from ._deadlines import Deadlines
 from ._errors import AppRejectedError, AuthLostError, NotConnectedError
 from ._flag import Flag
-from ._health import build_health
+from ._health import HealthTracker, build_health
 from ._keepalive import Keepalive
 from ._kinds import describe
 from ._lease import LeaseKeeper
@@ -86,6 +86,51 @@ class ResilientClient:
     (200 when healthy, else 503) and ``GET /status`` (always 200) with the same JSON
     while the client runs (port 0 picks one; see `status_url`).
     """
+
+    # Slots: a process may hold thousands of clients, and a dict of ~40 attributes is
+    # the largest single allocation of one (a subclass of yours still gets a __dict__).
+    __slots__ = (
+        "__weakref__",
+        "_api_hash",
+        "_api_id",
+        "_callbacks",
+        "_carrying",
+        "_closing",
+        "_connection_base",
+        "_deadlines",
+        "_detail",
+        "_early_handlers",
+        "_entered",
+        "_exported_borrows",
+        "_generation",
+        "_health",
+        "_keepalive",
+        "_leases",
+        "_link",
+        "_listeners",
+        "_reason",
+        "_rng",
+        "_session",
+        "_since",
+        "_state",
+        "_state_changed",
+        "_status",
+        "_store",
+        "_tasks",
+        "_telegram",
+        "_telethon_kwargs",
+        "_upkeep",
+        "_waiting_for_sender",
+        "flood_sleep_threshold",
+        "flush_interval",
+        "holder",
+        "keepalive_policy",
+        "lease_ttl",
+        "max_queued_requests",
+        "reconnect_policy",
+        "request_timeout",
+        "shutdown_timeout",
+    )
 
     def __init__(
         self,
@@ -167,17 +212,7 @@ class ResilientClient:
         # Timers: entries in the process's scheduler (see _scheduler.py), no tasks.
         self._keepalive = Keepalive(self.keepalive_policy, self._record_pong, self._link.silent)
         self._upkeep = Upkeep(self)
-
-        # Health.
-        self._authorized: bool | None = None
-        self._was_authorized = False
-        self._last_pong_at: float | None = None
-        self._last_update_at: float | None = None
-        self._last_request_ok_at: float | None = None
-        self._rtt: float | None = None
-        self._reconnects_total = 0
-        self._last_error: str | None = None
-        self._rejected_reason = ""
+        self._health = HealthTracker()
 
         # Lease (see _lease.py; what a loss does is in _upkeep.py).
         self._leases = LeaseKeeper(
@@ -310,7 +345,7 @@ class ResilientClient:
             await self._leases.acquire()
             self._session = await StoreSession.open(self._store, flush_interval=self.flush_interval)
             self._session.save_listeners.append(self._notify_save)
-            self._was_authorized = self._session.ever_authorized
+            self._health.was_authorized = self._session.ever_authorized
             # Until it has caught up on a link, the client writes back the update state it
             # loaded: a client that never connected knows no newer one.
             self._session.hold_update_state()
@@ -412,7 +447,7 @@ class ResilientClient:
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
-            self._last_error = describe(exc)
+            self._health.last_error = describe(exc)
             log.exception("resilient_tg %s task failed (a bug); the client carries on", name)
 
     # State ----------------------------------------------------------------------------
@@ -434,13 +469,13 @@ class ResilientClient:
         if old is ConnectionState.CLOSED:
             return
         if old.link_up and new in (ConnectionState.RECONNECTING, ConnectionState.CONNECTING):
-            self._reconnects_total += 1
+            self._health.reconnects_total += 1
         self._state = new
         self._reason = reason
         self._detail = detail
         self._since = time.time()
         if error is not None:
-            self._last_error = describe(error)
+            self._health.last_error = describe(error)
         change = StateChange(
             old=old,
             new=new,
@@ -465,7 +500,7 @@ class ResilientClient:
         waiter.set()
 
     def _rejected_error(self) -> AppRejectedError:
-        name = self._rejected_reason
+        name = self._health.rejected_reason
         return AppRejectedError(
             f"the server refuses this app's api_id/api_hash ({name}); fix the configuration",
             reason=name,
@@ -482,13 +517,12 @@ class ResilientClient:
         on_lease_lost(self, why)
 
     async def _on_raw_update(self, update: Any) -> None:
-        self._last_update_at = time.time()
+        self._health.last_update_at = time.time()
 
     # Keepalive hooks (see _keepalive.py) ----------------------------------------------------
 
     def _record_pong(self, rtt: float) -> None:
-        self._last_pong_at = time.time()
-        self._rtt = rtt
+        self._health.pong(rtt)
         self._notify(lambda listener: listener.on_pong(rtt))
 
     # Internal listeners (status publisher, metrics) ------------------------------------------
@@ -505,7 +539,7 @@ class ResilientClient:
 
     def _notify_save(self, duration: float, error: BaseException | None) -> None:
         if error is not None:
-            self._last_error = self._save_problem(error)
+            self._health.last_error = self._save_problem(error)
         self._notify(lambda listener: listener.on_save(duration, error))
 
     def _save_problem(self, error: BaseException) -> str:

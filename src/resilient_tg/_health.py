@@ -1,4 +1,5 @@
-"""The client's Health snapshot, built from what it already knows (never any I/O)."""
+"""The health tracker: what the client knows about its link's health, and the Health
+snapshot built from it (never any I/O)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,52 @@ from .stores._messages import store_error_text
 if TYPE_CHECKING:
     from ._client import ResilientClient
 
-__all__ = ["build_health"]
+__all__ = ["HealthTracker", "build_health"]
+
+
+class HealthTracker:
+    """The facts behind `Health` that no other part owns: written by the parts that learn
+    them (the request gate, the post-connect, the keepalive, the supervisor), read by
+    `build_health`. One per client; plain slots, so it costs a few hundred bytes."""
+
+    __slots__ = (
+        "authorized",
+        "last_error",
+        "last_pong_at",
+        "last_request_ok_at",
+        "last_update_at",
+        "reconnects_total",
+        "rejected_reason",
+        "rtt",
+        "was_authorized",
+    )
+
+    def __init__(self) -> None:
+        #: Whether the session is logged in (None: not known yet on this run).
+        self.authorized: bool | None = None
+        #: Whether the stored session was ever logged in (a -404 then means AUTH_LOST).
+        self.was_authorized = False
+        self.last_pong_at: float | None = None
+        self.last_update_at: float | None = None
+        self.last_request_ok_at: float | None = None
+        self.rtt: float | None = None
+        self.reconnects_total = 0
+        self.last_error: str | None = None
+        #: The error name the server refused the app with (REJECTED).
+        self.rejected_reason = ""
+
+    def pong(self, rtt: float) -> None:
+        """A keepalive pong arrived after ``rtt`` seconds."""
+        self.last_pong_at = time.time()
+        self.rtt = rtt
 
 
 def build_health(client: ResilientClient) -> Health:
     """A snapshot of the link, the session and the lease (see `ResilientClient.health`)."""
     now = time.time()
     bound = client.keepalive_policy.detection_bound
-    last_pong_at = client._last_pong_at
+    known = client._health
+    last_pong_at = known.last_pong_at
     pong_fresh = last_pong_at is not None and now - last_pong_at <= bound
     session = client._session
     store = client._store
@@ -50,17 +89,17 @@ def build_health(client: ResilientClient) -> Health:
     return Health(
         state=state,
         connected=state.link_up,
-        authorized=client._authorized,
-        healthy=state is ConnectionState.CONNECTED and client._authorized is True and pong_fresh,
+        authorized=known.authorized,
+        healthy=state is ConnectionState.CONNECTED and known.authorized is True and pong_fresh,
         since=client._since,
         last_pong_at=last_pong_at,
-        last_update_at=client._last_update_at,
-        last_request_ok_at=client._last_request_ok_at,
-        rtt=client._rtt,
+        last_update_at=known.last_update_at,
+        last_request_ok_at=known.last_request_ok_at,
+        rtt=known.rtt,
         clock_skew=_compat.clock_offset(telegram) if telegram is not None else None,
         attempt=client._link.attempt,
-        reconnects_total=client._reconnects_total,
-        last_error=client._last_error,
+        reconnects_total=known.reconnects_total,
+        last_error=known.last_error,
         lease=lease,
         store=store_info,
         reason=client._reason,

@@ -61,7 +61,7 @@ async def run_post_connect(
             return
         if client._state.terminal:
             return
-        if client._authorized:
+        if client._health.authorized:
             client._transition(
                 ConnectionState.CATCHING_UP,
                 StateReason.CONNECTED,
@@ -91,14 +91,14 @@ async def run_post_connect(
         return
     if generation != client._generation or client._closing:
         return
-    if client._authorized and client._session is not None:
+    if client._health.authorized and client._session is not None:
         client._session.release_update_state()  # probed and caught up: the state is learned
     link.connected_since = time.monotonic()
     link.outage_started = None
     link.attempt = 0
     link.switch_target = None
     elapsed = time.monotonic() - started
-    auth = "" if client._authorized else NOT_LOGGED_IN
+    auth = "" if client._health.authorized else NOT_LOGGED_IN
     client._transition(
         ConnectionState.CONNECTED,
         StateReason.CONNECTED,
@@ -131,13 +131,13 @@ async def _probe(
             link.auth_lost(error_name(exc), exc)
             return None
         except errors.AuthKeyUnregisteredError as exc:
-            if client._was_authorized:
+            if client._health.was_authorized:
                 link.auth_lost("AUTH_KEY_UNREGISTERED", exc)
                 return None
-            client._authorized = False
+            client._health.authorized = False
             return _NoState()
         except errors.UnauthorizedError:
-            client._authorized = False
+            client._health.authorized = False
             return _NoState()
         except TRANSIENT_RPC:
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
@@ -148,11 +148,11 @@ async def _probe(
                 raise
             link.rejected(name, exc)
             return None
-        client._authorized = True
-        client._was_authorized = True
+        client._health.authorized = True
+        client._health.was_authorized = True
         if client._session is not None:
             client._session.mark_authorized()  # durable before CONNECTED (_make_durable)
-        client._last_request_ok_at = time.time()
+        client._health.last_request_ok_at = time.time()
         # The answer is the link's first pong: healthy as soon as CONNECTED is reported.
         client._record_pong(time.monotonic() - sent)
         return state

@@ -230,11 +230,11 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
             continue
         if exc is None:
             result = value
-            client._last_request_ok_at = time.time()
+            client._health.last_request_ok_at = time.time()
             if isinstance(request, _LOGIN_REQUESTS) and _is_authorization(result):
                 _on_login(client)
             elif isinstance(request, functions.auth.LogOutRequest):
-                client._authorized = False
+                client._health.authorized = False
             return result
         if isinstance(exc, FLOOD):
             seconds = max(1, int(exc.seconds))
@@ -253,7 +253,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         if isinstance(exc, TRANSIENT_RPC):
             # The server answered: a later timeout reports this, not silence.
             server_error = exc
-            client._last_error = describe(exc)
+            client._health.last_error = describe(exc)
             if deadline - time.monotonic() > _TRANSIENT_PAUSE:
                 await asyncio.sleep(_TRANSIENT_PAUSE)
                 continue
@@ -272,7 +272,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
             continue
         if isinstance(exc, KEY_DEAD):
             client._link.auth_lost(error_name(exc), exc)
-        elif isinstance(exc, errors.AuthKeyUnregisteredError) and client._authorized:
+        elif isinstance(exc, errors.AuthKeyUnregisteredError) and client._health.authorized:
             client._link.auth_lost("AUTH_KEY_UNREGISTERED", exc)
         raise exc
 
@@ -389,8 +389,8 @@ async def _wait_user_connected(client: ResilientClient, deadline: float) -> bool
 
 
 def _on_login(client: ResilientClient) -> None:
-    client._authorized = True
-    client._was_authorized = True
+    client._health.authorized = True
+    client._health.was_authorized = True
     # Health follows a login made through client.telegram (it was "not logged in").
     client._detail = client._detail.removesuffix(NOT_LOGGED_IN)
     if client._session is not None:

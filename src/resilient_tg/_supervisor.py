@@ -335,7 +335,7 @@ class LinkSupervisor:
         client = self._client
         if client._state is ConnectionState.AUTH_LOST or client._closing:
             return
-        client._authorized = False
+        client._health.authorized = False
         if client._session is not None:
             client._session.discard_changes()
         client._transition(
@@ -354,7 +354,7 @@ class LinkSupervisor:
             return
         if client._session is not None:
             client._session.discard_changes()
-        client._rejected_reason = name
+        client._health.rejected_reason = name
         client._transition(
             ConnectionState.REJECTED,
             StateReason.APP_REJECTED,
@@ -529,7 +529,8 @@ class LinkSupervisor:
             return
         if session.dc_id == new_dc:
             return  # already there (another request's migration got there first)
-        if client._authorized or (client._authorized is None and client._was_authorized):
+        known = client._health
+        if known.authorized or (known.authorized is None and known.was_authorized):
             log.warning(
                 "the server asks to move the logged-in session to DC %d; not moving it "
                 "(its key is known on DC %s only)",
@@ -572,7 +573,7 @@ class LinkSupervisor:
     async def _key_unknown(self, exc: BaseException) -> bool:
         """Transport -404. True to carry on (a never-used key is replaced), False to stop."""
         client = self._client
-        if client._was_authorized:
+        if client._health.was_authorized:
             self.auth_lost("the server no longer knows the auth key (-404)", exc)
             return False
         log.info("the server does not know our (never authorized) auth key; creating a new one")

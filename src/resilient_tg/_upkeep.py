@@ -86,7 +86,7 @@ async def _recover_lease(client: ResilientClient) -> None:
         if client._session is not None:
             client._session.reload(data)
             client._session.hold_update_state()  # the stored state is the newest until caught up
-            client._was_authorized = client._session.ever_authorized
+            client._health.was_authorized = client._session.ever_authorized
         client._link.first_attempt = True
         leases.resume()  # the supervisor connects again
         return
@@ -176,7 +176,7 @@ def _flush_needed(client: ResilientClient) -> bool:
         telegram is None
         or session is None
         or client._state not in (ConnectionState.CONNECTED, ConnectionState.CATCHING_UP)
-        or not client._authorized
+        or not client._health.authorized
     ):
         return False
     if not _compat.save_states_now(telegram):
@@ -191,7 +191,7 @@ async def _flush_update_state(client: ResilientClient) -> None:
         telegram is None
         or session is None
         or client._state not in (ConnectionState.CONNECTED, ConnectionState.CATCHING_UP)
-        or not client._authorized
+        or not client._health.authorized
     ):
         return
     await _compat.save_states(telegram)

@@ -295,7 +295,12 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             self._writer = asyncio.get_running_loop().create_task(
                 self._write_loop(), name=f"resilient_tg session writer ({self.store.describe()})"
             )
+            self._writer.add_done_callback(self._writer_ended)
         self._wake.set()
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        if self._writer is task:
+            self._writer = None  # a finished task holds its coroutine's frame and name
 
     async def _write_loop(self) -> None:
         assert self._wake is not None
