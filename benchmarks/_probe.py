@@ -46,6 +46,7 @@ class Probe:
         self.call = call
         self.successes: list[float] = []
         self.failures = 0
+        self.answered = asyncio.Event()  # set by the first answer
         self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -59,6 +60,7 @@ class Probe:
                 await asyncio.sleep(0.01)
             else:
                 self.successes.append(time.monotonic())
+                self.answered.set()
                 await asyncio.sleep(0.02)
 
     def start(self) -> None:
