@@ -9,12 +9,34 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import delivery, detection, fleet, handshake, overhead, recovery, reset, soak, stores
+from . import (
+    delivery,
+    detection,
+    fleet,
+    handshake,
+    memory,
+    overhead,
+    recovery,
+    reset,
+    soak,
+    stores,
+)
 
 __all__ = ["SCENARIOS"]
 
 # Run order: each scenario starts its own server, so the order only affects wall time.
 SCENARIOS: dict[str, ModuleType] = {
     m.NAME: m
-    for m in (detection, reset, recovery, handshake, delivery, overhead, stores, soak, fleet)
+    for m in (
+        detection,
+        reset,
+        recovery,
+        handshake,
+        delivery,
+        overhead,
+        stores,
+        soak,
+        fleet,
+        memory,
+    )
 }

@@ -93,6 +93,11 @@ class Child:
         data: dict[str, Any] = json.loads(line)
         return data
 
+    def kill(self) -> None:
+        """Done with it: no need to wait for N clients to shut down one by one."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+
     async def write(self, line: str) -> None:
         assert self.process is not None
         assert self.process.stdin is not None

@@ -23,8 +23,6 @@ from ._child import cpu_seconds, emit
 from ._common import OURS, LinkLog, quiet_logs
 from ._probe import Probe
 
-COMEBACK_LIMIT = 120.0
-
 
 async def _child(spec_path: str) -> None:
     spec = json.loads(await asyncio.to_thread(Path(spec_path).read_text))
@@ -90,7 +88,9 @@ async def _child(spec_path: str) -> None:
                 await probe.stop()
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(until_ok(i) for i in range(n))), COMEBACK_LIMIT)
+            await asyncio.wait_for(
+                asyncio.gather(*(until_ok(i) for i in range(n))), spec["comeback_limit"]
+            )
         emit(
             {
                 "attempts": [round(a - t0, 4) for a in attempts.attempts if a >= t0],

@@ -161,7 +161,7 @@ async def run(cfg: Config) -> Scenario:
     result = Scenario(NAME, TITLE, GOAL)
     rng = cfg.rng(NAME)
     ours_cycles = cfg.n(1000, 20)
-    raw_cycles = cfg.n(150, 20)
+    raw_cycles = cfg.n(150, 6)  # ~1 s a cycle: Telethon waits retry_delay
     async with (
         bench_server(result) as server,
         FaultProxy(server.host, server.port) as proxy,
