@@ -180,7 +180,8 @@ async def open_subject(
 ) -> Subject:
     """A client of ``kind`` (OURS or a Telethon label; ``kwargs`` go to its constructor)
     logged in with a key of its own, behind a RecordingProxy of its own."""
-    proxy = await stack.enter_async_context(RecordingProxy(server.host, server.port))
+    proxy = RecordingProxy(server.host, server.port)
+    await stack.enter_async_context(proxy)
     if kind == OURS:
         client, watch = await stack.enter_async_context(
             open_ours(server, user, port=proxy.port, **kwargs)
