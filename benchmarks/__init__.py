@@ -7,13 +7,32 @@ scenario measures is in its module docstring and in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
-
-from . import delivery, detection, fleet, overhead, recovery, soak, stores
 
 __all__ = ["SCENARIOS"]
 
 # Run order: each scenario starts its own server, so the order only affects wall time.
-SCENARIOS: dict[str, ModuleType] = {
-    m.NAME: m for m in (detection, recovery, delivery, overhead, stores, soak, fleet)
-}
+_ORDER = (
+    "detection",
+    "reset",
+    "recovery",
+    "handshake",
+    "delivery",
+    "overhead",
+    "stores",
+    "soak",
+    "fleet",
+    "memory",
+)
+
+
+def __getattr__(name: str) -> dict[str, ModuleType]:
+    """``SCENARIOS`` (name -> module), imported on first use: the child processes of the
+    fleet and memory scenarios import this package and need none of them."""
+    if name != "SCENARIOS":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    scenarios = {n: importlib.import_module(f".{n}", __name__) for n in _ORDER}
+    assert all(n == m.NAME for n, m in scenarios.items())
+    globals()["SCENARIOS"] = scenarios
+    return scenarios

@@ -1,8 +1,10 @@
-"""``python -m benchmarks [--quick] [--out DIR] [--only NAME ...] [--no-docs]``.
+"""``python -m benchmarks [--quick] [--out DIR] [--only NAME ...] [--docs auto|yes|no]``.
 
 Runs the scenarios, prints the table, writes ``results.json`` and the PNG plots to
-``--out`` (default ``benchmarks/results/``) and, for a full run into the default
-directory, regenerates ``docs/benchmarks.md``.
+``--out`` (default ``benchmarks/results/``, the published full run; ``--quick`` runs go
+to ``benchmarks/results-quick/``, which git ignores) and, for a full run of every
+scenario into the default directory, regenerates ``docs/benchmarks.md``. With ``--only``
+the scenarios run are merged into the directory's ``results.json``: the others are kept.
 """
 
 from __future__ import annotations
@@ -21,13 +23,20 @@ from ._common import Config, Row, Scenario, quiet_logs
 from ._report import machine, render_docs, render_table, write_plots
 
 RESULTS = Path(__file__).parent / "results"
+QUICK_RESULTS = Path(__file__).parent / "results-quick"
 DOCS = Path(__file__).parent.parent / "docs" / "benchmarks.md"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small N, a CI smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where JSON and PNGs go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where JSON and PNGs go (default: benchmarks/results/, or "
+        "benchmarks/results-quick/ with --quick)",
+    )
     parser.add_argument(
         "--only", nargs="+", choices=list(SCENARIOS), metavar="NAME", help="run only these"
     )
@@ -47,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = Config(quick=args.quick, seed=args.seed)
     names = args.only or list(SCENARIOS)
-    out: Path = args.out
+    out: Path = args.out or (QUICK_RESULTS if args.quick else RESULTS)
+    if args.quick and out.resolve() == RESULTS.resolve():
+        parser.error("--quick never writes over the published full run (benchmarks/results/)")
     out.mkdir(parents=True, exist_ok=True)
 
     if args.redraw:
@@ -65,7 +76,32 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "scenarios": {s.name: s.to_dict() for s in results},
     }
+    if args.only:
+        document, results = _merge(document, results, out / "results.json")
     return _finish(document, results, out, args, cfg)
+
+
+def _merge(
+    document: dict[str, Any], results: list[Scenario], path: Path
+) -> tuple[dict[str, Any], list[Scenario]]:
+    """The scenarios just run, put into the results already in ``path`` (same mode only:
+    a quick scenario never lands in a full run's file, nor the reverse)."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return document, results
+    if old.get("mode") != document["mode"] or not isinstance(old.get("scenarios"), dict):
+        return document, results
+    fresh = {s.name: s for s in results}
+    scenarios = {name: d for name, d in old["scenarios"].items() if name in SCENARIOS}
+    scenarios.update(document["scenarios"])
+    order = [name for name in SCENARIOS if name in scenarios]
+    merged = dict(old)
+    merged.update({k: v for k, v in document.items() if k != "scenarios"})
+    merged["scenarios"] = {name: scenarios[name] for name in order}
+    merged["elapsed_seconds"] = round(sum(d["elapsed_seconds"] for d in scenarios.values()), 1)
+    merged["merged"] = sorted(set(old.get("merged", [])) | set(fresh))  # re-run with --only
+    return merged, [fresh.get(name) or _scenario(scenarios[name]) for name in order]
 
 
 def _scenario(d: dict[str, Any]) -> Scenario:

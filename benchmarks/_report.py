@@ -169,9 +169,9 @@ def render_docs(document: dict[str, Any], results: list[Scenario], out: Path, do
         "",
         "```sh",
         ".venv/bin/pip install -e '.[dev]'   # or '.[bench,sql,postgres,mysql,testing]'",
-        ".venv/bin/python -m benchmarks            # full run: ~20 min, rewrites this page",
-        ".venv/bin/python -m benchmarks --quick --out /tmp/b   # smoke run, ~1.5 min (CI)",
-        ".venv/bin/python -m benchmarks --only detection recovery",
+        ".venv/bin/python -m benchmarks            # full run: ~25-30 min, rewrites this page",
+        ".venv/bin/python -m benchmarks --quick    # smoke run, ~2 min (CI): results-quick/",
+        ".venv/bin/python -m benchmarks --only reset recovery   # merged into results.json",
         "```",
         "",
         f"**Run of {m['date']}** ({document['mode']} mode, seed {document['seed']}, "

@@ -52,6 +52,9 @@ from ._common import (
     poll_until,
     wait_for_state,
 )
+from ._delivery_plot import plot
+
+__all__ = ["plot", "run"]
 
 NAME = "delivery"
 TITLE = "Loss and duplication across random faults"
@@ -511,51 +514,3 @@ def _quiet_rows(result: Scenario, quiet: dict[str, Any]) -> None:
         )
     if quiet["telethon_gave_up"]:
         result.notes.append(f"Raw Telethon gave up in the quiet case: {quiet['telethon_gave_up']}.")
-
-
-def plot(scenario: Scenario, fig: Any) -> None:
-    per = scenario.raw["per_client"]
-    quiet = scenario.raw.get("quiet")
-    ax = fig.add_subplot(1, 2 if quiet else 1, 1)
-    metrics = (
-        ("lost", "lost deliveries"),
-        ("duplicated", "duplicated deliveries"),
-        ("duplicated_sends", "duplicated sends"),
-    )
-    width = 0.25
-    for i, (key, label) in enumerate(metrics):
-        xs = [j + (i - 1) * width for j in range(len(KINDS))]
-        ax.bar(xs, [per[k][key] for k in KINDS], width, label=label)
-    ax.set_xticks(range(len(KINDS)), [_SHORT[k] for k in KINDS], fontsize=8)
-    ax.set_ylabel("messages")
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"{len(scenario.raw['faults'])} random faults: what the handlers saw", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")
-    if quiet:
-        _plot_quiet(quiet, fig.add_subplot(1, 2, 2))
-
-
-_SHORT = {
-    OURS: "resilient_tg",
-    TELETHON_DEFAULT: "telethon\n(defaults)",
-    TELETHON_FOREVER: "telethon\n(retries=None)",
-}
-
-
-def _plot_quiet(quiet: dict[str, Any], ax: Any) -> None:
-    per = quiet["per_client"]
-    metrics = (
-        ("late_or_lost_in_window", f"not in {quiet['window']:g} s"),
-        ("never_delivered", "never"),
-        ("duplicated", "duplicated"),
-    )
-    width = 0.25
-    for i, (key, label) in enumerate(metrics):
-        xs = [j + (i - 1) * width for j in range(len(KINDS))]
-        ax.bar(xs, [per[k][key] for k in KINDS], width, label=label)
-    ax.set_xticks(range(len(KINDS)), [_SHORT[k] for k in KINDS], fontsize=8)
-    ax.set_ylabel("messages")
-    ax.set_ylim(bottom=0)
-    total = per[OURS]["sent_while_down"]
-    ax.set_title(f"quiet after fault: {total} sent while down", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left")

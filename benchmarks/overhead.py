@@ -121,6 +121,8 @@ async def run(cfg: Config) -> Scenario:
 
 
 def plot(scenario: Scenario, fig: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     samples = scenario.raw["samples_ms"]
     for i, (op, per) in enumerate(samples.items()):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -129,6 +131,12 @@ def plot(scenario: Scenario, fig: Any) -> None:
             ys = [(j + 1) / len(ordered) for j in range(len(ordered))]
             ax.plot(ordered, ys, label=kind)
         ax.set_xscale("log")
+        # A log axis over less than a decade labels its minor ticks too, and they
+        # overlap: label a few round values only.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_xlabel("round trip (ms, log)")
         ax.set_ylabel("fraction of requests")
         ax.set_title(op)

@@ -1,12 +1,21 @@
-"""2. Recovery after refused connects: from heal to the first successful request.
+"""2b/2c. Back after an outage: from the heal to the first answered request.
 
-Every client runs a probe loop (``updates.getState``, each try bounded to 2 s) and sits
-behind its own FaultProxy. The proxies reset the live links and refuse connects for the
-outage plus a random phase of up to ``PHASE_MAX`` seconds, drawn per client, then heal.
-Without the phase every heal would land at the same point of raw Telethon's fixed 1 s
-retry cycle (which starts at the reset), just before its next attempt. A client that has
-not answered within ``WAIT_AFTER_HEAL`` seconds of the heal "never" recovers (raw
-Telethon with ``connection_retries=5`` gives up after about 35 s of failures).
+Two kinds of outage. A *refusal* resets the live links and refuses connects (the
+server's host is up, nothing listens: attempts fail at once and cost the server
+nothing). A *black hole* silently eats every byte: the live link goes quiet, new TCP
+connects are accepted and then never answered. At heal the proxy listens again, or
+aborts (RST) every link that lost bytes in the hole.
+
+Every client (ours with default policies; raw Telethon with ``connection_retries=None``,
+which retries every second forever) sits behind a RecordingProxy of its own with a key
+of its own, and runs a request probe (``updates.getState`` in a loop, each try bounded
+to 1 s) from before the fault. All samples of every outage length run at once, from one
+common fault, so a full run takes as long as its longest outage; each sample's outage
+lasts its nominal length plus a phase drawn from U(0, ``PHASE_MAX``) so that heals land
+at random points of raw Telethon's 1 s retry cycle and of our probe cycle.
+
+The proxy's record of each link (accepted, connected upstream, closed) gives the most
+links of one key the server had open at one moment (see ``_probe.RecordingProxy``).
 """
 
 from __future__ import annotations
@@ -19,264 +28,217 @@ import time
 from typing import Any
 
 import anyio
-import attrs
-from telethon.tl import functions
 
-from resilient_tg import ConnectionState, ReconnectPolicy
-from resilient_tg.testing import FaultProxy, MTProtoTestServer
+from resilient_tg import ConnectionState
 
 from ._common import (
     OURS,
-    TELETHON_DEFAULT,
     TELETHON_FOREVER,
     Config,
-    LinkLog,
-    OursWatch,
     Row,
     Scenario,
     bench_server,
     new_user,
-    open_ours,
-    open_telethon,
     poll_until,
     ratio,
     summary,
 )
+from ._probe import Subject, gave_up, open_subject
 
 NAME = "recovery"
-TITLE = "Recovery after a refusal outage"
-GOAL = "ours within the policy's current delay + 0.5 s after heal, always recovers"
-
-WAIT_AFTER_HEAL = 40.0  # > ReconnectPolicy().max_delay + margin; Telethon gets as long
-PER_KIND = 3
+TITLE = "Back after an outage"
+GOAL = (
+    "refusal: max <= 1.5 s after heal and <= raw Telethon's max + 0.5 s; black hole: "
+    "max <= 2 s after heal, at most one link per key open at any moment"
+)
+KINDS = (OURS, TELETHON_FOREVER)
+REFUSAL_MAX = 1.5
+REFUSAL_MARGIN = 0.5
+BLACKHOLE_MAX = 2.0
 PHASE_MAX = 1.0  # raw Telethon's retry_delay: the phase covers one whole retry cycle
+WAIT_AFTER_HEAL = 20.0  # a client not back by then counts as "never"
 
 
-class _Probe:
-    """Sends a request in a loop; remembers when each one succeeded."""
-
-    def __init__(self, call: Any) -> None:
-        self.call = call
-        self.successes: list[float] = []
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self.call(functions.updates.GetStateRequest()), 2.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - failures are what we wait through
-                await asyncio.sleep(0.05)
-            else:
-                self.successes.append(time.monotonic())
-                await asyncio.sleep(0.02)
-
-    def first_after(self, start: float) -> float | None:
-        return next((t for t in self.successes if t >= start), None)
+def _outages(cfg: Config) -> list[tuple[str, float]]:
+    if cfg.quick:
+        return [("refused", 1.0), ("refused", 3.0), ("blackhole", 2.0)]
+    return [("refused", s) for s in (1.0, 10.0, 60.0, 180.0)] + [
+        ("blackhole", s) for s in (10.0, 60.0)
+    ]
 
 
-@attrs.define
-class _Subject:
-    """One client behind its own proxy, and the phase its outage is lengthened by."""
-
-    kind: str
-    proxy: FaultProxy
-    probe: _Probe
-    phase: float
-    watch: OursWatch | None = None  # ours
-    telethon: Any = None  # raw Telethon
-    links: LinkLog | None = None  # raw Telethon
-    heal: float = math.nan
-
-    def recovered(self) -> float | None:
-        """Seconds from this client's heal to its first answered request."""
-        return _since(self.probe.first_after(self.heal), self.heal)
+def _case(fault: str, seconds: float) -> str:
+    return f"{fault} {seconds:g} s"
 
 
 async def run(cfg: Config) -> Scenario:
     result = Scenario(NAME, TITLE, GOAL)
     rng = cfg.rng(NAME)
-    outages = [1.0] if cfg.quick else [1.0, 10.0, 60.0]
-    async with bench_server(result) as server:
-        for seconds in outages:
-            data = await _outage(server, seconds, rng)
-            result.raw[f"{seconds:g}s"] = data
-            _rows(result, seconds, data)
+    n = cfg.n(5, 2)
+    outages = _outages(cfg)
+    async with bench_server(result) as server, contextlib.AsyncExitStack() as stack:
+        subjects: list[Subject] = []
+        user = new_user(server, "Recovery")
+        for fault, seconds in outages:
+            for _ in range(n):
+                for kind in KINDS:
+                    extra = {} if kind == OURS else {"connection_retries": None}
+                    subject = await open_subject(stack, server, user, kind, **extra)
+                    subject.tag = _case(fault, seconds)
+                    subject.phase = rng.uniform(0.0, PHASE_MAX)
+                    subjects.append(subject)
+        await _run_outages(subjects)
+    for fault, seconds in outages:
+        case = _case(fault, seconds)
+        data = _data([s for s in subjects if s.tag == case], seconds)
+        result.raw[case] = data
+        _rows(result, case, fault, n, data)
     result.notes.append(
-        f"Each client has its own proxy; its refusal lasts the nominal outage plus a phase "
-        f"drawn from U(0, {PHASE_MAX:g} s), so raw Telethon's 1 s retry cycle (which starts "
-        "at the reset) is not aligned with the heal. Phases per client are in the raw data."
+        f"All {len(subjects)} clients ran at once (one server, one event loop, a proxy "
+        f"each); each outage lasted its nominal length plus a phase from U(0, "
+        f"{PHASE_MAX:g} s). Raw Telethon with its defaults gives up after 5 failed "
+        "reconnects (about 5 s of refusal) and is not shown."
     )
     if cfg.quick:
-        result.notes.append("Quick mode: the 1 s outage only.")
+        result.notes.append("Quick mode: short outages, 2 samples each.")
     return result
 
 
-async def _open_subjects(
-    stack: contextlib.AsyncExitStack,
-    server: MTProtoTestServer,
-    rng: random.Random,
-) -> list[_Subject]:
-    """PER_KIND clients of each kind, one account, each behind a proxy of its own."""
-    user = new_user(server, "Recovery")
-    policy = ReconnectPolicy()
-    subjects: list[_Subject] = []
-
-    async def proxy() -> FaultProxy:
-        return await stack.enter_async_context(FaultProxy(server.host, server.port))
-
-    for _ in range(PER_KIND):
-        p = await proxy()
-        client, watch = await stack.enter_async_context(
-            open_ours(server, user, port=p.port, reconnect=policy)
-        )
-        phase = rng.uniform(0.0, PHASE_MAX)
-        subjects.append(_Subject(OURS, p, _Probe(client.telegram), phase, watch=watch))
-        for kind, extra in (
-            (TELETHON_DEFAULT, {}),
-            (TELETHON_FOREVER, {"connection_retries": None}),
-        ):
-            p = await proxy()
-            raw, links = await stack.enter_async_context(
-                open_telethon(server, user, port=p.port, **extra)
-            )
-            phase = rng.uniform(0.0, PHASE_MAX)
-            subjects.append(_Subject(kind, p, _Probe(raw), phase, telethon=raw, links=links))
-    return subjects
-
-
-async def _outage(server: MTProtoTestServer, seconds: float, rng: random.Random) -> dict[str, Any]:
-    async with contextlib.AsyncExitStack() as stack:
-        subjects = await _open_subjects(stack, server, rng)
-        tg = await stack.enter_async_context(anyio.create_task_group())
+async def _run_outages(subjects: list[Subject]) -> None:
+    async with anyio.create_task_group() as tg:
         for subject in subjects:
             tg.start_soon(subject.probe.run)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
         fault = time.monotonic()
         for subject in subjects:
-            subject.proxy.refuse(math.inf)  # until its heal() below
-            subject.proxy.reset()
-        for subject in sorted(subjects, key=lambda s: s.phase):
-            await asyncio.sleep(max(0.0, fault + seconds + subject.phase - time.monotonic()))
+            subject.fault = fault
+            if subject.tag.startswith("refused"):
+                subject.proxy.refuse(math.inf)  # until heal()
+                subject.proxy.reset()
+            else:
+                subject.proxy.blackhole()
+        for subject in sorted(subjects, key=lambda s: _length(s)):
+            await asyncio.sleep(max(0.0, fault + _length(subject) - time.monotonic()))
             subject.proxy.heal()
             subject.heal = time.monotonic()
         await poll_until(
             lambda: all(s.probe.first_after(s.heal) for s in subjects), WAIT_AFTER_HEAL, 0.05
         )
+        await asyncio.sleep(0.5)  # let the links settle into the proxies' records
         tg.cancel_scope.cancel()
-    return _data(seconds, fault, subjects)
 
 
-def _data(seconds: float, fault: float, subjects: list[_Subject]) -> dict[str, Any]:
-    """Raw samples: per kind, in the same client order in every list."""
-    kinds = (OURS, TELETHON_DEFAULT, TELETHON_FOREVER)
-    of = {k: [s for s in subjects if s.kind == k] for k in kinds}
-    ours = of[OURS]
+def _length(subject: Subject) -> float:
+    """The subject's outage: its case's nominal length (``"refused 10 s"``) + its phase."""
+    return float(subject.tag.split()[1]) + subject.phase
+
+
+def _data(subjects: list[Subject], seconds: float) -> dict[str, Any]:
+    """Raw samples per kind, in the same client order in every list."""
     data: dict[str, Any] = {"outage_seconds": seconds, "wait_after_heal": WAIT_AFTER_HEAL}
-    for kind in kinds:
-        data[kind] = [s.recovered() for s in of[kind]]
-    data["phase"] = {k: [round(s.phase, 3) for s in of[k]] for k in kinds}
-    data["refused_for"] = {k: [round(s.heal - fault, 3) for s in of[k]] for k in kinds}
-    # the delay the pending attempt was scheduled with
-    data["ours_current_delay"] = [_current_delay(s.watch, s.heal) for s in ours if s.watch]
-    data["telethon_next_attempt_after_heal"] = {
-        k: [_next_attempt(s) for s in of[k]] for k in (TELETHON_DEFAULT, TELETHON_FOREVER)
-    }
-    data["telethon_gave_up"] = {
-        k: [_gave_up(s.telethon) for s in of[k]] for k in (TELETHON_DEFAULT, TELETHON_FOREVER)
-    }
-    data["ours_states_after"] = [s.watch.client.state.value for s in ours if s.watch]
+    for kind in KINDS:
+        of = [s for s in subjects if s.kind == kind]
+        data[kind] = {
+            "heal_to_ok": [s.recovered() for s in of],
+            "phase": [round(s.phase, 3) for s in of],
+            "refused_for": [round(s.heal - s.fault, 3) for s in of],
+            "server_links_max": [s.server_links_max() for s in of],
+            "proxy_links_max": [s.proxy_links_max() for s in of],
+            "attempts": [len(s.proxy.accepts(s.fault)) for s in of],
+            "next_attempt_after_heal": [since_first(s.proxy.accepts(s.heal), s.heal) for s in of],
+        }
+        if kind == OURS:
+            data[kind]["pending_delay_at_heal"] = [_pending_delay(s) for s in of]
+            data[kind]["states_after"] = [s.watch.client.state.value for s in of if s.watch]
+        else:
+            data[kind]["gave_up"] = [gave_up(s.telethon) for s in of]
     return data
 
 
-def _next_attempt(subject: _Subject) -> float | None:
-    """Seconds from the heal to raw Telethon's next connect attempt: its retry phase."""
-    assert subject.links is not None
-    return _since(subject.links.first_after(subject.links.attempts, subject.heal), subject.heal)
+def since_first(times: list[float], start: float) -> float | None:
+    return round(times[0] - start, 3) if times else None
 
 
-def _current_delay(watch: OursWatch, heal: float) -> float | None:
-    change = watch.last_before(heal, lambda c: c.new is ConnectionState.RECONNECTING)
+def _pending_delay(subject: Subject) -> float | None:
+    assert subject.watch is not None
+    change = subject.watch.last_before(
+        subject.heal, lambda c: c.new is ConnectionState.RECONNECTING
+    )
     return None if change is None else change.next_delay
 
 
-def _gave_up(client: Any) -> bool:
-    future = client.disconnected
-    return bool(future.done() and not future.cancelled() and future.exception() is not None)
+def _worst(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else max(v for v in values if v)
 
 
-def _since(at: float | None, start: float) -> float | None:
-    return None if at is None else round(at - start, 3)
-
-
-def _rows(result: Scenario, seconds: float, data: dict[str, Any]) -> None:
-    case = f"refused {seconds:g} s"
-    ours = data[OURS]
-    delays = data["ours_current_delay"]
-    within = [t is not None and (d or 0.0) + 0.5 >= t for t, d in zip(ours, delays, strict=True)]
-    ours_found = [t for t in ours if t is not None]
-    ours_max = max(ours_found) if ours_found else None
-    ours_p50 = summary(ours_found)["p50"]
-    worst_delay = max((d or 0.0) for d in delays)
-    result.rows.append(
-        Row(
-            NAME,
-            case,
-            OURS,
-            f"heal->ok max (n={len(ours)})",
-            ours_max if len(ours_found) == len(ours) else "never",
-            "s",
-            1.0,
-            f"<= delay + 0.5 s (delay <= {worst_delay:.2f})",
-            all(within),
-        )
-    )
-    for kind in (TELETHON_DEFAULT, TELETHON_FOREVER):
-        times = data[kind]
-        found = [t for t in times if t is not None]
-        never = len(times) - len(found)
-        value: float | str | None = max(found) if found and not never else "never"
-        if found and never:
-            value = f"{never}/{len(times)} never"
+def _rows(result: Scenario, case: str, fault: str, n: int, data: dict[str, Any]) -> None:
+    times = {k: data[k]["heal_to_ok"] for k in KINDS}
+    worst = {k: _worst(v) if v else None for k, v in times.items()}
+    ours, raw = worst[OURS], worst[TELETHON_FOREVER]
+    if fault == "refused":
+        limit = REFUSAL_MAX if raw is None else min(REFUSAL_MAX, raw + REFUSAL_MARGIN)
+        goal = f"<= {limit:.2f} s (1.5 s; Telethon max + 0.5 s)"
+    else:
+        limit = BLACKHOLE_MAX
+        goal = f"<= {limit:g} s"
+    for kind in KINDS:
+        value = worst[kind]
+        never = sum(t is None for t in times[kind])
+        is_ours = kind == OURS
         result.rows.append(
             Row(
                 NAME,
                 case,
                 kind,
-                f"heal->ok max (n={len(times)})",
-                value,
-                "s" if isinstance(value, float) else "",
-                ratio(value, ours_max) if isinstance(value, float) else None,
+                f"heal->ok max (n={n})",
+                value if value is not None else f"{never}/{n} never",
+                "s" if value is not None else "",
+                ratio(value, ours),
+                goal if is_ours else "",
+                (ours is not None and ours <= limit) if is_ours else None,
             )
         )
-    result.raw.setdefault("medians", {})[case] = {
-        OURS: ours_p50,
-        **{
-            k: summary([t for t in data[k] if t is not None])["p50"]
-            for k in (TELETHON_DEFAULT, TELETHON_FOREVER)
-        },
-    }
+        p50 = summary([t for t in times[kind] if t is not None])["p50"]
+        result.raw.setdefault("medians", {}).setdefault(case, {})[kind] = p50
+        if fault == "blackhole":
+            links = max(data[kind]["server_links_max"])
+            result.rows.append(
+                Row(
+                    NAME,
+                    case,
+                    kind,
+                    f"most links of one key at the server (n={n})",
+                    links,
+                    "",
+                    None,
+                    "<= 1" if is_ours else "",
+                    links <= 1 if is_ours else None,
+                )
+            )
 
 
 def plot(scenario: Scenario, fig: Any) -> None:
     ax = fig.add_subplot(1, 1, 1)
-    outages = [k for k, v in scenario.raw.items() if isinstance(v, dict) and "outage_seconds" in v]
-    kinds = (OURS, TELETHON_DEFAULT, TELETHON_FOREVER)
-    width = 0.27
-    for j, kind in enumerate(kinds):
-        for i, outage in enumerate(outages):
-            data = scenario.raw[outage]
-            limit = data["wait_after_heal"]
-            for t in data[kind]:
-                x = i + (j - 1) * width
+    cases = [k for k, v in scenario.raw.items() if isinstance(v, dict) and "outage_seconds" in v]
+    width = 0.35
+    jitter = random.Random(0)
+    for j, kind in enumerate(KINDS):
+        for i, case in enumerate(cases):
+            data = scenario.raw[case]
+            for t in data[kind]["heal_to_ok"]:
+                x = i + (j - 0.5) * width + jitter.uniform(-0.06, 0.06)
                 if t is None:
-                    ax.scatter([x], [limit], marker="x", color="black", s=40)
+                    ax.scatter([x], [data["wait_after_heal"]], marker="x", color="black", s=40)
                 else:
-                    ax.scatter([x], [max(t, 0.01)], color=f"C{j}", s=20)
+                    ax.scatter([x], [max(t, 0.005)], color=f"C{j}", s=20)
         ax.scatter([], [], color=f"C{j}", label=kind)
+    for i, case in enumerate(cases):
+        limit = BLACKHOLE_MAX if case.startswith("blackhole") else REFUSAL_MAX
+        ax.hlines(limit, i - 0.45, i + 0.45, color="red", linestyle="--", linewidth=1)
+    ax.plot([], [], color="red", linestyle="--", linewidth=1, label="goal (ours' max)")
     ax.scatter([], [], marker="x", color="black", label="never (not within the wait)")
     ax.set_yscale("log")
-    ax.set_xticks(range(len(outages)), [f"refused {o}" for o in outages])
-    ax.set_ylabel("heal -> first successful request (s, log)")
-    ax.set_title("Recovery after refusal outages")
+    ax.set_xticks(range(len(cases)), [c.replace(" ", "\n", 1) for c in cases], fontsize=8)
+    ax.set_ylabel("heal -> first answered request (s, log)")
+    ax.set_title("Back after an outage (each dot: one client)")
     ax.legend(fontsize=8)

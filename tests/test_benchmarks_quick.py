@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from benchmarks import SCENARIOS
+from benchmarks.__main__ import QUICK_RESULTS, RESULTS
 from benchmarks._common import OURS, TELETHON_DEFAULT, TELETHON_FOREVER
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,10 @@ def test_quick_mode_writes_every_scenario_and_prints_the_table(tmp_path: Path) -
         assert scenario["rows"], name
         assert done.stdout.count(f"\n{name} ") >= 1, name
     assert done.stdout.startswith("scenario")
+    for name, module in SCENARIOS.items():  # every scenario that draws, drew
+        if hasattr(module, "plot"):
+            assert (tmp_path / f"{name}.png").stat().st_size > 0, name
+            assert document["scenarios"][name]["plots"] == [f"{name}.png"], name
     for key in ("cpu", "cores", "python", "telethon", "date"):
         assert document["machine"][key]
     # The delivery scenario has a supergroup case, with raw Telethon beside ours.
@@ -47,3 +52,42 @@ def test_quick_mode_writes_every_scenario_and_prints_the_table(tmp_path: Path) -
     # Quick runs never rewrite the published page.
     assert "results.json" in done.stdout
     assert "docs:" not in done.stdout
+
+    # --only runs one scenario and merges it into the results already there.
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--only",
+            "overhead",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert set(merged["scenarios"]) == set(SCENARIOS)
+    assert merged["merged"] == ["overhead"]
+    assert merged["scenarios"]["reset"] == document["scenarios"]["reset"]
+    assert merged["scenarios"]["overhead"] != document["scenarios"]["overhead"]
+
+
+def test_quick_mode_never_writes_into_the_published_results() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(RESULTS), "--only", "reset"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "published full run" in done.stderr
+    assert QUICK_RESULTS != RESULTS
