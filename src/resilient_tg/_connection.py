@@ -17,6 +17,7 @@ import asyncio
 import contextvars
 import logging
 import struct
+import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -176,6 +177,8 @@ class _ObservedConnection:
     # The first bytes the peer sent on this link, and whether a whole packet was read.
     _rtg_head: bytes = b""
     _rtg_packets: int = 0
+    # When the peer last sent a whole packet (monotonic; 0: never on this link).
+    _rtg_heard_at: float = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -192,6 +195,7 @@ class _ObservedConnection:
         self._rtg_error = None
         self._rtg_head = b""
         self._rtg_packets = 0
+        self._rtg_heard_at = 0.0
         self._rtg_drop_stale()
         try:
             await super().connect(timeout=timeout, ssl=ssl)  # type: ignore[misc]
@@ -232,6 +236,7 @@ class _ObservedConnection:
             raise
         if len(data) >= 8:
             self._rtg_packets += 1
+            self._rtg_heard_at = time.monotonic()
         return data
 
     def _rtg_drop_stale(self) -> None:

@@ -42,6 +42,10 @@ class _NoState:
     pts = 0
 
 
+#: How many connect_timeouts a connect that keeps hearing from the server may take.
+SLOW_CONNECT_LIMIT = 3
+
+
 async def run_post_connect(
     link: LinkSupervisor, client: ResilientClient, conn: Any, generation: int
 ) -> None:
@@ -51,8 +55,7 @@ async def run_post_connect(
     timeout = client.reconnect_policy.connect_timeout
     started = link.attempt_started or time.monotonic()
     try:
-        with anyio.fail_after(timeout):
-            await link.sender_ready.wait()
+        await _until_ready(link, conn, timeout)
         if generation != client._generation:
             return
         link.carry(True)
@@ -105,6 +108,25 @@ async def run_post_connect(
         f"connected to {address(conn)}{auth}",
         message=f"connected to {address(conn)} (dc {dc_of(telegram)}) in {elapsed:.2f}s{auth}",
     )
+
+
+async def _until_ready(link: LinkSupervisor, conn: Any, silence: float) -> None:
+    """Wait for Telethon's connect() to finish on this link. ``silence`` bounds the
+    silence, not the whole exchange: a first connect over a slow link takes several round
+    trips (key exchange, a new salt, initConnection, get_me), each of which may take most
+    of connect_timeout on a satellite or a loaded proxy. The attempt fails once the peer
+    has sent nothing for ``silence`` seconds, or after SLOW_CONNECT_LIMIT x ``silence`` in
+    all (a peer trickling packets that never complete a connect). Raises TimeoutError."""
+    started = time.monotonic()
+    while True:
+        now = time.monotonic()
+        heard = max(started, getattr(conn, "_rtg_heard_at", 0.0))
+        wait = min(heard + silence, started + SLOW_CONNECT_LIMIT * silence) - now
+        if wait <= 0:
+            raise TimeoutError
+        with anyio.move_on_after(wait):
+            await link.sender_ready.wait()
+            return
 
 
 async def _probe(

@@ -9,8 +9,10 @@ The scheduler also sees herds. Every connection attempt of the process asks
 `gap(n)` apart, where ``n`` is how many attempts the process asked for in the last
 `HERD_WINDOW` seconds, and ``gap(n) = min(MAX_GAP, SPREAD / n)``. A lone client waits
 for nothing; a herd of ``n`` clients that lost their links together spreads its
-attempts over ``min(n * MAX_GAP, SPREAD)`` seconds (500 clients: 0.6 s, at most 17% of
-them in any 100 ms), however large it is. Clients in other processes are not seen:
+attempts over ``n * MAX_GAP`` seconds up to 500 clients (500: 0.6 s), and beyond that
+over about ``SPREAD * (1 + ln(n / 500))`` (2,000: 1.4 s; 5,000: 2.0 s): the gaps shrink
+as the herd grows, so no 100 ms holds more than about 1/6 of it, and a large fleet is
+never held back as a fixed rate would hold it. Clients in other processes are not seen:
 across processes only the policy's jitter spreads a herd.
 
 It also measures event-loop stalls for the keepalive: while any pong is awaited
@@ -51,7 +53,7 @@ TICK = 0.1
 HERD_WINDOW = 1.0
 #: The largest gap kept between two attempt starts of the process (seconds).
 MAX_GAP = 0.0012
-#: The longest a herd of any size is spread over (seconds).
+#: Beyond SPREAD / MAX_GAP attempts, attempt k waits SPREAD / k after the one before.
 SPREAD = 0.6
 
 
@@ -67,8 +69,10 @@ class Timer:
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Never run it (cheap: it is dropped when it comes due)."""
+        """Never run it (cheap: it is dropped when it comes due; what it would have called
+        is let go at once, so a cancelled entry keeps no client alive)."""
         self.cancelled = True
+        self.fn = _noop
         self.args = ()
 
 
@@ -76,7 +80,9 @@ class Scheduler:
     """The timers of every client on one event loop (see the module docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # A proxy: the scheduler is kept per loop in a WeakKeyDictionary, and a strong
+        # reference from the value would keep every loop that ever ran a client alive.
+        self._loop: asyncio.AbstractEventLoop = weakref.proxy(loop)
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
@@ -140,6 +146,7 @@ class Scheduler:
                 continue
             fn, args = timer.fn, timer.args
             timer.cancelled = True  # ran: a later cancel() is a no-op
+            timer.fn = _noop
             timer.args = ()
             try:
                 fn(*args)
@@ -191,6 +198,10 @@ class Scheduler:
             self.stalled += late
         self._last_tick = now
         self._tick = self.call_later(TICK, self._on_tick) if self._watchers else None
+
+
+def _noop(*args: object) -> None:
+    return None
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -74,6 +74,7 @@ class LinkSupervisor:
         "next_attempt_at",
         "outage_started",
         "post_connect",
+        "quiet",
         "sender_ready",
         "switch_target",
         "switches",
@@ -88,6 +89,7 @@ class LinkSupervisor:
         self.attempt = 0  # attempts in this outage, cheap ones included
         self.failures = 0  # consecutive attempts that reached the server and failed there
         self.cheap = 0  # attempts in this outage that never reached the server
+        self.quiet = False  # the next attempt follows a cheap one: its line is DEBUG
         self.attempt_started: float | None = None
         self.next_attempt_at: float | None = None
         self.outage_started: float | None = None
@@ -148,7 +150,11 @@ class LinkSupervisor:
                     f"(attempt {self.attempt})"
                 )
             client._transition(
-                ConnectionState.CONNECTING, StateReason.START, change_detail, message=change_detail
+                ConnectionState.CONNECTING,
+                StateReason.START,
+                change_detail,
+                message=change_detail,
+                level=logging.DEBUG if self.quiet else logging.INFO,
             )
             client._callbacks.emit("reconnecting", self._last_change())
             with anyio.move_on_after(client.reconnect_policy.connect_timeout):
@@ -282,6 +288,7 @@ class LinkSupervisor:
             self.failures += 1
             delay = policy.delay(self.failures, client._rng, elapsed)
         self.next_attempt_at = now + delay
+        self.quiet = kind == CHEAP  # its failure line (rate-limited) says it all
         client._transition(
             ConnectionState.RECONNECTING,
             reason,
