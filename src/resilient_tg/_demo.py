@@ -6,7 +6,8 @@ No credentials, no internet: MTProtoTestServer and FaultProxy run in-process. Th
 faults: a reset, refused connects, a black hole (found by the keepalive), a server
 restart, and a process restart that resumes from the stored session without logging
 in again. For each: how long until the loss was detected, until the client was
-CONNECTED again, and how many messages were sent, received and duplicated.
+CONNECTED again, and how many messages were sent, received and duplicated. What
+the demo prints (console, log lines, the report) is in `._demo_report`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 import attrs
 from telethon import events
 
 from ._client import ResilientClient
+from ._demo_report import Console, DemoReport, FaultResult, demo_logging, render_report
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._state import ConnectionState, StateChange
 from .stores import FileStore, SessionData
@@ -71,115 +71,6 @@ FAST = DemoSettings(
 )
 
 
-@attrs.frozen
-class FaultResult:
-    """One fault: seconds from injecting it to detecting the loss and to CONNECTED again."""
-
-    name: str
-    label: str
-    detected: float | None
-    recovered: float | None
-    sent: int
-    received: int
-    duplicated: int
-    lost: int
-    reason: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.lost == 0 and self.duplicated == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "label": self.label,
-            "detection_seconds": _round(self.detected),
-            "recovery_seconds": _round(self.recovered),
-            "sent": self.sent,
-            "received": self.received,
-            "duplicated": self.duplicated,
-            "lost": self.lost,
-            "reason": self.reason,
-            "error": self.error,
-            "ok": self.ok,
-        }
-
-
-@attrs.frozen
-class DemoReport:
-    """Everything the demo measured; ``ok`` only if every message arrived exactly once."""
-
-    faults: tuple[FaultResult, ...]
-    sent: int
-    received: int
-    duplicated: int
-    lost: int
-    elapsed: float
-    fast: bool
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.error is None
-            and self.lost == 0
-            and self.duplicated == 0
-            and all(f.ok for f in self.faults)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "fast": self.fast,
-            "elapsed_seconds": _round(self.elapsed),
-            "faults": [f.to_dict() for f in self.faults],
-            "totals": {
-                "sent": self.sent,
-                "received": self.received,
-                "duplicated": self.duplicated,
-                "lost": self.lost,
-            },
-            "error": self.error,
-        }
-
-
-class Console:
-    """Progress output: a live status line on a TTY (carriage-return updates), plain
-    lines otherwise, nothing at all when quiet (``--json``)."""
-
-    def __init__(self, stream: TextIO, *, quiet: bool = False, live: bool | None = None) -> None:
-        self.stream = stream
-        self.quiet = quiet
-        self.live = (not quiet) and (stream.isatty() if live is None else live)
-        self._status = ""
-
-    def status(self, text: str) -> None:
-        """Replace the live status line (TTY only)."""
-        if not self.live:
-            return
-        self._status = text
-        self.stream.write("\r" + text + "\x1b[K")
-        self.stream.flush()
-
-    def line(self, text: str) -> None:
-        """A permanent line (above the status line on a TTY)."""
-        if self.quiet:
-            return
-        if self.live:
-            self.stream.write("\r\x1b[K" + text + "\n" + self._status)
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        """Clear the status line before the final report."""
-        if self.live and self._status:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._status = ""
-
-
 class _StepFailed(Exception):
     """A step did not complete in time; the demo stops and reports what it has."""
 
@@ -187,7 +78,7 @@ class _StepFailed(Exception):
 async def run_demo(settings: DemoSettings, console: Console) -> DemoReport:
     """Run every fault against an in-process test server; never raises for a failed step."""
     started = time.monotonic()
-    with _demo_logging(console), tempfile.TemporaryDirectory(prefix="resilient-tg-demo-") as tmp:
+    with demo_logging(console), tempfile.TemporaryDirectory(prefix="resilient-tg-demo-") as tmp:
         async with (
             MTProtoTestServer(data_dir=Path(tmp) / "server") as server,
             FaultProxy(server.host, server.port) as proxy,
@@ -200,36 +91,6 @@ async def run_demo(settings: DemoSettings, console: Console) -> DemoReport:
                 tg.cancel_scope.cancel()
     console.finish()
     return demo.report(time.monotonic() - started, fast=settings is FAST)
-
-
-def render_report(report: DemoReport) -> str:
-    """The final table and verdict, for humans."""
-    lines = [
-        f"{'fault':<17} {'detected':>9} {'recovered':>10} {'sent':>6} {'received':>9} "
-        f"{'duplicated':>11}"
-    ]
-    for f in report.faults:
-        detected = f"{f.detected:.2f}s" if f.detected is not None else "-"
-        recovered = f"{f.recovered:.2f}s" if f.recovered is not None else "FAILED"
-        lines.append(
-            f"{f.label:<17} {detected:>9} {recovered:>10} {f.sent:>6} {f.received:>9} "
-            f"{f.duplicated:>11}"
-        )
-        if f.error:
-            lines.append(f"  ! {f.error}")
-    lines.append("")
-    lines.append(
-        f"messages sent {report.sent}, received {report.received}, "
-        f"lost {report.lost}, duplicated {report.duplicated}"
-    )
-    if report.error:
-        lines.append(f"! {report.error}")
-    lines.append(
-        "every message arrived exactly once"
-        if report.ok
-        else "FAILED: messages were lost or duplicated, or a fault was not survived"
-    )
-    return "\n".join(lines)
 
 
 class _Demo:
@@ -519,45 +380,3 @@ class _Demo:
 
 async def _nothing() -> None:
     return None
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-class _ConsoleHandler(logging.Handler):
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.INFO)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            if self.console.quiet:  # --json: stdout is the document; errors go to stderr
-                sys.stderr.write(f"resilient-tg demo: {record.getMessage()}\n")
-            else:
-                self.console.line(f"  · {record.getMessage()}")
-        except Exception:  # noqa: BLE001 - logging must never break the demo
-            self.handleError(record)
-
-
-@contextlib.contextmanager
-def _demo_logging(console: Console) -> Iterator[None]:
-    """Our transitions as plain lines (none when quiet); Telethon's chatter muted."""
-    package = logging.getLogger("resilient_tg")
-    client = logging.getLogger("resilient_tg.client")
-    telethon = logging.getLogger("telethon")
-    saved = (package.level, package.propagate, client.level, telethon.level)
-    handler = _ConsoleHandler(console)
-    package.addHandler(handler)
-    package.propagate = False
-    package.setLevel(logging.ERROR if console.quiet else logging.WARNING)
-    client.setLevel(logging.ERROR if console.quiet else logging.INFO)
-    telethon.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(saved[0])
-        package.propagate = saved[1]
-        client.setLevel(saved[2])
-        telethon.setLevel(saved[3])

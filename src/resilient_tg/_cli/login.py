@@ -4,6 +4,7 @@ The login runs on a ResilientClient over the target store, so the store's lease 
 held while it works and the auth key is durable before the command says it is done.
 Prompts read lines from standard input when it is not a terminal (scripts and tests
 pipe the answers in); secrets (bot token, 2FA password) are never echoed or printed.
+Asking is `._prompt`; the sign-in steps are `._signin`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import logging
 import os
 import sys
 import textwrap
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import attrs
 from telethon import errors
-from telethon.tl import functions
 
 from .._client import ResilientClient
 from .._errors import AppRejectedError, AuthLostError, NotConnectedError, ResultUnknownError
@@ -38,18 +36,17 @@ from ._common import (
     EXIT_USAGE,
     CliError,
 )
+from ._prompt import Prompter
+from ._signin import bot_sign_in, user_sign_in, who
 from .session import check_writable, open_store_arg, store_errors
 
 __all__ = ["Prompter", "register"]
 
 log = logging.getLogger("resilient_tg.cli")
 
-T = TypeVar("T")
-
 # Telegram's production DC 2, where Telethon starts too.
 PRODUCTION_DC = SessionData(dc_id=2, server_address="149.154.167.51", port=443)
 TEST_SERVER_DC_ID = 2
-ATTEMPTS = 3
 LEASE_TTL = 30.0
 
 _EXAMPLES = """examples:
@@ -203,102 +200,6 @@ def _host_port(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-# Prompts ------------------------------------------------------------------------------
-
-
-class Prompter:
-    """Asks questions on stderr and reads the answers, from a terminal or a pipe.
-
-    On a terminal, secrets go through getpass (no echo). Otherwise each answer is one
-    line of standard input. Reading happens in a daemon thread, so the client keeps
-    its link alive meanwhile and Ctrl-C is not held up by a blocked read.
-    """
-
-    def __init__(self, stdin: Any = None, stderr: Any = None) -> None:
-        self._stdin = stdin if stdin is not None else sys.stdin
-        self._stderr = stderr if stderr is not None else sys.stderr
-
-    def say(self, message: str) -> None:
-        print(message, file=self._stderr, flush=True)
-
-    async def line(self, prompt: str) -> str:
-        """One line of text (phone, code), stripped."""
-        return (await self._read(prompt, secret=False)).strip()
-
-    async def secret(self, prompt: str) -> str:
-        """A secret (password, token): never echoed; only the line end is removed."""
-        return await self._read(prompt, secret=True)
-
-    def _is_tty(self) -> bool:
-        try:
-            return bool(self._stdin.isatty())
-        except (AttributeError, ValueError):
-            return False
-
-    async def _read(self, prompt: str, *, secret: bool) -> str:
-        if secret and self._is_tty():
-            with _terminal_restored(self._stdin):
-                return await _in_daemon_thread(lambda: getpass.getpass(prompt, stream=self._stderr))
-        self._stderr.write(prompt)
-        self._stderr.flush()
-        line: str = await _in_daemon_thread(self._stdin.readline)
-        if not line:
-            self._stderr.write("\n")
-            raise CliError(
-                f"standard input ended before an answer to {prompt.strip().rstrip(':')!r}",
-                EXIT_AUTH,
-            )
-        if not self._is_tty():
-            self._stderr.write("\n")  # the answer came from a pipe: end the prompt line
-        return line.rstrip("\r\n")
-
-
-async def _in_daemon_thread(fn: Callable[[], T]) -> T:
-    """Run a blocking read in a daemon thread; cancelling abandons it (it cannot be
-    interrupted, and a daemon thread does not keep the process alive)."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(result: T | None, exc: BaseException | None) -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def work() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting task
-            outcome: tuple[T | None, BaseException | None] = (None, exc)
-        else:
-            outcome = (result, None)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-            loop.call_soon_threadsafe(deliver, *outcome)
-
-    threading.Thread(target=work, name="resilient-tg prompt", daemon=True).start()
-    return await future
-
-
-@contextlib.contextmanager
-def _terminal_restored(stdin: Any) -> Iterator[None]:
-    """getpass turns echo off; if we abandon it (Ctrl-C), turn echo back on."""
-    try:
-        import termios
-
-        fd = stdin.fileno()
-        saved = termios.tcgetattr(fd)
-    except (ImportError, AttributeError, ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(termios.error, OSError):
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-
-
 # The login ------------------------------------------------------------------------------
 
 
@@ -380,7 +281,7 @@ async def _log_in_with_client(
             telegram = client.telegram
             if client.health().authorized:
                 me = await telegram.get_me()
-                return f"already logged in as {_who(me)}; nothing changed"
+                return f"already logged in as {who(me)}; nothing changed"
             if stale is not None:
                 with store_errors(store):
                     current = await store.load()
@@ -390,10 +291,10 @@ async def _log_in_with_client(
                     stale = None
             if stale is None:
                 if options.bot:
-                    user = await _bot_login(telegram, options, prompter)
+                    user = await bot_sign_in(telegram, options.bot_token, prompter)
                 else:
-                    user = await _user_login(telegram, options, prompter)
-                return f"logged in as {_who(user)}"
+                    user = await user_sign_in(telegram, options.phone, prompter)
+                return f"logged in as {who(user)}"
         # The server answered 401 for the never-authorized key: start over with a new one.
         _say_discarded(prompter, store)
         with store_errors(store):
@@ -445,86 +346,6 @@ async def _drop_key(store: SessionStore, holder: str, key: bytes) -> None:
     data = await store.load()
     if data is not None and data.auth_key == key and not data.ever_authorized:
         await store.save(attrs.evolve(data, auth_key=None))
-
-
-async def _bot_login(telegram: Any, options: LoginOptions, prompter: Prompter) -> Any:
-    token = options.bot_token or await prompter.secret("Bot token: ")
-    if not token.strip():
-        raise CliError("no bot token given", EXIT_AUTH)
-    try:
-        return await telegram.sign_in(bot_token=token.strip())
-    except (errors.AccessTokenInvalidError, errors.AccessTokenExpiredError) as exc:
-        raise CliError(f"the bot token was refused ({exc.message})", EXIT_AUTH) from None
-
-
-async def _user_login(telegram: Any, options: LoginOptions, prompter: Prompter) -> Any:
-    phone = options.phone or await prompter.line("Phone number (international, +15550001): ")
-    if not phone:
-        raise CliError("no phone number given", EXIT_AUTH)
-    sent = await telegram.send_code_request(phone)
-    prompter.say(f"A login code was sent to {phone} ({_delivery(sent)}).")
-    for attempt in range(1, ATTEMPTS + 1):
-        code = await prompter.line("Login code: ")
-        if not code:
-            _wrong(prompter, "code", attempt)
-            continue
-        try:
-            return await telegram.sign_in(phone, code)
-        except (errors.PhoneCodeInvalidError, errors.PhoneCodeEmptyError):
-            _wrong(prompter, "code", attempt)
-        except errors.SessionPasswordNeededError:
-            return await _password_login(telegram, prompter)
-        except errors.PhoneCodeExpiredError:
-            raise CliError("the login code expired; run login again", EXIT_AUTH) from None
-        except errors.PhoneNumberUnoccupiedError:
-            raise CliError(
-                f"no Telegram account uses {phone}; sign up in an official app first",
-                EXIT_AUTH,
-            ) from None
-    raise AssertionError("unreachable")  # pragma: no cover - _wrong raises on the last try
-
-
-async def _password_login(telegram: Any, prompter: Prompter) -> Any:
-    info = await telegram(functions.account.GetPasswordRequest())
-    hint = f" (hint: {info.hint})" if getattr(info, "hint", None) else ""
-    prompter.say("This account has two-step verification.")
-    for attempt in range(1, ATTEMPTS + 1):
-        password = await prompter.secret(f"2FA password{hint}: ")
-        if not password:
-            _wrong(prompter, "password", attempt)
-            continue
-        try:
-            return await telegram.sign_in(password=password)
-        except errors.PasswordHashInvalidError:
-            _wrong(prompter, "password", attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _wrong(prompter: Prompter, what: str, attempt: int) -> None:
-    left = ATTEMPTS - attempt
-    if left <= 0:
-        raise CliError(f"wrong {what} {ATTEMPTS} times; login failed", EXIT_AUTH)
-    prompter.say(f"Wrong {what}; {left} attempt{'s' if left > 1 else ''} left.")
-
-
-def _delivery(sent: Any) -> str:
-    kind = type(getattr(sent, "type", None)).__name__
-    return {
-        "SentCodeTypeApp": "in the Telegram app",
-        "SentCodeTypeSms": "by SMS",
-        "SentCodeTypeCall": "by a phone call",
-        "SentCodeTypeFlashCall": "by a flash call",
-        "SentCodeTypeEmailCode": "by email",
-    }.get(kind, kind)
-
-
-def _who(user: Any) -> str:
-    if user is None:
-        return "an unknown account"
-    name = " ".join(p for p in (user.first_name, getattr(user, "last_name", None)) if p)
-    extra = f"@{user.username}, " if getattr(user, "username", None) else ""
-    kind = "bot " if getattr(user, "bot", False) else ""
-    return f"{kind}{name or 'unnamed'} ({extra}id {user.id})"
 
 
 @contextlib.contextmanager

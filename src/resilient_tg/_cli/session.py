@@ -4,7 +4,8 @@ Telethon's formats (``.session`` SQLite files, StringSession strings).
 A session is the account: its auth key logs in without a code. So secrets are
 written only where the user says (``--output FILE``, created 0600, or ``--stdout``),
 errors name what is wrong and never show the data, and copies take the stores'
-leases so that no live process writes the session meanwhile.
+leases so that no live process writes the session meanwhile. The file formats are
+read and written in `._export_files`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import getpass
 import os
-import sqlite3
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,16 +27,16 @@ from .._errors import (
     SessionCorruptError,
     SessionInUseError,
 )
-from ..stores import MemoryStore, SessionData, SessionStore, decode, default_holder, encode
+from ..stores import MemoryStore, SessionData, SessionStore, default_holder, encode
 from ..stores import open_store as _open_store
 from ..stores._messages import without_store
 from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_STORE, EXIT_USAGE, CliError
+from ._export_files import read_session_file, string_session, write_private, write_telethon_file
 from ._readonly import require_existing
 
 __all__ = ["check_writable", "open_store_arg", "register", "store_errors"]
 
 LEASE_TTL = 30.0
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _EXPORT_EXAMPLES = """examples:
   resilient-tg session export file:///data/s.json --string --output s.txt
@@ -202,15 +200,15 @@ def _run_export(args: argparse.Namespace) -> int:
         )
     if args.telethon is not None:
         path = _telethon_name(args)
-        _write_telethon(path, data, force=args.force)
+        write_telethon_file(path, data, force=args.force)
         print(f"wrote the session to {path} (Telethon .session, mode 0600)", file=sys.stderr)
         return EXIT_OK
-    text = _string_session(data) + "\n" if args.string else encode(data).decode() + "\n"
+    text = string_session(data) + "\n" if args.string else encode(data).decode() + "\n"
     if args.stdout:
         sys.stdout.write(text)
         sys.stdout.flush()
     else:
-        _write_private(Path(args.output), text.encode(), force=args.force)
+        write_private(Path(args.output), text.encode(), force=args.force)
         kind = "StringSession" if args.string else "JSON"
         print(f"wrote the session to {args.output} ({kind}, mode 0600)", file=sys.stderr)
     return EXIT_OK
@@ -248,97 +246,6 @@ def _exportable(data: SessionData | None, where: str) -> SessionData:
     return data
 
 
-def _string_session(data: SessionData) -> str:
-    from telethon.crypto import AuthKey
-    from telethon.sessions import StringSession
-
-    session = StringSession()
-    try:
-        session.set_dc(data.dc_id, data.server_address, data.port)
-        session.auth_key = AuthKey(data=data.auth_key)
-        text: str = session.save()
-    except ValueError:
-        raise CliError(
-            "a StringSession holds an IP address, and this session's server is "
-            f"{data.server_address!r}; export --telethon or --json instead",
-            EXIT_USAGE,
-        ) from None
-    return text
-
-
-def _write_telethon(path: str, data: SessionData, *, force: bool) -> None:
-    """Write a Telethon .session file with Telethon's own SQLiteSession, created 0600."""
-    from telethon.crypto import AuthKey
-    from telethon.sessions import SQLiteSession
-    from telethon.tl.types import updates
-
-    if force:
-        for stale in (path, path + "-journal"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(stale)
-    try:
-        # An empty file is an empty SQLite database: Telethon fills it, the mode stays.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        raise CliError(f"{path} exists; --force replaces it", EXIT_STORE) from None
-    except OSError as exc:
-        raise CliError(f"cannot create {path}: {exc.strerror}", EXIT_STORE) from None
-    session = SQLiteSession(path)
-    try:
-        session.set_dc(data.dc_id, data.server_address, data.port)
-        session.auth_key = AuthKey(data=data.auth_key)
-        session.takeout_id = data.takeout_id
-        state = data.update_state
-        if state is not None:
-            date = dt.datetime.fromtimestamp(state.date, tz=dt.timezone.utc)
-            session.set_update_state(
-                0,
-                updates.State(
-                    pts=state.pts, qts=state.qts, date=date, seq=state.seq, unread_count=0
-                ),
-            )
-            for channel_id, pts in state.channels.items():
-                session.set_update_state(
-                    channel_id, updates.State(pts=pts, qts=0, date=date, seq=0, unread_count=0)
-                )
-        session.save()
-    finally:
-        session.close()
-    if data.entities:
-        # Telethon's entities table (id, hash, username, phone, name, date); its own
-        # writer takes TL objects, which a stored session no longer has.
-        now = int(dt.datetime.now(tz=dt.timezone.utc).timestamp())
-        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-            conn.executemany(
-                "insert or replace into entities values (?, ?, ?, ?, ?, ?)",
-                [(e.id, e.access_hash, e.username, e.phone, e.name, now) for e in data.entities],
-            )
-
-
-def _write_private(path: Path, payload: bytes, *, force: bool) -> None:
-    """Create ``path`` 0600 (never widening an existing file's mode); atomic with --force."""
-    try:
-        if not force:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            return
-        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:  # mkstemp files are 0600
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except FileExistsError:
-        raise CliError(f"{path} exists; --force replaces it", EXIT_STORE) from None
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}", EXIT_STORE) from None
-
-
 # import ---------------------------------------------------------------------------------
 
 
@@ -372,7 +279,7 @@ def _run_import(args: argparse.Namespace) -> int:
         return asyncio.run(_copy(args.paths[0], target, force=args.force))
     else:
         what = args.paths[0]
-        data = _read_session_file(what)
+        data = read_session_file(what)
     data = _exportable(data, what)
     where = asyncio.run(_save_into(target, data, force=args.force))
     print(f"imported {_summary(data)} from {what} into {where}", flush=True)
@@ -385,32 +292,6 @@ def _guard(parse: Any) -> SessionData:
     except SessionCorruptError as exc:
         raise CliError(str(exc), EXIT_STORE) from None
     return result
-
-
-def _read_session_file(name: str) -> SessionData:
-    """A Telethon .session (SQLite) file, or a JSON document from ``export --json``."""
-    from ..stores import FileStore
-
-    path = Path(name)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CliError(f"{name}: no such file", EXIT_STORE) from None
-    except OSError as exc:
-        raise CliError(f"{name}: cannot be read ({exc.strerror})", EXIT_STORE) from None
-    try:
-        if raw.startswith(_SQLITE_MAGIC):
-            # Read-only, without changing the file (Telethon's own open would write).
-            return asyncio.run(FileStore.import_telethon(path))
-        return decode(raw, source=str(path))
-    except SessionCorruptError as exc:
-        raise CliError(
-            f"{exc} (SOURCE must be a Telethon .session file or a JSON file from "
-            "`session export --json`)",
-            EXIT_STORE,
-        ) from None
-    except OSError as exc:
-        raise CliError(f"{name}: cannot be read ({exc.strerror})", EXIT_STORE) from None
 
 
 def check_writable(store: SessionStore) -> None:

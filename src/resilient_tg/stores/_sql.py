@@ -6,6 +6,9 @@ Three tables (names start with ``table_prefix``, default ``resilient_tg_``)::
     <prefix>sessions  name PK, data, updated_at    one row per named session
     <prefix>leases    name PK, holder, expires_at, token
 
+They are made in `._sql_schema`; the URL is read in `._sql_url` and the engine made
+in `._sql_engine`.
+
 Every write is one short transaction. A lease change locks its row (``SELECT ... FOR
 UPDATE`` on PostgreSQL and MariaDB/MySQL; SQLite transactions are ``BEGIN IMMEDIATE``,
 which serialises writers), and expiry is compared with the database's clock, so two
@@ -19,53 +22,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import re
 import time
-import unicodedata
-import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
 try:
     import sqlalchemy as sa
-    from sqlalchemy import event
     from sqlalchemy.dialects import mysql as sa_mysql
     from sqlalchemy.dialects import postgresql as sa_pg
     from sqlalchemy.dialects import sqlite as sa_sqlite
-    from sqlalchemy.engine import URL, make_url
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("SQLStore needs SQLAlchemy: pip install 'resilient-tg[sql]'") from exc
 
-from .._errors import LeaseLostError, ResilientTgError, SessionCorruptError, SessionInUseError
+from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
 from ._base import Lease, SessionStore, _check_lease_args
 from ._data import SessionData, decode, encode
 from ._encryption import Encryptor, is_sealed, resolve_key
+from ._sql_engine import brief, make_engine, prepare_sqlite_file, transient
+from ._sql_schema import SCHEMA_VERSION, create_schema, make_tables
+from ._sql_url import MAX_TEXT, read_options, target
 
 __all__ = ["SCHEMA_VERSION", "SQLStore"]
 
 log = logging.getLogger("resilient_tg.stores")
 
-#: The table layout this code writes; a database with a newer one is refused, not guessed at.
-SCHEMA_VERSION = 1
-
 _T = TypeVar("_T")
-
-# Plain URL schemes and the async driver each one gets; an explicit "+driver" is kept.
-_DEFAULT_DRIVERS = {
-    "sqlite": "aiosqlite",
-    "postgresql": "asyncpg",
-    "mysql": "asyncmy",
-    "mariadb": "asyncmy",
-}
-_EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
-_OWN_QUERY_KEYS = ("name", "table_prefix", "key_env")
-_PREFIX_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}\Z")
-_MAX_TEXT = 255  # session names and lease holders are VARCHAR(255)
 
 # The database's clock as float seconds since the epoch (leases compare against it).
 _DB_NOW = {
@@ -104,92 +89,35 @@ class SQLStore(SessionStore):
         timeout: float = 5.0,
         table_prefix: str | None = None,
     ) -> None:
-        if not isinstance(url, str):
-            raise TypeError(f"SQLStore url must be a string, got {type(url).__name__}")
-        try:
-            parsed = make_url(url)
-        except Exception:  # noqa: BLE001 - the message could echo a password; ours does not
-            raise ValueError(
-                "SQLStore url is not a database URL (e.g. 'sqlite:///path/sessions.db', "
-                "'postgresql://user@host/db')"
-            ) from None
-        query = dict(parsed.query)
-        name = _merge_option("name", name, query.get("name"))
-        table_prefix = _merge_option("table_prefix", table_prefix, query.get("table_prefix"))
-        encryption_key_env = _merge_option("key_env", encryption_key_env, query.get("key_env"))
-        name = "default" if name is None else name
-        table_prefix = "resilient_tg_" if table_prefix is None else table_prefix
-        _check_name(name)
-        if not isinstance(table_prefix, str) or not _PREFIX_RE.match(table_prefix):
-            raise ValueError(
-                "SQLStore table_prefix must be a letter or '_' then up to 39 letters, "
-                f"digits or '_', got {table_prefix!r}"
-            )
+        options = read_options(
+            url, name=name, table_prefix=table_prefix, key_env=encryption_key_env
+        )
+        name, table_prefix = options.name, options.table_prefix
         delays = tuple(float(d) for d in retry)
         if any(not (math.isfinite(d) and d >= 0) for d in delays):
             raise ValueError(f"SQLStore retry delays must be finite and >= 0, got {delays!r}")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"SQLStore timeout must be > 0 seconds, got {timeout!r}")
 
-        base, _, driver = parsed.drivername.partition("+")
-        base = "postgresql" if base == "postgres" else base
-        if base not in _DEFAULT_DRIVERS:
-            raise ValueError(
-                f"SQLStore supports sqlite, postgresql, mysql and mariadb URLs, not {base!r}"
-            )
-        self._backend = base
-        self._driver = driver or _DEFAULT_DRIVERS[base]
-        own = {k: v for k, v in query.items() if k not in _OWN_QUERY_KEYS}
-        if base in ("mysql", "mariadb") and "charset" not in own:
-            own["charset"] = "utf8mb4"
-        self._url: URL = parsed.set(drivername=f"{base}+{self._driver}", query=own)
-        # URL.set() ignores None, so the shown URL is rebuilt without password and query.
-        shown = URL.create(
-            parsed.drivername,
-            username=parsed.username,
-            host=parsed.host,
-            port=parsed.port,
-            database=parsed.database,
-        )
-        self._display = f"{shown.render_as_string(hide_password=False)}#{name}"
+        self._target = target(options)
+        self._backend = self._target.backend
+        self._url: URL = self._target.url
+        self._display = self._target.display
         self.name = name
         self.table_prefix = table_prefix
         self._retry = delays
         self._timeout = float(timeout)
 
-        key = resolve_key(encryption_key, encryption_key_env)
+        key = resolve_key(encryption_key, options.key_env)
         # The key is bound to the session name, not to the host: a database restored
         # on another server (or reached by another host name) still decrypts.
         self._encryptor = (
             None if key is None else Encryptor(key, context=f"resilient_tg.SQLStore#{name}")
         )
 
-        self._meta = sa.MetaData()
-        self._schema = sa.Table(
-            f"{table_prefix}schema",
-            self._meta,
-            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-            sa.Column("version", sa.Integer, nullable=False),
-        )
-        self._sessions = sa.Table(
-            f"{table_prefix}sessions",
-            self._meta,
-            sa.Column("name", sa.String(_MAX_TEXT), primary_key=True),
-            sa.Column(
-                "data",
-                sa.LargeBinary().with_variant(sa_mysql.LONGBLOB(), "mysql", "mariadb"),
-                nullable=False,
-            ),
-            sa.Column("updated_at", sa.Double, nullable=False),
-        )
-        self._leases = sa.Table(
-            f"{table_prefix}leases",
-            self._meta,
-            sa.Column("name", sa.String(_MAX_TEXT), primary_key=True),
-            sa.Column("holder", sa.String(_MAX_TEXT), nullable=False),
-            sa.Column("expires_at", sa.Double, nullable=False),
-            sa.Column("token", sa.BigInteger, nullable=False),
-        )
+        self._tables = make_tables(table_prefix)
+        self._sessions = self._tables.sessions
+        self._leases = self._tables.leases
         self._engine: AsyncEngine | None = None
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         self._schema_ready = False
@@ -392,19 +320,19 @@ class SQLStore(SessionStore):
                 with anyio.fail_after(self._timeout):
                     return await self._attempt(op)
             except Exception as exc:
-                if not _transient(exc):
+                if not transient(exc):
                     raise
                 if attempt > len(self._retry):
                     raise ConnectionError(
                         f"{self._display}: could not {what} after {attempt} attempt(s): "
-                        f"{_brief(exc)}"
+                        f"{brief(exc)}"
                     ) from exc
                 delay = self._retry[attempt - 1]
                 log.warning(
                     "%s: could not %s (%s); retrying in %.2fs (attempt %d of %d)",
                     self._display,
                     what,
-                    _brief(exc),
+                    brief(exc),
                     delay,
                     attempt,
                     len(self._retry) + 1,
@@ -432,104 +360,19 @@ class SQLStore(SessionStore):
         async with self._setup_lock:
             if self._engine is None:
                 if self._backend == "sqlite":
-                    await asyncio.to_thread(_prepare_sqlite_file, self._url.database)
-                self._engine = self._make_engine()
+                    await asyncio.to_thread(prepare_sqlite_file, self._url.database)
+                self._engine = make_engine(self._target, self._timeout)
                 self._engine_loop = loop
             if not self._schema_ready:
-                await self._create_schema(self._engine)
+                await create_schema(
+                    self._engine,
+                    self._tables,
+                    backend=self._backend,
+                    timeout=self._timeout,
+                    display=self._display,
+                )
                 self._schema_ready = True
             return self._engine
-
-    def _make_engine(self) -> AsyncEngine:
-        connect_args: dict[str, Any] = {}
-        if self._driver == "aiosqlite":
-            connect_args["timeout"] = self._timeout  # how long to wait for a busy database
-        elif self._driver == "asyncpg":
-            connect_args.update(timeout=self._timeout, command_timeout=self._timeout)
-        elif self._driver in ("asyncmy", "aiomysql"):
-            connect_args["connect_timeout"] = self._timeout
-        try:
-            engine = create_async_engine(
-                self._url,
-                pool_pre_ping=True,  # a pooled connection that died in an outage is replaced
-                hide_parameters=True,  # SQL errors and logs must never show the session blob
-                connect_args=connect_args,
-            )
-        except ImportError as exc:
-            raise ImportError(
-                f"SQLStore for {self._backend} needs its driver ({self._driver}): "
-                f"pip install 'resilient-tg[{_EXTRAS[self._backend]}]'"
-            ) from exc
-        if self._backend == "sqlite":
-            # Take the write lock at BEGIN, so a read-check-write cannot interleave.
-            @event.listens_for(engine.sync_engine, "connect")
-            def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
-                dbapi_connection.isolation_level = None
-
-            @event.listens_for(engine.sync_engine, "begin")
-            def _begin_immediate(conn: Any) -> None:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-
-    async def _create_schema(self, engine: AsyncEngine) -> None:
-        """Create the tables once, safely when several processes start together."""
-        for attempt in range(3):
-            try:
-                if self._backend in ("mysql", "mariadb"):
-                    await self._create_schema_mysql(engine)
-                else:
-                    async with engine.begin() as conn:
-                        if self._backend == "postgresql":
-                            # DDL is transactional here; the lock serialises creators.
-                            key = zlib.crc32(f"resilient_tg:{self.table_prefix}".encode())
-                            await conn.execute(
-                                sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key}
-                            )
-                        await conn.run_sync(self._create_tables)
-            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
-                # Lost a creation race the locks did not cover: look again.
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.05)
-            else:
-                return
-
-    async def _create_schema_mysql(self, engine: AsyncEngine) -> None:
-        # MySQL DDL commits implicitly, so a named lock serialises creators instead.
-        lock = f"{self.table_prefix}schema"
-        async with engine.connect() as conn:
-            got = await conn.scalar(
-                sa.text("SELECT GET_LOCK(:lock, :timeout)"),
-                {"lock": lock, "timeout": max(1, int(self._timeout))},
-            )
-            if got != 1:
-                raise TimeoutError(f"{self._display}: timed out waiting to create the schema")
-            try:
-                await conn.run_sync(self._create_tables)
-                await conn.commit()
-            finally:
-                await conn.execute(sa.text("SELECT RELEASE_LOCK(:lock)"), {"lock": lock})
-                await conn.commit()
-
-    def _create_tables(self, conn: sa.Connection) -> None:
-        schema = self._schema
-        version = None
-        if sa.inspect(conn).has_table(schema.name):
-            version = conn.execute(
-                sa.select(schema.c.version).where(schema.c.id == 1)
-            ).scalar_one_or_none()
-        if version is not None and version > SCHEMA_VERSION:
-            raise SessionCorruptError(
-                f"{self._display}: the database has session schema version {version}, "
-                f"newer than this resilient_tg understands ({SCHEMA_VERSION}); upgrade "
-                "resilient_tg (nothing was changed)",
-                store=self._display,
-            )
-        self._meta.create_all(conn, checkfirst=True)
-        if version is None:
-            conn.execute(sa.insert(schema).values(id=1, version=SCHEMA_VERSION))
-            log.info("%s: created the session tables (schema %d)", self._display, SCHEMA_VERSION)
 
     def _ensure_lease_row(self, conn: AsyncConnection) -> Any:
         """An INSERT of a free lease row that does nothing if the row exists."""
@@ -571,72 +414,12 @@ class SQLStore(SessionStore):
         return conn.dialect.name
 
 
-def _merge_option(key: str, given: str | None, in_url: str | tuple[str, ...] | None) -> str | None:
-    """A constructor option and the same URL query parameter must agree."""
-    if isinstance(in_url, tuple):
-        if len(set(in_url)) > 1:
-            raise ValueError(f"SQLStore url gives {key}= more than once")
-        in_url = in_url[0]
-    if given is not None and in_url is not None and given != in_url:
-        raise ValueError(f"SQLStore got {key}={given!r} and {key}={in_url!r} in the url")
-    return given if given is not None else in_url
-
-
-def _check_name(name: object) -> None:
-    """A session name every backend stores as given: PostgreSQL refuses NUL in text, and
-    no driver can encode a lone surrogate; control characters would also break log lines."""
-    if not isinstance(name, str):
-        raise TypeError(f"SQLStore name must be a string, got {type(name).__name__}")
-    if not 1 <= len(name) <= _MAX_TEXT:
-        raise ValueError(f"SQLStore name must be 1..{_MAX_TEXT} characters, got {len(name)}")
-    bad = next((ch for ch in name if unicodedata.category(ch) in ("Cc", "Cs")), None)
-    if bad is not None:
-        kind = "a surrogate" if unicodedata.category(bad) == "Cs" else "a control character"
-        raise ValueError(f"SQLStore name must not contain {kind} ({bad!a}), got {name!a}")
-
-
 def _check_holder(holder: str, ttl: float) -> None:
     _check_lease_args(holder, ttl)
-    if len(holder) > _MAX_TEXT:
-        raise ValueError(f"lease holder must be at most {_MAX_TEXT} characters")
+    if len(holder) > MAX_TEXT:
+        raise ValueError(f"lease holder must be at most {MAX_TEXT} characters")
 
 
 def _local(db_time: float, db_now: float) -> float:
     """A database timestamp on this machine's clock (time.time()), for Lease and errors."""
     return time.time() + (db_time - db_now)
-
-
-def _prepare_sqlite_file(database: str | None) -> None:
-    """Create the database file 0600 (and its directory 0700) before SQLite does, 0644."""
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return
-    path = Path(database)
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
-
-
-_PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether retrying may help: the database is unreachable, restarting or busy."""
-    if isinstance(exc, ResilientTgError):
-        return False
-    if isinstance(exc, OSError):
-        return not isinstance(exc, _PERMANENT_OS_ERRORS)
-    if isinstance(exc, (asyncio.TimeoutError, sa.exc.TimeoutError)):
-        return True
-    if isinstance(exc, sa.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
-        )
-    return False
-
-
-def _brief(exc: BaseException) -> str:
-    """One line about an error: its type and the first line of its message."""
-    inner = getattr(exc, "orig", None) or exc
-    first = (str(inner).strip().splitlines() or [""])[0][:200]
-    return f"{type(inner).__name__}: {first}" if first else type(inner).__name__

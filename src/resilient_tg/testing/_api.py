@@ -1,5 +1,9 @@
 """The Telegram API methods the test server implements, on top of `._world`.
 
+This module holds the login, user and contact methods and loads the other handler
+modules (`._api_chats`, `._api_dcs`, `._api_files`, `._api_messages`, `._api_reads`);
+what they share is in `._api_base`.
+
 Each handler takes the request and the calling context and returns a response value
 (a TL object, a list for a Vector, a bool) or raises `RpcFailure`, answered as
 rpc_error. Behaviour follows Telegram where it is known.
@@ -7,13 +11,10 @@ rpc_error. Behaviour follows Telegram where it is known.
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import attrs
 from telethon.tl import functions, types
 from telethon.tl.types import account as account_t
 from telethon.tl.types import auth as auth_t
@@ -21,166 +22,37 @@ from telethon.tl.types import contacts as contacts_t
 from telethon.tl.types import updates as updates_t
 from telethon.tl.types import users as users_t
 
-from . import _srp
-from ._crypto import DH_G
-from ._files import tl_media
-from ._world import (
-    Account,
-    AuthKeyRecord,
-    LoginCode,
-    StoredMessage,
-    World,
-    normalize_phone,
-    username_problem,
+from . import _api_chats, _api_dcs, _api_files, _api_messages, _api_reads, _srp
+from ._api_base import (
+    DIFFERENCE_LIMIT,
+    Api,
+    CallContext,
+    RpcFailure,
+    ServerHooks,
+    _authorize,
+    _method,
+    implemented_methods,
 )
+from ._api_chats import resolve_channel_username
+from ._api_dcs import check_phone_dc
+from ._crypto import DH_G
+from ._world import Account, LoginCode, normalize_phone, username_problem
 
-if TYPE_CHECKING:
-    from ._server import MTProtoTestServer
+__all__ = [
+    "DIFFERENCE_LIMIT",
+    "Api",
+    "CallContext",
+    "RpcFailure",
+    "ServerHooks",
+    "implemented_methods",
+]
 
-# The most messages one getDifference answers before it slices (Telegram uses about 100).
-DIFFERENCE_LIMIT = 100
+# Importing a handler module registers its methods; this module is what loads them all.
+_HANDLER_MODULES = (_api_chats, _api_dcs, _api_files, _api_messages, _api_reads)
+
 LOGIN_CODE_TTL = 300.0
 # Open SRP challenges kept per server; the oldest go first beyond this.
 MAX_SRP_CHALLENGES = 10_000
-
-
-class RpcFailure(Exception):
-    """An rpc_error to answer."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code} {message}")
-        self.code = code
-        self.message = message
-
-
-@attrs.define(eq=False)
-class CallContext:
-    """Who is calling: the auth key, the session and the DC the request came on."""
-
-    record: AuthKeyRecord
-    session_id: int
-    dc_id: int = 2
-
-    @property
-    def user_id(self) -> int | None:
-        return self.record.user_id
-
-
-Handler = Callable[["Api", Any, CallContext], Any]
-_HANDLERS: dict[type, Handler] = {}
-# Methods that work before login, as on Telegram.
-_NO_AUTH: set[type] = set()
-
-
-def _method(cls: type, *, needs_auth: bool = True) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        _HANDLERS[cls] = fn
-        if not needs_auth:
-            _NO_AUTH.add(cls)
-        return fn
-
-    return register
-
-
-def implemented_methods() -> frozenset[type]:
-    return frozenset(_HANDLERS)
-
-
-class Api:
-    """Answers API requests for one server, pushing updates through the server."""
-
-    def __init__(self, server: MTProtoTestServer) -> None:
-        self._server = server
-
-    @property
-    def world(self) -> World:
-        return self._server._world
-
-    def call(self, request: Any, ctx: CallContext) -> Any:
-        handler = _HANDLERS.get(type(request))
-        if handler is None:
-            raise RpcFailure(400, "METHOD_NOT_IMPLEMENTED")
-        if type(request) not in _NO_AUTH:
-            check_home_dc(self.me(ctx), request, ctx)
-        return handler(self, request, ctx)
-
-    # Helpers ----------------------------------------------------------------------
-
-    def me(self, ctx: CallContext) -> Account:
-        if ctx.user_id is None or ctx.user_id not in self.world.accounts:
-            if ctx.record.password_pending is not None:
-                # Telegram answers this until auth.checkPassword completes the login.
-                raise RpcFailure(401, "SESSION_PASSWORD_NEEDED")
-            raise RpcFailure(401, "AUTH_KEY_UNREGISTERED")
-        return self.world.accounts[ctx.user_id]
-
-    def tl_user(self, account: Account, viewer: Account | None) -> types.User:
-        is_self = viewer is not None and viewer.id == account.id
-        return types.User(
-            id=account.id,
-            is_self=is_self or None,
-            bot=account.bot or None,
-            access_hash=account.access_hash,
-            first_name=account.first_name,
-            username=account.username,
-            phone=account.phone if is_self else None,
-            status=None if account.bot else types.UserStatusRecently(),
-            bot_info_version=1 if account.bot else None,
-        )
-
-    def tl_message(self, message: StoredMessage) -> types.Message:
-        stored = None if message.media_id is None else self.world.files.files.get(message.media_id)
-        return types.Message(
-            id=message.id,
-            peer_id=types.PeerUser(message.peer_id),
-            date=_date(message.date),
-            message=message.text,
-            out=message.out or None,
-            from_id=types.PeerUser(message.from_id),
-            media=None if stored is None else tl_media(stored),
-        )
-
-    def resolve_peer(self, peer: Any, me: Account) -> Account:
-        if isinstance(peer, (types.InputPeerSelf, types.InputUserSelf)):
-            return me
-        if isinstance(peer, (types.InputPeerUser, types.InputUser)):
-            account = self.world.accounts.get(peer.user_id)
-            if account is None or account.access_hash != peer.access_hash:
-                raise RpcFailure(400, "PEER_ID_INVALID")
-            return account
-        raise RpcFailure(400, "PEER_ID_INVALID")
-
-    def state(self, me: Account) -> updates_t.State:
-        return updates_t.State(pts=me.pts, qts=0, date=_now(), seq=0, unread_count=0)
-
-    def new_message_updates(
-        self, message: StoredMessage, owner: Account, other: Account
-    ) -> types.Updates:
-        return types.Updates(
-            updates=[
-                types.UpdateNewMessage(
-                    message=self.tl_message(message), pts=message.pts, pts_count=1
-                )
-            ],
-            users=[self.tl_user(other, owner), self.tl_user(owner, owner)],
-            chats=[],
-            date=_date(message.date),
-            seq=0,
-        )
-
-    def check_app(self, api_id: int, api_hash: str | None) -> None:
-        if api_id != self._server.api_id or (
-            api_hash is not None and api_hash != self._server.api_hash
-        ):
-            raise RpcFailure(400, "API_ID_INVALID")
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(tz=dt.timezone.utc)
-
-
-def _date(timestamp: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
 
 
 # auth ---------------------------------------------------------------------------------
@@ -224,13 +96,6 @@ def _check_code(
     if phone_code != code.code:
         raise RpcFailure(400, "PHONE_CODE_INVALID")
     return phone
-
-
-def _authorize(api: Api, ctx: CallContext, account: Account) -> auth_t.Authorization:
-    ctx.record.user_id = account.id
-    ctx.record.password_pending = None
-    api._server._on_world_changed()
-    return auth_t.Authorization(user=api.tl_user(account, account))
 
 
 @_method(functions.auth.SignInRequest, needs_auth=False)
@@ -402,8 +267,6 @@ def _resolve_username(api: Api, request: Any, ctx: CallContext) -> contacts_t.Re
         raise RpcFailure(400, "USERNAME_INVALID")
     account = api.world.by_username(request.username)
     if account is None:
-        from ._api_chats import resolve_channel_username
-
         return resolve_channel_username(api, request.username, me)
     return contacts_t.ResolvedPeer(
         peer=types.PeerUser(account.id), chats=[], users=[api.tl_user(account, me)]
@@ -422,14 +285,3 @@ def _update_status(api: Api, request: Any, ctx: CallContext) -> bool:
 @_method(functions.updates.GetStateRequest)
 def _get_state(api: Api, request: Any, ctx: CallContext) -> updates_t.State:
     return api.state(api.me(ctx))
-
-
-# messages -----------------------------------------------------------------------------
-
-# Handlers in other modules register themselves on import; they need the names above.
-# Message, chat and channel methods live in their own modules (getDifference,
-# sendMessage, getHistory, getDialogs too).
-from . import _api_chats as _api_chats  # noqa: E402
-from . import _api_files  # noqa: E402, F401
-from . import _api_messages as _api_messages  # noqa: E402
-from ._api_dcs import check_home_dc, check_phone_dc  # noqa: E402

@@ -23,7 +23,7 @@ from telethon.tl.types import messages as messages_t
 from telethon.tl.types import updates as updates_t
 
 from . import _chat_ops as ops
-from ._api import Api, CallContext, RpcFailure, _method
+from ._api_base import Api, CallContext, RpcFailure, _method
 from ._chats import Channel, Member
 from ._world import Account
 

@@ -5,8 +5,9 @@ As on Telegram an account lives on one DC. Login calls for it on another DC answ
 303 PHONE_MIGRATE_X (users) or USER_MIGRATE_X (bots); auth.sendCode answers
 NETWORK_MIGRATE_X while `MTProtoTestServer.set_network_dc` is set. A key authorized on
 a DC that is not the account's home (through auth.importAuthorization) may call only
-what Telegram serves on every DC (`ANY_DC_NAMESPACES`, `ANY_DC_METHODS`); anything
-else answers USER_MIGRATE_X, X being the home DC.
+what Telegram serves on every DC (`ANY_DC_NAMESPACES` and `ANY_DC_METHODS` in
+`._api_base`, where `Api.call` checks them); anything else answers USER_MIGRATE_X, X
+being the home DC.
 """
 
 from __future__ import annotations
@@ -17,24 +18,7 @@ from typing import Any
 from telethon.tl import functions, types
 from telethon.tl.types import auth as auth_t
 
-from . import _tl
-from ._api import Api, CallContext, RpcFailure, _authorize, _date, _method
-from ._world import Account
-
-# Served on any DC the key is authorized on: login and config calls, file transfer
-# (what Telethon's exported senders are for), statistics and language packs.
-ANY_DC_NAMESPACES = frozenset({"auth", "help", "upload", "stats", "langpack"})
-# users.getUsers is what get_me() sends on every connection.
-ANY_DC_METHODS: frozenset[type] = frozenset({functions.users.GetUsersRequest})
-
-
-def check_home_dc(me: Account, request: Any, ctx: CallContext) -> None:
-    """USER_MIGRATE_X for an account method called off the account's home DC."""
-    if me.dc_id == ctx.dc_id or type(request) in ANY_DC_METHODS:
-        return
-    if _tl.tl_name(request).split(".", 1)[0] in ANY_DC_NAMESPACES:
-        return
-    raise RpcFailure(303, f"USER_MIGRATE_{me.dc_id}")
+from ._api_base import Api, CallContext, RpcFailure, _authorize, _date, _method
 
 
 def check_phone_dc(api: Api, phone: str, ctx: CallContext, *, network: bool) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from telethon.tl import functions, types
 from telethon.tl.types import upload as upload_t
 
-from ._api import Api, CallContext, RpcFailure, _date, _method
+from ._api_base import Api, CallContext, RpcFailure, _date, _method
 from ._files import (
     DEFAULT_MIME,
     PHOTO_SIZE_TYPE,

@@ -18,7 +18,7 @@ from telethon.tl import functions, types
 from telethon.tl.types import messages as messages_t
 
 from . import _chat_ops as ops
-from ._api import Api, CallContext, RpcFailure, _method
+from ._api_base import Api, CallContext, RpcFailure, _method
 from ._chats import Channel
 from ._world import Account, StoredMessage
 
@@ -316,7 +316,3 @@ def _get_channel_messages(api: Api, request: Any, ctx: CallContext) -> Any:
         chats=[ops.tl_channel(channel, me.id)],
         users=ops.users(api, ops.channel_user_ids(channel, present), me),
     )
-
-
-# Late import: the read and dialog methods register themselves.
-from . import _api_reads as _api_reads  # noqa: E402

@@ -24,7 +24,7 @@ from telethon.tl.types import messages as messages_t
 from telethon.tl.types import updates as updates_t
 
 from . import _chat_ops as ops
-from ._api import DIFFERENCE_LIMIT, Api, CallContext, RpcFailure, _method
+from ._api_base import DIFFERENCE_LIMIT, Api, CallContext, RpcFailure, _method
 from ._chats import AccountEvent, Channel
 from ._world import Account, StoredMessage
 

@@ -20,7 +20,7 @@ from ._api_messages import delete_box_messages, edit_box_message
 from ._chats import BasicGroup, Channel, Member
 
 if TYPE_CHECKING:
-    from ._api import Api
+    from ._api_base import Api
     from ._world import Account, World
 
 # Telegram's rule for public usernames: 5-32 characters, letters, digits and

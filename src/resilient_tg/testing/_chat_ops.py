@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from telethon.tl import types
 
-from ._api import RpcFailure
+from ._api_base import RpcFailure
 from ._chats import AccountEvent, BasicGroup, Channel, ChannelEvent, ChannelMessage
 from ._world import Account, StoredMessage
 
 if TYPE_CHECKING:
-    from ._api import Api
+    from ._api_base import Api
 
 _ADMIN_RIGHTS = types.ChatAdminRights(
     change_info=True,

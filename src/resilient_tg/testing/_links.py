@@ -1,15 +1,19 @@
-"""TCP listeners, one per DC, and the links they accept.
+"""TCP listeners, one per DC, the links they accept and the sessions served on them.
 
 Each `DcListener` owns one port; a `_Link` knows the DC it came in on, so the server
-can give a handshake's key that DC and refuse (-404) a key made on another one.
+can give a handshake's key that DC and refuse (-404) a key made on another one. A
+`_Session` is the server side of an MTProto session; pushes go to its current link.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 import anyio
 import anyio.lowlevel
@@ -19,14 +23,28 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._handshake import HandshakeError
 from ._transport import Framing, TransportError, open_framing
-
-if TYPE_CHECKING:
-    from ._mtproto import _Session
-    from ._server import MTProtoTestServer
+from ._world import AuthKeyRecord
 
 log = logging.getLogger("resilient_tg.testing.server")
 
 OUTBOX_SIZE = 10_000
+RECENT_MSG_IDS = 1000
+# Orders sessions by when the server first saw them (see MTProtoTestServer._session).
+_SESSION_ORDER = itertools.count()
+
+
+class _LinkServer(Protocol):
+    """What links and listeners need of the server that owns them."""
+
+    _links: set[_Link]
+    _links_total: int
+
+    @property
+    def _sessions(self) -> Mapping[tuple[bytes, int], _Session]: ...
+
+    def _encrypt(self, item: _Out) -> bytes: ...
+
+    def _on_packet(self, link: _Link, packet: bytes) -> None: ...
 
 
 @attrs.define(eq=False)
@@ -40,10 +58,51 @@ class _Out:
     response: bool = False
 
 
+class _Session:
+    """Server-side MTProto session: (auth key, session id), with msg_id and seqno state."""
+
+    def __init__(self, record: AuthKeyRecord, session_id: int) -> None:
+        self.record = record
+        self.session_id = session_id
+        self.born = next(_SESSION_ORDER)
+        # The link this session is the current session of (pushes go there), if any.
+        self.link: _Link | None = None
+        self.announced = False
+        self._seen: collections.deque[int] = collections.deque(maxlen=RECENT_MSG_IDS)
+        self._seen_set: set[int] = set()
+        self._last_msg_id = 0
+        self._seq = 0
+
+    def seen(self, msg_id: int) -> bool:
+        """Remember a client msg_id; True if it was seen before (a duplicate)."""
+        if msg_id in self._seen_set:
+            return True
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(msg_id)
+        self._seen_set.add(msg_id)
+        return False
+
+    def next_msg_id(self, *, response: bool) -> int:
+        # Server msg_ids are odd: 1 mod 4 for responses, 3 mod 4 for everything else.
+        base = int(time.time() * 2**32) & ~3
+        if base <= self._last_msg_id:
+            base = (self._last_msg_id & ~3) + 4
+        msg_id = base | (1 if response else 3)
+        self._last_msg_id = msg_id
+        return msg_id
+
+    def next_seqno(self, *, content_related: bool) -> int:
+        if content_related:
+            self._seq += 1
+            return self._seq * 2 - 1
+        return self._seq * 2
+
+
 class _Link:
     """One accepted TCP link and the tasks that serve it."""
 
-    def __init__(self, server: MTProtoTestServer, stream: SocketStream, dc_id: int = 2) -> None:
+    def __init__(self, server: _LinkServer, stream: SocketStream, dc_id: int = 2) -> None:
         self.server = server
         self.stream = stream
         self.dc_id = dc_id
@@ -129,7 +188,7 @@ class DcListener:
     so a restarted server answers on the same address; ``advertised`` is the address
     help.getConfig shows for the DC (a proxy in front of it, say)."""
 
-    def __init__(self, server: MTProtoTestServer, dc_id: int, host: str, port: int) -> None:
+    def __init__(self, server: _LinkServer, dc_id: int, host: str, port: int) -> None:
         self.server = server
         self.dc_id = dc_id
         self.host = host

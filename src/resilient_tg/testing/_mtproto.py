@@ -9,7 +9,6 @@ server's own module stays about lifecycle and control.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import os
 import struct
@@ -24,7 +23,7 @@ from . import _tl
 from ._api import Api, CallContext, RpcFailure
 from ._handshake import HandshakeError, Handshakes
 from ._layers import LayerCheck, declared_layer
-from ._links import _Link, _Out
+from ._links import _Link, _Out, _Session
 from ._records import RequestRecord
 from ._transport import TransportError
 from ._world import AuthKeyRecord, World
@@ -37,10 +36,7 @@ log = logging.getLogger("resilient_tg.testing.server")
 # Client msg_ids older than this, or further ahead, get bad_msg_notification 16/17.
 MSG_ID_TOO_OLD = 300
 MSG_ID_TOO_NEW = 30
-RECENT_MSG_IDS = 1000
 MAX_SESSIONS = 20_000
-# Orders sessions by when the server first saw them (see MTProtoTestServer._session).
-_SESSION_ORDER = itertools.count()
 _PINGS = (functions.PingRequest, functions.PingDelayDisconnectRequest)
 # Wrappers a request may come in; the server answers the query inside.
 _WRAPPERS = (
@@ -52,47 +48,6 @@ _WRAPPERS = (
     functions.InvokeWithTakeoutRequest,
     functions.InvokeWithMessagesRangeRequest,
 )
-
-
-class _Session:
-    """Server-side MTProto session: (auth key, session id), with msg_id and seqno state."""
-
-    def __init__(self, record: AuthKeyRecord, session_id: int) -> None:
-        self.record = record
-        self.session_id = session_id
-        self.born = next(_SESSION_ORDER)
-        # The link this session is the current session of (pushes go there), if any.
-        self.link: _Link | None = None
-        self.announced = False
-        self._seen: collections.deque[int] = collections.deque(maxlen=RECENT_MSG_IDS)
-        self._seen_set: set[int] = set()
-        self._last_msg_id = 0
-        self._seq = 0
-
-    def seen(self, msg_id: int) -> bool:
-        """Remember a client msg_id; True if it was seen before (a duplicate)."""
-        if msg_id in self._seen_set:
-            return True
-        if len(self._seen) == self._seen.maxlen:
-            self._seen_set.discard(self._seen[0])
-        self._seen.append(msg_id)
-        self._seen_set.add(msg_id)
-        return False
-
-    def next_msg_id(self, *, response: bool) -> int:
-        # Server msg_ids are odd: 1 mod 4 for responses, 3 mod 4 for everything else.
-        base = int(time.time() * 2**32) & ~3
-        if base <= self._last_msg_id:
-            base = (self._last_msg_id & ~3) + 4
-        msg_id = base | (1 if response else 3)
-        self._last_msg_id = msg_id
-        return msg_id
-
-    def next_seqno(self, *, content_related: bool) -> int:
-        if content_related:
-            self._seq += 1
-            return self._seq * 2 - 1
-        return self._seq * 2
 
 
 class MessageHandling:

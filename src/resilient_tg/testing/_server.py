@@ -36,8 +36,8 @@ from ._dcs import DcControl, ExportedAuth, dc_range
 from ._files_control import FileControl
 from ._handshake import Handshakes
 from ._layers import LayerCheck
-from ._links import DcListener, _Link
-from ._mtproto import MessageHandling, _key_id_int, _Session
+from ._links import DcListener, _Link, _Session
+from ._mtproto import MessageHandling, _key_id_int
 from ._records import ConnectionInfo, RequestRecord, TestBot, TestUser
 from ._trust import trusted_key
 from ._world import Account, StoredMessage, World
