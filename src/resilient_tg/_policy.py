@@ -76,7 +76,9 @@ class ReconnectPolicy:
     ``max_elapsed`` rather than with ``max_attempts``. ``max_attempts`` and
     ``max_elapsed`` of None mean never give up. After ``reset_after`` seconds of a
     healthy link the attempt counter starts again from 1. ``connect_timeout`` bounds
-    each attempt, auth-key exchange and first answer included.
+    how long an attempt (TCP connect, auth-key exchange, first answer) may go without
+    hearing from the server; one that keeps hearing from it (a slow link) may take up
+    to three times as long in all.
 
     With ``cap_by_elapsed`` (the default) the ceiling is also at most the time the
     outage has lasted so far (never below ``initial_delay``). Attempts that fail at once
