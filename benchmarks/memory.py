@@ -104,7 +104,7 @@ def _per_client(data: dict[str, Any]) -> float:
 
 async def _child(server: Any, kind: str, mode: str, n: int, idle: float, tmp: str) -> Any:
     spec = {
-        **server_spec(server, n, "Memory"),
+        **server_spec(server, n + 1, "Memory"),  # one more: the warm-up client
         "kind": kind,
         "mode": mode,
         "idle_seconds": idle,
