@@ -18,6 +18,10 @@ parts, each in a module of its own:
   snapshot;
 - `._shutdown`: leaving, bounded by shutdown_timeout;
 - `._arguments`: the constructor's argument checks.
+
+The parts see the client through `._core.ClientCore` (and the link through
+`._core.LinkView`), the health snapshot through `._health.HealthSource`, the status
+publisher through `._status.Reporter`: none imports this module.
 """
 
 from __future__ import annotations

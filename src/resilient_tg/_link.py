@@ -20,7 +20,7 @@ from ._flag import Flag
 from ._state import ConnectionState, StateChange, StateReason
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
+    from ._core import ClientCore
 
 __all__ = ["CHEAP", "COSTLY", "LOST", "Link"]
 
@@ -57,7 +57,7 @@ class Link:
         "up",
     )
 
-    def __init__(self, client: ResilientClient) -> None:
+    def __init__(self, client: ClientCore) -> None:
         self._client = client
         self.conn: Any = None  # the connection of the current (or last) link
         self.up = False  # the current link's transport is up

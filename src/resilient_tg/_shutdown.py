@@ -15,15 +15,14 @@ from ._kinds import describe
 from ._state import ConnectionState, StateReason
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
-    from ._requests import GatedTelegram
+    from ._core import ClientCore, Telegram
 
 __all__ = ["shut_down"]
 
 log = logging.getLogger("resilient_tg.client")
 
 
-async def shut_down(client: ResilientClient) -> None:
+async def shut_down(client: ClientCore) -> None:
     """Stop the tasks, disconnect, flush the session, release the lease — bounded."""
     client._closing = True
     started = time.monotonic()
@@ -81,7 +80,7 @@ async def shut_down(client: ResilientClient) -> None:
     log.debug("shut down in %.2fs", time.monotonic() - started)
 
 
-async def _quiesce(client: ResilientClient, telegram: GatedTelegram) -> None:
+async def _quiesce(client: ClientCore, telegram: Telegram) -> None:
     """Stop taking updates, then let the handlers finish the ones already taken, so that
     the update state saved on the way out covers exactly what was handled."""
     client._abort_link(StateReason.USER, "shutting down", quiet=True)  # no reconnect follows

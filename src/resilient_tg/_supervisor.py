@@ -35,7 +35,7 @@ from ._scheduler import get_scheduler
 from ._state import ConnectionState, StateReason
 
 if TYPE_CHECKING:
-    from ._requests import GatedTelegram
+    from ._core import Telegram
 
 from ._link import CHEAP, COSTLY, LOST, Link
 
@@ -225,7 +225,7 @@ class LinkSupervisor(Link):
         if await self._ended(telegram, ended) == "again":
             await self._connect_cycles()
 
-    async def _connect(self, telegram: GatedTelegram) -> str:
+    async def _connect(self, telegram: Telegram) -> str:
         """telegram.connect(): "up", "again" or "stop"."""
         client = self._client
         try:
@@ -252,7 +252,7 @@ class LinkSupervisor(Link):
         self.sender_ready.set()
         return "up"
 
-    async def _ended(self, telegram: GatedTelegram, ended: asyncio.Future[Any]) -> str:
+    async def _ended(self, telegram: Telegram, ended: asyncio.Future[Any]) -> str:
         """What ended a connect cycle (Telethon's disconnected future): "again" or "stop"."""
         client = self._client
         try:
@@ -286,7 +286,7 @@ class LinkSupervisor(Link):
         )
         return "stop"
 
-    async def _connect_answered(self, telegram: GatedTelegram, exc: errors.RPCError) -> str:
+    async def _connect_answered(self, telegram: Telegram, exc: errors.RPCError) -> str:
         """initConnection was answered with an error: final if it refuses the app or the
         key, else retried like any failed attempt (a 500, a FLOOD_WAIT...)."""
         name = app_rejected(exc)
@@ -303,7 +303,7 @@ class LinkSupervisor(Link):
             )
         return outcome
 
-    async def _connect_failed(self, telegram: GatedTelegram, error: BaseException) -> str:
+    async def _connect_failed(self, telegram: Telegram, error: BaseException) -> str:
         """connect() failed with the link up (Telethon leaves it open): drop the link and
         retry, paced by the policy like any transport error."""
         if self._stopping():
