@@ -1,22 +1,31 @@
 """ResilientClient: a Telethon client that never stays down while recovery is possible.
 
-It owns its background tasks (supervisor, keepalive, housekeeping, callback dispatch)
-through a `TaskSet` and ends them when it is left. This module is the composition: the
-state machine (`_transition`), entering and leaving, and the public API. The parts:
+It owns its background tasks (connect cycles, post-connect, callback dispatch) through a
+`TaskSet` and ends them when it is left; its timers (keepalive, lease renewal, flushing,
+reconnect delays) are entries in the process's scheduler (`._scheduler`). This module is
+the composition: the state machine (`_transition`), entering, and the public API. The
+parts, each in a module of its own:
 
-- `._supervisor`: the LinkSupervisor the ``connection=`` class reports to; paces each
-  attempt by the ReconnectPolicy, runs the connect cycles, decides AUTH_LOST/REJECTED;
-- `._postconnect`: after a link comes up, probe authorization and fetch what was
-  missed (CATCHING_UP) before CONNECTED;
+- `._supervisor` (over `._link`): the LinkSupervisor the ``connection=`` class reports
+  to; paces each attempt by the ReconnectPolicy, runs the connect cycles, decides
+  AUTH_LOST/REJECTED;
+- `._postconnect` and `._gaps`: after a link comes up, probe authorization and fetch what
+  was missed (CATCHING_UP) before CONNECTED;
 - `._requests`: the request gate every ``client.telegram`` request passes;
-- `._upkeep` and `._lease`: lease renewal and loss, update-state flushing;
-- `._keepalive`, `._health`: liveness pings and the Health snapshot;
+- `._lease` (the lease keeper) and `._upkeep`: lease renewal and loss, update-state
+  flushing;
+- `._keepalive` and `._health` (the health tracker): liveness pings and the Health
+  snapshot;
+- `._shutdown`: leaving, bounded by shutdown_timeout;
 - `._arguments`: the constructor's argument checks.
+
+The parts see the client through `._core.ClientCore` (and the link through
+`._core.LinkView`), the health snapshot through `._health.HealthSource`, the status
+publisher through `._status.Reporter`: none imports this module.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -28,7 +37,6 @@ from typing import Any, Protocol, TypeVar
 
 import anyio
 
-from . import _compat, _exported
 from ._arguments import check_arguments
 from ._callbacks import Callback, CallbackRegistry, GapCallback
 from ._deadlines import Deadlines
@@ -40,6 +48,7 @@ from ._kinds import describe
 from ._lease import LeaseKeeper
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._requests import GatedTelegram, build_telegram
+from ._shutdown import shut_down
 from ._state import ConnectionState, Health, StateChange, StateReason
 from ._status import StatusPublisher
 from ._supervisor import LinkSupervisor
@@ -373,72 +382,7 @@ class ResilientClient:
 
     async def _shutdown(self) -> None:
         """Stop the tasks, disconnect, flush the session, release the lease — bounded."""
-        self._closing = True
-        started = time.monotonic()
-        # AUTH_LOST and REJECTED write nothing: the store is left as it was.
-        auth_lost = self._state in (ConnectionState.AUTH_LOST, ConnectionState.REJECTED)
-        with anyio.move_on_after(self.shutdown_timeout) as scope:
-            if self._link.post_connect is not None:
-                self._link.post_connect.cancel()
-            if self._telegram is not None and self._link.up and not auth_lost:
-                await self._quiesce(self._telegram)
-            if self._telegram is not None:
-                if auth_lost and self._session is not None:
-                    self._session.discard_changes()
-                log.debug("shutdown: disconnecting")
-                _exported.stop(self)  # borrows opening links to other DCs end now
-                try:
-                    await self._telegram.disconnect()
-                    await _exported.close(self)
-                except Exception as exc:  # noqa: BLE001 - shutting down anyway
-                    log.warning("disconnect failed during shutdown: %s", describe(exc))
-                _compat.end_queued(self._telegram)  # their callers hear it now, not at a deadline
-            log.debug("shutdown: flushing the session")
-            if self._session is not None and not auth_lost:
-                try:
-                    await self._session.aclose()
-                except Exception as exc:  # noqa: BLE001 - reported, the lease is still released
-                    log.error(  # noqa: TRY400 - one line; the cause is in the message
-                        "shutting down: %s", self._save_problem(exc)
-                    )
-            elif self._session is not None:
-                # What Telethon's disconnect() put in the session since is not written either.
-                self._session.discard_changes()
-                await self._session.aclose()
-            log.debug("shutdown: releasing the lease")
-            await self._leases.release()
-            if not self._state.terminal:
-                self._transition(ConnectionState.CLOSED, StateReason.USER, "client closed")
-            with anyio.move_on_after(1.0):
-                await self._callbacks.drain()
-        if scope.cancelled_caught:
-            log.error(
-                "shutdown did not finish within shutdown_timeout=%.1fs", self.shutdown_timeout
-            )
-            if not self._state.terminal:
-                self._transition(ConnectionState.CLOSED, StateReason.USER, "shutdown timed out")
-        self._keepalive.stop()
-        self._upkeep.stop()
-        self._callbacks.close()
-        self._leases.close()
-        # Our tasks end before the store closes: the lease and flush loops use it.
-        await self._tasks.aclose()
-        self._deadlines.close()
-        try:
-            await self._store.aclose()
-        except Exception as exc:  # noqa: BLE001
-            log.warning("closing the store failed: %s", describe(exc))
-        log.debug("shut down in %.2fs", time.monotonic() - started)
-
-    async def _quiesce(self, telegram: GatedTelegram) -> None:
-        """Stop taking updates, then let the handlers finish the ones already taken, so that
-        the update state saved on the way out covers exactly what was handled."""
-        self._abort_link(StateReason.USER, "shutting down", quiet=True)  # no reconnect follows
-        limit = time.monotonic() + min(2.0, self.shutdown_timeout / 2)
-        quiet = 0
-        while time.monotonic() < limit and quiet < 2:
-            quiet = quiet + 1 if _compat.handlers_idle(telegram) else 0
-            await asyncio.sleep(0.02)
+        await shut_down(self)
 
     async def _guarded(self, name: str, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run a background task; a bug in it is logged, never fatal for the host."""

@@ -32,18 +32,18 @@ from telethon.tl import functions
 from . import _compat
 from ._connection import LinkAborted
 from ._errors import NotConnectedError, ResultUnknownError
+from ._final import raise_if_final
 from ._kinds import describe, request_name
-from ._requests import raise_if_final
 from ._state import StateReason
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
+    from ._core import ClientCore
 
 __all__ = ["borrow", "call", "close", "stop"]
 
 
 async def borrow(
-    client: ResilientClient, dc_id: int, borrow_sender: Callable[[int], Awaitable[Any]]
+    client: ClientCore, dc_id: int, borrow_sender: Callable[[int], Awaitable[Any]]
 ) -> Any:
     """Telethon's ``_borrow_exported_sender(dc_id)``, ended within request_timeout (or
     when the client stops)."""
@@ -73,7 +73,7 @@ async def borrow(
     ) from problem
 
 
-async def call(client: ResilientClient, sender: Any, request: Any, ordered: bool) -> Any:
+async def call(client: ClientCore, sender: Any, request: Any, ordered: bool) -> Any:
     """A request on an exported sender: watched, and ended within request_timeout."""
     raise_if_final(client)
     telegram = client._telegram
@@ -113,13 +113,13 @@ async def call(client: ResilientClient, sender: Any, request: Any, ordered: bool
     )
 
 
-def stop(client: ResilientClient) -> None:
+def stop(client: ClientCore) -> None:
     """Leaving: end the borrows still opening a link (they close what they opened)."""
     for scope in list(client._exported_borrows):
         scope.cancel()
 
 
-async def close(client: ResilientClient) -> None:
+async def close(client: ClientCore) -> None:
     """Leaving, after Telethon's disconnect(): close every exported sender still open."""
     if client._telegram is not None:
         await _compat.close_exported(client._telegram)
@@ -132,7 +132,7 @@ class _LinkWatch:
 
     __slots__ = ("_client", "_dc_id", "_handle", "_ping", "_sender")
 
-    def __init__(self, client: ResilientClient, sender: Any, dc_id: Any) -> None:
+    def __init__(self, client: ClientCore, sender: Any, dc_id: Any) -> None:
         self._client = client
         self._sender = sender
         self._dc_id = dc_id

@@ -2,7 +2,7 @@
 
 Telethon 1.45 answers channelDifferenceTooLong by moving the channel's pts to the
 server's and delivering nothing: every message posted in the gap is silently skipped.
-Here the update loop's getChannelDifference (see `_requests._channel_difference`) gets
+Here the update loop's getChannelDifference (see `_requests._difference`) gets
 a "too long" answer replaced: the messages newer than the last one the handlers saw, up
 to the dialog's top message, are fetched with messages.getHistory and handed back as an
 ordinary, non-final channelDifference at the server's pts. Telethon then dispatches them
@@ -37,7 +37,7 @@ from ._gap import Gap, GapReason
 from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, describe
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
+    from ._core import ClientCore
 
 __all__ = ["HISTORY_PAGE", "recover_account_gap", "recover_channel_gap"]
 
@@ -45,12 +45,10 @@ log = logging.getLogger("resilient_tg.client")
 
 HISTORY_PAGE = 100  # messages per getHistory request (Telegram's maximum)
 
-Send = Callable[["ResilientClient", Any, bool], Awaitable[Any]]
+Send = Callable[["ClientCore", Any, bool], Awaitable[Any]]
 
 
-async def recover_channel_gap(
-    client: ResilientClient, request: Any, too_long: Any, send: Send
-) -> Any:
+async def recover_channel_gap(client: ClientCore, request: Any, too_long: Any, send: Send) -> Any:
     """Fetch the gap's messages and return them as a channelDifference at the new pts."""
     telegram = client._telegram
     channel = request.channel
@@ -103,7 +101,7 @@ async def recover_channel_gap(
 
 
 async def _history(
-    client: ResilientClient,
+    client: ClientCore,
     send: Send,
     peer: Any,
     after: int,
@@ -147,9 +145,7 @@ def _page_request(peer: Any, offset: int, after: int, top: int) -> Any:
     )
 
 
-async def _fetch(
-    client: ResilientClient, send: Send, request: Any
-) -> tuple[Any, BaseException | None]:
+async def _fetch(client: ClientCore, send: Send, request: Any) -> tuple[Any, BaseException | None]:
     """(answer, None), or (None, error) for a refusal that retrying cannot fix; passing
     errors (and the client's own end) propagate: Telethon's update loop retries later."""
     try:
@@ -163,9 +159,7 @@ async def _fetch(
 # The account: private chats and basic groups ---------------------------------------------
 
 
-async def recover_account_gap(
-    client: ResilientClient, request: Any, too_long: Any, send: Send
-) -> Any:
+async def recover_account_gap(client: ClientCore, request: Any, too_long: Any, send: Send) -> Any:
     """differenceTooLong: fetch the account's messages newer than the last one the
     handlers saw (one id sequence for every private chat and basic group) and return them
     as a difference slice at the server's pts; Telethon then asks again from there."""
@@ -213,7 +207,7 @@ _DIALOGS = functions.messages.GetDialogsRequest(
 
 
 async def _account_messages(
-    client: ResilientClient, send: Send, after: int, top: int, users: list[Any], chats: list[Any]
+    client: ClientCore, send: Send, after: int, top: int, users: list[Any], chats: list[Any]
 ) -> tuple[list[Any], BaseException | None]:
     """The account's messages with ``after < id <= top`` by id, oldest first."""
     found: dict[int, Any] = {}
@@ -232,7 +226,7 @@ async def _account_messages(
 
 
 def _report_account(
-    client: ResilientClient, after: int | None, messages: list[Any], refused: BaseException | None
+    client: ClientCore, after: int | None, messages: list[Any], refused: BaseException | None
 ) -> None:
     """One Gap per chat that got messages back (chat_id 0 if none did), and a WARNING."""
     by_chat: dict[int, list[int]] = {}

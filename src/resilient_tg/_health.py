@@ -4,16 +4,19 @@ snapshot built from it (never any I/O)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _compat
 from ._state import ConnectionState, Health, LeaseInfo, StoreInfo
 from .stores._messages import store_error_text
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
+    from ._lease import LeaseKeeper
+    from ._policy import KeepalivePolicy
+    from ._state import StateReason
+    from .stores import SessionStore, StoreSession
 
-__all__ = ["HealthTracker", "build_health"]
+__all__ = ["HealthSource", "HealthTracker", "build_health"]
 
 
 class HealthTracker:
@@ -53,7 +56,46 @@ class HealthTracker:
         self.rtt = rtt
 
 
-def build_health(client: ResilientClient) -> Health:
+class _Attempts(Protocol):
+    @property
+    def attempt(self) -> int: ...
+
+
+class _Publisher(Protocol):
+    @property
+    def error(self) -> str | None: ...
+
+
+class HealthSource(Protocol):
+    """What `build_health` reads of the client (`ResilientClient`); reading only."""
+
+    @property
+    def keepalive_policy(self) -> KeepalivePolicy: ...
+    @property
+    def _health(self) -> HealthTracker: ...
+    @property
+    def _state(self) -> ConnectionState: ...
+    @property
+    def _since(self) -> float: ...
+    @property
+    def _reason(self) -> StateReason | None: ...
+    @property
+    def _detail(self) -> str: ...
+    @property
+    def _store(self) -> SessionStore: ...
+    @property
+    def _session(self) -> StoreSession | None: ...
+    @property
+    def _leases(self) -> LeaseKeeper: ...
+    @property
+    def _telegram(self) -> Any: ...
+    @property
+    def _link(self) -> _Attempts: ...
+    @property
+    def _status(self) -> _Publisher | None: ...
+
+
+def build_health(client: HealthSource) -> Health:
     """A snapshot of the link, the session and the lease (see `ResilientClient.health`)."""
     now = time.time()
     bound = client.keepalive_policy.detection_bound

@@ -25,9 +25,7 @@ from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, address, dc_of, describe, er
 from ._state import ConnectionState, StateReason
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
-    from ._requests import GatedTelegram
-    from ._supervisor import LinkSupervisor
+    from ._core import ClientCore, LinkView, Telegram
 
 __all__ = ["NOT_LOGGED_IN", "run_post_connect"]
 
@@ -46,9 +44,7 @@ class _NoState:
 SLOW_CONNECT_LIMIT = 3
 
 
-async def run_post_connect(
-    link: LinkSupervisor, client: ResilientClient, conn: Any, generation: int
-) -> None:
+async def run_post_connect(link: LinkView, client: ClientCore, conn: Any, generation: int) -> None:
     """Probe, catch up and report CONNECTED on the link of ``generation`` (or abort it)."""
     telegram = client._telegram
     assert telegram is not None
@@ -110,7 +106,7 @@ async def run_post_connect(
     )
 
 
-async def _until_ready(link: LinkSupervisor, conn: Any, silence: float) -> None:
+async def _until_ready(link: LinkView, conn: Any, silence: float) -> None:
     """Wait for Telethon's connect() to finish on this link. ``silence`` bounds the
     silence, not the whole exchange: a first connect over a slow link takes several round
     trips (key exchange, a new salt, initConnection, get_me), each of which may take most
@@ -129,9 +125,7 @@ async def _until_ready(link: LinkSupervisor, conn: Any, silence: float) -> None:
             return
 
 
-async def _probe(
-    link: LinkSupervisor, client: ResilientClient, telegram: GatedTelegram, limit: float
-) -> Any:
+async def _probe(link: LinkView, client: ClientCore, telegram: Telegram, limit: float) -> Any:
     """updates.getState: proves the link carries answers and tells if we are authorized."""
     deadline = time.monotonic() + limit
     while True:
@@ -181,7 +175,7 @@ async def _probe(
 
 
 async def _catch_up(
-    client: ResilientClient, telegram: GatedTelegram, server_pts: int, generation: int
+    client: ClientCore, telegram: Telegram, server_pts: int, generation: int
 ) -> None:
     """Make Telethon fetch the difference until its pts reaches the server's.
 
@@ -215,7 +209,7 @@ async def _catch_up(
         server_pts = fresh.pts
 
 
-async def _make_durable(client: ResilientClient) -> None:
+async def _make_durable(client: ClientCore) -> None:
     """The auth key must be in the store before the first CONNECTED is reported."""
     session = client._session
     assert session is not None

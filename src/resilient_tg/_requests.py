@@ -21,19 +21,19 @@ from telethon.tl import functions
 from telethon.tl.types import auth as auth_types
 from telethon.tl.types.updates import ChannelDifferenceTooLong, DifferenceTooLong
 
-from . import _compat
+from . import _compat, _exported
 from ._connection import install_log_filter, make_connection_class
-from ._errors import AuthLostError, NotConnectedError, ResultLostError, ResultUnknownError
+from ._errors import NotConnectedError, ResultLostError, ResultUnknownError
+from ._final import raise_if_final
 from ._gaps import recover_account_gap, recover_channel_gap
 from ._kinds import FLOOD, KEY_DEAD, TRANSIENT_RPC, describe, error_name, request_name, rpc_context
 from ._postconnect import NOT_LOGGED_IN
-from ._state import ConnectionState
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
+    from ._core import ClientCore
     from .stores import StoreSession
 
-__all__ = ["GatedTelegram", "build_telegram", "call", "raise_if_final"]
+__all__ = ["GatedTelegram", "build_telegram", "call"]
 
 log = logging.getLogger("resilient_tg.client")
 
@@ -65,7 +65,7 @@ class GatedTelegram(_compat.TelethonHooks, TelegramClient):  # type: ignore[misc
     """TelegramClient whose calls wait for the link and map errors (see `call`), and whose
     DC switch is the supervisor's (see `LinkSupervisor.switch_dc`)."""
 
-    _rtg_owner: ResilientClient
+    _rtg_owner: ClientCore
 
     # Telethon's DC work, handed to the owner (see _compat.TelethonHooks); an instance
     # without one (Telethon's CDN client, built from this class) keeps Telethon's.
@@ -78,16 +78,12 @@ class GatedTelegram(_compat.TelethonHooks, TelegramClient):  # type: ignore[misc
             await owner._link.switch_dc(new_dc)
 
     async def _rtg_borrow(self, dc_id: int, borrow: Any) -> Any:
-        from . import _exported  # it uses this module's raise_if_final
-
         owner = self.__dict__.get("_rtg_owner")
         if owner is None:
             return await borrow(dc_id)
         return await _exported.borrow(owner, dc_id, borrow)
 
     async def _rtg_exported_call(self, sender: Any, request: Any, ordered: bool) -> Any:
-        from . import _exported
-
         owner = self.__dict__.get("_rtg_owner")
         if owner is None:
             return await _compat.exported_call(self, sender, request, ordered)
@@ -120,7 +116,7 @@ class GatedTelegram(_compat.TelethonHooks, TelegramClient):  # type: ignore[misc
             raise
 
 
-def build_telegram(client: ResilientClient, session: StoreSession) -> GatedTelegram:
+def build_telegram(client: ClientCore, session: StoreSession) -> GatedTelegram:
     """The client's TelegramClient: Telethon's own retries off (the policy and the gate
     own them), the observed connection class, and the handlers registered early."""
     connection = make_connection_class(client._connection_base)
@@ -150,7 +146,7 @@ def build_telegram(client: ResilientClient, session: StoreSession) -> GatedTeleg
     return telegram
 
 
-async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
+async def call(client: ClientCore, request: Any, ordered: bool) -> Any:
     """Every request through ``client.telegram``: wait for the link within
     request_timeout, retry what is transient, map what the caller must not see.
 
@@ -277,7 +273,7 @@ async def call(client: ResilientClient, request: Any, ordered: bool) -> Any:
         raise exc
 
 
-async def _difference(client: ResilientClient, request: Any, ordered: bool) -> Any:
+async def _difference(client: ClientCore, request: Any, ordered: bool) -> Any:
     """get(Channel)Difference; when Telethon's update loop made it and the answer is "too
     long", the gap's messages are fetched and handed back as a difference (see _gaps)."""
     result = await call(client, request, ordered)
@@ -292,7 +288,7 @@ async def _difference(client: ResilientClient, request: Any, ordered: bool) -> A
 
 
 async def _try_once_in_task(
-    client: ResilientClient,
+    client: ClientCore,
     telegram: GatedTelegram,
     request: Any,
     ordered: bool,
@@ -323,29 +319,8 @@ async def _try_once_in_task(
     return ("error", exc) if exc is not None else ("ok", task.result())
 
 
-def raise_if_final(client: ResilientClient, request: Any = None, sent: bool = False) -> None:
-    """Raise if the client can carry no request any more; ``sent``: this one had
-    been given a msg_id, so it may have taken effect."""
-    state = client._state
-    if state is ConnectionState.AUTH_LOST:
-        raise AuthLostError(
-            f"the session's auth key is no longer accepted ({client._detail})",
-            reason=client._detail,
-        )
-    if state is ConnectionState.REJECTED:
-        raise client._rejected_error()
-    if state in (ConnectionState.GAVE_UP, ConnectionState.CLOSED) or client._closing:
-        if sent:
-            raise ResultUnknownError(
-                f"{request_name(request)} was sent, but the client is {state.value} "
-                "and its answer can no longer come; it may or may not have taken effect",
-                request=request,
-            )
-        raise NotConnectedError(f"the client is {state.value}; no request can be sent")
-
-
 def _ending(
-    client: ResilientClient,
+    client: ClientCore,
     telegram: GatedTelegram,
     request: Any,
     sent_before: bool,
@@ -370,7 +345,7 @@ def _ending(
     )
 
 
-async def _wait_user_connected(client: ResilientClient, deadline: float) -> bool:
+async def _wait_user_connected(client: ClientCore, deadline: float) -> bool:
     """Wait until Telethon's sender is user-connected; False if ``deadline`` passes."""
     telegram = client._telegram
     assert telegram is not None
@@ -388,7 +363,7 @@ async def _wait_user_connected(client: ResilientClient, deadline: float) -> bool
         client._waiting_for_sender -= 1
 
 
-def _on_login(client: ResilientClient) -> None:
+def _on_login(client: ClientCore) -> None:
     client._health.authorized = True
     client._health.was_authorized = True
     # Health follows a login made through client.telegram (it was "not logged in").

@@ -27,19 +27,16 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 import anyio
 import anyio.abc
 from anyio.abc import TaskStatus
 
 from ._safefile import remove_stale_temp_files, write_atomically
-from ._state import ConnectionState, StateChange
+from ._state import ConnectionState, Health, StateChange
 
-if TYPE_CHECKING:
-    from ._client import ResilientClient
-
-__all__ = ["StatusPublisher", "parse_address", "status_document"]
+__all__ = ["Reporter", "StatusPublisher", "parse_address", "status_document"]
 
 log = logging.getLogger("resilient_tg.status")
 
@@ -76,7 +73,13 @@ def parse_address(address: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def status_document(client: ResilientClient) -> dict[str, Any]:
+class Reporter(Protocol):
+    """What is published (the client): a health snapshot, without I/O."""
+
+    def health(self) -> Health: ...
+
+
+def status_document(client: Reporter) -> dict[str, Any]:
     """What is published: the health snapshot plus when and by which process."""
     document = client.health().to_dict()
     document["written_at"] = time.time()
@@ -100,7 +103,7 @@ class StatusPublisher:
 
     def __init__(
         self,
-        client: ResilientClient,
+        client: Reporter,
         *,
         file: str | os.PathLike[str] | None,
         address: str | None,

@@ -1,14 +1,14 @@
-"""The link supervisor: connect cycles, retries paced by the ReconnectPolicy, final states.
+"""The link supervisor: what drives one client's link.
 
 The ``connection=`` class from `._connection` reports to it (it is the LinkObserver):
-before each attempt (wait out the policy's delay, give up when it says so), on a failed
-attempt, when a link comes up (start the post-connect: probe, catch up, CONNECTED) and
-when it goes down (schedule the next attempt). It runs Telethon's ``connect()`` ..
-``disconnected`` cycles and tells what ended each: a task while connecting, a callback
-on Telethon's disconnected future while the link is up (no task of ours then). AUTH_LOST and
-REJECTED are decided here too, and it owns Telethon's DC switch (`switch_dc`): the link
-to the new DC is one of its reconnects. One per client; the client reads `attempt` and
-`up`.
+before each attempt (wait out the policy's delay, spread a herd, give up when the policy
+says so), on a failed attempt, when a link comes up (start the post-connect: probe,
+catch up, CONNECTED) and when it goes down (schedule the next attempt). It runs
+Telethon's ``connect()`` .. ``disconnected`` cycles and tells what ended each: a task
+while connecting, a callback on Telethon's disconnected future while the link is up (no
+task of ours then). It owns Telethon's DC switch (`switch_dc`): the link to the new DC
+is one of its reconnects. The bookkeeping and the retry and final-state decisions are
+`._link.Link`'s.
 """
 
 from __future__ import annotations
@@ -29,22 +29,17 @@ from ._connection import (
     explain_failure,
 )
 from ._fatal import app_rejected
-from ._flag import Flag
 from ._kinds import FLOOD, KEY_DEAD, address, classify, describe, error_name
 from ._postconnect import run_post_connect
 from ._scheduler import get_scheduler
-from ._state import ConnectionState, StateChange, StateReason
+from ._state import ConnectionState, StateReason
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
-    from ._requests import GatedTelegram
+    from ._core import Telegram
+
+from ._link import CHEAP, COSTLY, LOST, Link
 
 __all__ = ["CHEAP", "COSTLY", "LOST", "LinkSupervisor"]
-
-#: Attempt kinds (see `LinkSupervisor.schedule_retry`).
-LOST = "lost"
-CHEAP = "cheap"
-COSTLY = "costly"
 
 log = logging.getLogger("resilient_tg.client")
 
@@ -57,53 +52,11 @@ def _our_cancellation() -> bool:
     return cancelling is None or bool(cancelling())
 
 
-class LinkSupervisor:
+class LinkSupervisor(Link):
     """Keeps one client's link: the LinkObserver its connections report to, and the
     connect-cycle task. Internal; the client holds one as ``_link``."""
 
-    __slots__ = (
-        "_client",
-        "attempt",
-        "attempt_started",
-        "cheap",
-        "conn",
-        "connected_since",
-        "failures",
-        "first_attempt",
-        "gave_up",
-        "next_attempt_at",
-        "outage_started",
-        "post_connect",
-        "quiet",
-        "sender_ready",
-        "switch_target",
-        "switches",
-        "switching",
-        "up",
-    )
-
-    def __init__(self, client: ResilientClient) -> None:
-        self._client = client
-        self.conn: Any = None  # the connection of the current (or last) link
-        self.up = False  # the current link's transport is up
-        self.attempt = 0  # attempts in this outage, cheap ones included
-        self.failures = 0  # consecutive attempts that reached the server and failed there
-        self.cheap = 0  # attempts in this outage that never reached the server
-        self.quiet = False  # the next attempt follows a cheap one: its line is DEBUG
-        self.attempt_started: float | None = None
-        self.next_attempt_at: float | None = None
-        self.outage_started: float | None = None
-        self.connected_since: float | None = None
-        self.first_attempt = True
-        # Set when telegram.connect() has returned in this connect cycle.
-        self.sender_ready = Flag()
-        self.post_connect: asyncio.Task[None] | None = None
-        self.gave_up = False
-        # DC switches (see switch_dc): how many so far, whether the old link is being
-        # dropped for one, and the DC being dialled until the link to it is CONNECTED.
-        self.switches = 0
-        self.switching = False
-        self.switch_target: int | None = None
+    __slots__ = ()
 
     # LinkObserver: called by the connection class ------------------------------------
 
@@ -192,25 +145,6 @@ class LinkSupervisor:
         if task is not None:
             task.add_done_callback(self._post_connect_done)
 
-    def carry(self, on: bool) -> None:
-        """The current link carries requests (``on``) or no longer does: the request gate
-        sends on it, and the keepalive watches it."""
-        client = self._client
-        if on:
-            client._carrying.set()
-            client._keepalive.start(client._telegram)
-        else:
-            client._carrying.clear()
-            client._keepalive.stop()
-
-    def silent(self, silence: float, answered: bool) -> None:
-        """The keepalive found the link silent: abort it, saying what was silent (a link
-        that answered before, or an attempt that never got an answer)."""
-        if answered or self._client._state.link_up:
-            self.abort(StateReason.KEEPALIVE_TIMEOUT, f"keepalive timeout after {silence:.1f}s")
-        else:
-            self.abort(StateReason.CONNECT_TIMEOUT, f"no answer within {silence:.1f}s")
-
     def transport_down(self, conn: Any, error: BaseException | None) -> None:
         if conn is not self.conn:
             return
@@ -246,139 +180,6 @@ class LinkSupervisor:
             self.schedule_retry(
                 reason, error, f"{attempt}: {lived}", kind=COSTLY if heard else CHEAP
             )
-
-    # Retries ------------------------------------------------------------------------
-
-    def schedule_retry(
-        self,
-        reason: StateReason,
-        error: BaseException | None,
-        what: str,
-        *,
-        kind: str = COSTLY,
-    ) -> None:
-        """RECONNECTING: the next attempt after the policy's delay for an attempt of
-        ``kind``: LOST (a link that was up dropped), CHEAP (the attempt never reached
-        the server) or COSTLY (it reached the server and failed there)."""
-        client = self._client
-        if client._closing or client._state.terminal:
-            return
-        policy = client.reconnect_policy
-        now = time.monotonic()
-        if self.outage_started is None:
-            self.outage_started = now
-        elapsed = now - self.outage_started
-        self.attempt += 1
-        level = logging.INFO
-        count = ""
-        if kind == LOST:
-            self.failures = 0
-            self.cheap = 0
-            delay = policy.delay(1, client._rng, elapsed)
-        elif kind == CHEAP:
-            self.cheap += 1
-            delay = policy.probe_wait(client._rng)
-            if policy.cap_by_elapsed:  # never longer than the outage so far, as any delay
-                delay = min(delay, max(policy.initial_delay, elapsed))
-            if self.cheap & (self.cheap - 1):
-                level = logging.DEBUG  # INFO at 1, 2, 4, 8... with the count
-            else:
-                count = f" ({self.cheap} in this outage did not reach the server)"
-        else:
-            self.failures += 1
-            delay = policy.delay(self.failures, client._rng, elapsed)
-        self.next_attempt_at = now + delay
-        self.quiet = kind == CHEAP  # its failure line (rate-limited) says it all
-        client._transition(
-            ConnectionState.RECONNECTING,
-            reason,
-            what,
-            error=error,
-            next_delay=delay,
-            message=f"{what}{count}; reconnecting in {delay:.1f}s (attempt {self.attempt})",
-            level=level,
-        )
-
-    def _give_up(self, elapsed: float) -> None:
-        client = self._client
-        self.gave_up = True
-        policy = client.reconnect_policy
-        limit = (
-            f"max_attempts={policy.max_attempts}"
-            if policy.max_attempts is not None and self.attempt > policy.max_attempts
-            else f"max_elapsed={policy.max_elapsed}s"
-        )
-        client._transition(
-            ConnectionState.GAVE_UP,
-            StateReason.GAVE_UP,
-            f"gave up after {self.attempt - 1} attempts in {elapsed:.1f}s ({limit})",
-        )
-        client._spawn("give-up", self.disconnect_telegram)
-
-    def _last_change(self) -> StateChange:
-        client = self._client
-        return StateChange(
-            old=client._state,
-            new=client._state,
-            reason=client._reason or StateReason.START,
-            detail=client._detail,
-            attempt=self.attempt,
-        )
-
-    def abort(self, reason: StateReason, detail: str, *, quiet: bool = False) -> None:
-        """Close the current socket; Telethon then reconnects (paced by the policy)."""
-        conn = self.conn
-        if conn is not None and self.up:
-            conn.abort(LinkAborted(reason, detail, quiet=quiet))
-
-    def _post_connect_done(self, task: asyncio.Task[None]) -> None:
-        if self.post_connect is task:
-            self.post_connect = None  # a finished task keeps its frame's results alive
-
-    # Final states ----------------------------------------------------------------------
-
-    def auth_lost(self, why: str, error: BaseException | None) -> None:
-        """AUTH_LOST: the server no longer accepts the key; the store is left as it was."""
-        client = self._client
-        if client._state is ConnectionState.AUTH_LOST or client._closing:
-            return
-        client._health.authorized = False
-        if client._session is not None:
-            client._session.discard_changes()
-        client._transition(
-            ConnectionState.AUTH_LOST,
-            StateReason.AUTH_ERROR,
-            why,
-            error=error,
-            message=f"auth lost: {why}; not retrying, the store is left as it was",
-        )
-        client._spawn("auth-lost", self.disconnect_telegram)
-
-    def rejected(self, name: str, error: BaseException) -> None:
-        """The server refuses the app (API_ID_INVALID...): final, the store is left as it was."""
-        client = self._client
-        if client._state.terminal or client._closing:
-            return
-        if client._session is not None:
-            client._session.discard_changes()
-        client._health.rejected_reason = name
-        client._transition(
-            ConnectionState.REJECTED,
-            StateReason.APP_REJECTED,
-            f"{name}: the server refuses this api_id/api_hash",
-            error=error,
-            message=(
-                f"rejected: the server refuses this api_id/api_hash ({name}); not retrying, "
-                "fix the configuration; the store is left as it was"
-            ),
-        )
-        client._spawn("rejected", self.disconnect_telegram)
-
-    async def disconnect_telegram(self) -> None:
-        telegram = self._client._telegram
-        if telegram is not None:
-            await telegram.disconnect()
-            _compat.end_queued(telegram)  # their callers hear it now, not at a deadline
 
     # Connect cycles ----------------------------------------------------------------------
 
@@ -424,7 +225,7 @@ class LinkSupervisor:
         if await self._ended(telegram, ended) == "again":
             await self._connect_cycles()
 
-    async def _connect(self, telegram: GatedTelegram) -> str:
+    async def _connect(self, telegram: Telegram) -> str:
         """telegram.connect(): "up", "again" or "stop"."""
         client = self._client
         try:
@@ -451,7 +252,7 @@ class LinkSupervisor:
         self.sender_ready.set()
         return "up"
 
-    async def _ended(self, telegram: GatedTelegram, ended: asyncio.Future[Any]) -> str:
+    async def _ended(self, telegram: Telegram, ended: asyncio.Future[Any]) -> str:
         """What ended a connect cycle (Telethon's disconnected future): "again" or "stop"."""
         client = self._client
         try:
@@ -485,7 +286,7 @@ class LinkSupervisor:
         )
         return "stop"
 
-    async def _connect_answered(self, telegram: GatedTelegram, exc: errors.RPCError) -> str:
+    async def _connect_answered(self, telegram: Telegram, exc: errors.RPCError) -> str:
         """initConnection was answered with an error: final if it refuses the app or the
         key, else retried like any failed attempt (a 500, a FLOOD_WAIT...)."""
         name = app_rejected(exc)
@@ -502,7 +303,7 @@ class LinkSupervisor:
             )
         return outcome
 
-    async def _connect_failed(self, telegram: GatedTelegram, error: BaseException) -> str:
+    async def _connect_failed(self, telegram: Telegram, error: BaseException) -> str:
         """connect() failed with the link up (Telethon leaves it open): drop the link and
         retry, paced by the policy like any transport error."""
         if self._stopping():

@@ -23,7 +23,7 @@ from ._scheduler import Timer, get_scheduler
 from ._state import ConnectionState, StateReason
 
 if TYPE_CHECKING:
-    from ._client import ResilientClient
+    from ._core import ClientCore
 
 __all__ = ["EXPORTED_EVERY", "Upkeep", "on_lease_lost", "on_lease_waiting"]
 
@@ -34,7 +34,7 @@ EXPORTED_EVERY = 60.0
 log = logging.getLogger("resilient_tg.client")
 
 
-def on_lease_waiting(client: ResilientClient, holder: str) -> None:
+def on_lease_waiting(client: ClientCore, holder: str) -> None:
     """Another live holder has the lease: WAITING_LEASE, naming it."""
     if client._state is not ConnectionState.WAITING_LEASE:
         client._transition(
@@ -45,7 +45,7 @@ def on_lease_waiting(client: ResilientClient, holder: str) -> None:
         )
 
 
-def on_lease_lost(client: ResilientClient, why: str) -> None:
+def on_lease_lost(client: ClientCore, why: str) -> None:
     """Two processes must never use one key: drop the link now (called by the lease
     keeper, from its expiry timer too), then wait for the lease in the background."""
     if client._closing:
@@ -64,7 +64,7 @@ def on_lease_lost(client: ResilientClient, why: str) -> None:
     client._spawn("lease-recovery", _recover_lease, client)
 
 
-async def _recover_lease(client: ResilientClient) -> None:
+async def _recover_lease(client: ClientCore) -> None:
     """After a loss: close the link, take the lease again, reload the session, resume."""
     if client._telegram is not None:
         try:
@@ -101,7 +101,7 @@ class Upkeep:
 
     __slots__ = ("_client", "_timers")
 
-    def __init__(self, client: ResilientClient) -> None:
+    def __init__(self, client: ClientCore) -> None:
         self._client = client
         self._timers: list[Timer] = []
 
@@ -168,7 +168,7 @@ class Upkeep:
             self._again(2, EXPORTED_EVERY, self._exported_due)
 
 
-def _flush_needed(client: ResilientClient) -> bool:
+def _flush_needed(client: ClientCore) -> bool:
     """Whether a flush has something to write; brings the session's copy of the update
     state up to date first (without a task where the session allows it)."""
     telegram, session = client._telegram, client._session
@@ -184,7 +184,7 @@ def _flush_needed(client: ResilientClient) -> bool:
     return session.dirty
 
 
-async def _flush_update_state(client: ResilientClient) -> None:
+async def _flush_update_state(client: ClientCore) -> None:
     """Keep the stored update state at most ~flush_interval behind what was handled."""
     telegram, session = client._telegram, client._session
     if (
