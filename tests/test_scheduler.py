@@ -372,6 +372,25 @@ async def test_a_herd_larger_than_500_keeps_its_share_per_100ms_and_grows_only_s
     assert busiest_100ms(starts) / 2000 <= 0.17
 
 
+async def test_retries_of_a_herd_are_spaced_but_do_not_count_as_more_clients() -> None:
+    """500 clients whose first attempts are refused retry within probe_delay: 1,000 asks
+    in the window, but a herd of 500, so the gap stays MAX_GAP and no 100 ms holds more
+    than 1/6 of the fleet's attempts (counting each ask as a separate reservation would
+    halve the gap and put a third of the fleet into one 100 ms)."""
+    scheduler = fresh()
+    clients = [object() for _ in range(500)]
+    starts = []
+    for who in clients * 2:  # every client asks twice: its attempt and one retry
+        before = scheduler.time()
+        delay = scheduler.admission_delay(who)
+        after = scheduler.time()
+        starts.append((before + delay, after + delay))
+    offsets = [k * MAX_GAP for k in range(1000)]
+    assert_spaced(starts, offsets)
+    assert busiest_100ms(starts) / 500 <= 0.17
+    assert len(scheduler._asking) == 500
+
+
 async def test_the_herd_window_forgets_old_attempts() -> None:
     """A herd is what asked within HERD_WINDOW: once it has passed, the next attempt is
     lone again (admitted at once) however large the herd was."""

@@ -6,10 +6,11 @@ a connected idle client owns no task of its own, only a few entries here.
 
 The scheduler also sees herds. Every connection attempt of the process asks
 `Scheduler.admission_delay` when it may start: attempt starts are kept at least
-`gap(n)` apart, where ``n`` is how many attempts the process asked for in the last
-`HERD_WINDOW` seconds, and ``gap(n) = min(MAX_GAP, SPREAD / n)``. A lone client waits
-for nothing; a herd of ``n`` clients that lost their links together spreads its
-attempts over ``n * MAX_GAP`` seconds up to 500 clients (500: 0.6 s), and beyond that
+`gap(n)` apart, where ``n`` is how many clients of the process asked in the last
+`HERD_WINDOW` seconds (a client's retries take places of their own but count once),
+and ``gap(n) = min(MAX_GAP, SPREAD / n)``. A lone client waits for nothing; a herd of
+``n`` clients that lost their links together spreads its first attempts over
+``n * MAX_GAP`` seconds up to 500 clients (500: 0.6 s), and beyond that
 over about ``SPREAD * (1 + ln(n / 500))`` (2,000: 1.4 s; 5,000: 2.0 s): the gaps shrink
 as the herd grows, so no 100 ms holds more than about 1/6 of it, and a large fleet is
 never held back as a fixed rate would hold it. Clients in other processes are not seen:
@@ -88,7 +89,8 @@ class Scheduler:
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         # Herd pacing.
-        self._asked: collections.deque[float] = collections.deque()
+        self._asked: collections.deque[tuple[float, int]] = collections.deque()
+        self._asking: dict[int, int] = {}  # who asked within HERD_WINDOW: how often
         self._next_free = 0.0
         # Stall metering.
         self._watchers = 0
@@ -162,15 +164,26 @@ class Scheduler:
 
     # Herds ------------------------------------------------------------------------
 
-    def admission_delay(self) -> float:
+    def admission_delay(self, who: object = None) -> float:
         """Seconds the caller's connection attempt waits so that the attempts of the
-        process stay spread (0 for a lone client); reserves its start."""
+        process stay spread (0 for a lone client); reserves its start. ``who`` names the
+        client asking: a herd's size is how many clients asked within HERD_WINDOW, so a
+        client's retries (a refused attempt is retried within probe_delay) take their
+        own places in the spacing without counting as more clients."""
         now = self._loop.time()
         asked = self._asked
-        while asked and asked[0] < now - HERD_WINDOW:
-            asked.popleft()
-        asked.append(now)
-        gap = min(MAX_GAP, SPREAD / len(asked))
+        asking = self._asking
+        while asked and asked[0][0] < now - HERD_WINDOW:
+            old = asked.popleft()[1]
+            left = asking[old] - 1
+            if left:
+                asking[old] = left
+            else:
+                del asking[old]
+        key = id(who) if who is not None else -next(self._seq) - 1
+        asked.append((now, key))
+        asking[key] = asking.get(key, 0) + 1
+        gap = min(MAX_GAP, SPREAD / len(asking))
         start = max(now, self._next_free)
         self._next_free = start + gap
         return start - now
