@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import math
 import threading
 import time
@@ -389,6 +390,55 @@ async def test_retries_of_a_herd_are_spaced_but_do_not_count_as_more_clients() -
     assert_spaced(starts, offsets)
     assert busiest_100ms(starts) / 500 <= 0.17
     assert len(scheduler._asking) == 500
+
+
+async def test_admit_lets_a_lone_attempt_go_at_once() -> None:
+    scheduler = fresh()
+    started = scheduler.time()
+    await scheduler.admit(object())
+    assert scheduler.time() - started < 0.05
+    assert len(scheduler) == 0  # no entry was needed
+
+
+async def test_a_backlog_after_a_late_loop_is_released_one_gap_apart_not_in_a_burst() -> None:
+    """What the 500-client fleet showed: the loop, busy with a herd's handshakes, runs
+    late, and every place whose time has passed would start at once. Places are released
+    one per gap of the loop's real time instead."""
+    scheduler = fresh()
+    admitted: list[float] = []
+
+    async def attempt() -> None:
+        await scheduler.admit(object())
+        admitted.append(scheduler.time())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(60):
+            tg.start_soon(attempt)
+        await asyncio.sleep(0)  # every attempt has asked for its place
+        await asyncio.sleep(0)
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: the loop runs 0.3 s late
+    assert len(admitted) == 60
+    gaps = [b - a for a, b in itertools.pairwise(sorted(admitted))]
+    # The planned places (72 ms in all) have all passed by the time the loop runs again:
+    # still each start is a gap after the one before.
+    assert min(gaps) >= MAX_GAP * 0.95
+    assert busiest_100ms([(t, t) for t in admitted]) <= 0.1 / MAX_GAP + 1
+
+
+async def test_a_cancelled_attempt_gives_up_its_place() -> None:
+    scheduler = fresh()
+    admitted: list[int] = []
+
+    async def attempt(k: int) -> None:
+        await scheduler.admit(object())
+        admitted.append(k)
+
+    tasks = [asyncio.ensure_future(attempt(k)) for k in range(5)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    with anyio.fail_after(5):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert admitted == [0, 2, 3, 4]
 
 
 async def test_the_herd_window_forgets_old_attempts() -> None:

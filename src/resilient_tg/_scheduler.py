@@ -29,6 +29,7 @@ import collections
 import heapq
 import itertools
 import logging
+import math
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,13 @@ class Scheduler:
         self._asked: collections.deque[tuple[float, int]] = collections.deque()
         self._asking: dict[int, int] = {}  # who asked within HERD_WINDOW: how often
         self._next_free = 0.0
+        self._gap = 0.0  # the gap of the last reservation
+        # Attempts waiting for their place, released one at a time (see `admit`).
+        self._admitting: collections.deque[tuple[float, float, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._admit_timer: Timer | None = None
+        self._last_admitted = -math.inf
         # Stall metering.
         self._watchers = 0
         self._tick: Timer | None = None
@@ -183,10 +191,47 @@ class Scheduler:
         key = id(who) if who is not None else -next(self._seq) - 1
         asked.append((now, key))
         asking[key] = asking.get(key, 0) + 1
-        gap = min(MAX_GAP, SPREAD / len(asking))
+        gap = self._gap = min(MAX_GAP, SPREAD / len(asking))
         start = max(now, self._next_free)
         self._next_free = start + gap
         return start - now
+
+    async def admit(self, who: object = None) -> None:
+        """Wait for this connection attempt's place (`admission_delay`; none for a lone
+        client). Places are released one at a time, each at least its gap after the one
+        before as the loop really ran: a loop running late (a busy process, a herd's
+        handshakes) releases a backlog one by one, never as a burst."""
+        now = self._loop.time()
+        planned = now + self.admission_delay(who)
+        gap = self._gap
+        if planned <= now and not self._admitting and now >= self._last_admitted + gap:
+            self._last_admitted = now
+            return
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._admitting.append((planned, gap, future))
+        self._arm_admission()
+        await future  # cancelled: its place is skipped
+
+    def _arm_admission(self) -> None:
+        if self._admit_timer is None and self._admitting:
+            planned, gap, _future = self._admitting[0]
+            self._admit_timer = self.call_at(
+                max(planned, self._last_admitted + gap), self._admit_next
+            )
+
+    def _admit_next(self) -> None:
+        self._admit_timer = None
+        now = self._loop.time()
+        queue = self._admitting
+        while queue and queue[0][2].done():
+            queue.popleft()  # its attempt was cancelled meanwhile
+        if queue:
+            planned, gap, future = queue[0]
+            if max(planned, self._last_admitted + gap) <= now:
+                queue.popleft()
+                future.set_result(None)
+                self._last_admitted = now
+        self._arm_admission()
 
     # Stalls -------------------------------------------------------------------------
 

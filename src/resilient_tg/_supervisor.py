@@ -74,7 +74,7 @@ class LinkSupervisor(Link):
                 self.first_attempt = False
                 self.attempt = 0
                 scheduler = get_scheduler()
-                await scheduler.sleep(scheduler.admission_delay(self))
+                await scheduler.admit(self)
                 client._transition(
                     ConnectionState.CONNECTING,
                     StateReason.START,
@@ -88,7 +88,7 @@ class LinkSupervisor(Link):
             scheduler = get_scheduler()
             await scheduler.sleep(self.next_attempt_at - time.monotonic())
             # Spread a herd: clients of this process that lost their links together.
-            await scheduler.sleep(scheduler.admission_delay(self))
+            await scheduler.admit(self)
             if client._closing or client._leases.lost:
                 continue
             elapsed = time.monotonic() - (self.outage_started or time.monotonic())
