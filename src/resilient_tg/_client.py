@@ -208,7 +208,7 @@ class ResilientClient:
         self._tasks = TaskSet()
         self._deadlines = Deadlines()
         self._waiting_for_sender = 0  # requests waiting for the sender (queue bound)
-        self._exported_borrows: set[anyio.CancelScope] = set()  # see _exported.py
+        self._exported_borrows: set[anyio.CancelScope] | None = None  # see _exported.py
         self._closing = False
         self._entered = False
 

@@ -94,7 +94,7 @@ class ClientCore(Protocol):
     _generation: int  # a new one for every link that goes down
     _carrying: Flag  # set while the current link carries requests
     _waiting_for_sender: int  # requests waiting for the sender (the queue bound)
-    _exported_borrows: set[anyio.CancelScope]
+    _exported_borrows: set[anyio.CancelScope] | None
     _rng: random.Random
 
     # Parts and resources.

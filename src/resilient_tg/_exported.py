@@ -50,7 +50,10 @@ async def borrow(
     raise_if_final(client)
     limit = client.request_timeout
     scope = anyio.CancelScope(deadline=anyio.current_time() + limit)
-    client._exported_borrows.add(scope)
+    borrows = client._exported_borrows
+    if borrows is None:
+        borrows = client._exported_borrows = set()  # made on first use: most never borrow
+    borrows.add(scope)
     problem: BaseException | None = None
     try:
         with scope:
@@ -58,7 +61,7 @@ async def borrow(
     except (ConnectionError, OSError) as exc:  # Telethon's sender gave its connect up
         problem = exc
     finally:
-        client._exported_borrows.discard(scope)
+        borrows.discard(scope)
     telegram = client._telegram
     if telegram is not None:
         await _compat.close_unconnected_exported(telegram)
@@ -115,7 +118,7 @@ async def call(client: ClientCore, sender: Any, request: Any, ordered: bool) -> 
 
 def stop(client: ClientCore) -> None:
     """Leaving: end the borrows still opening a link (they close what they opened)."""
-    for scope in list(client._exported_borrows):
+    for scope in list(client._exported_borrows or ()):
         scope.cancel()
 
 

@@ -62,20 +62,31 @@ SPREAD = 0.6
 class Timer:
     """One entry: ``fn(*args)`` at loop time ``when`` unless cancelled first."""
 
-    __slots__ = ("args", "cancelled", "fn", "when")
+    __slots__ = ("args", "cancelled", "fn", "owner", "when")
 
-    def __init__(self, when: float, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        when: float,
+        fn: Callable[..., object],
+        args: tuple[Any, ...],
+        owner: Scheduler | None = None,
+    ) -> None:
         self.when = when
         self.fn = fn
         self.args = args
         self.cancelled = False
+        self.owner = owner
 
     def cancel(self) -> None:
         """Never run it (cheap: it is dropped when it comes due; what it would have called
         is let go at once, so a cancelled entry keeps no client alive)."""
+        if self.cancelled:
+            return  # cancelled already, or it ran
         self.cancelled = True
         self.fn = _noop
         self.args = ()
+        if self.owner is not None:
+            self.owner._cancelled += 1
 
 
 class Scheduler:
@@ -89,6 +100,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
+        self._cancelled = 0  # cancelled entries still in the heap
         # Herd pacing.
         self._asked: collections.deque[tuple[float, int]] = collections.deque()
         self._asking: dict[int, int] = {}  # who asked within HERD_WINDOW: how often
@@ -118,7 +130,7 @@ class Scheduler:
 
     def call_at(self, when: float, fn: Callable[..., object], *args: Any) -> Timer:
         """Run ``fn(*args)`` at loop time ``when``; returns the entry (to cancel it)."""
-        timer = Timer(when, fn, args)
+        timer = Timer(when, fn, args, self)
         heapq.heappush(self._heap, (when, next(self._seq), timer))
         if self._armed_at is None or when < self._armed_at:
             self._arm(when)
@@ -153,6 +165,7 @@ class Scheduler:
         while heap and heap[0][0] <= now:
             timer = heapq.heappop(heap)[2]
             if timer.cancelled:
+                self._cancelled -= 1
                 continue
             fn, args = timer.fn, timer.args
             timer.cancelled = True  # ran: a later cancel() is a no-op
@@ -164,9 +177,12 @@ class Scheduler:
                 log.exception("resilient_tg timer %r failed (a bug); ignored", fn)
         while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
-        if len(heap) > 64 and sum(1 for entry in heap if entry[2].cancelled) > len(heap) // 2:
+            self._cancelled -= 1
+        if len(heap) > 64 and self._cancelled > len(heap) // 2:
+            # Mostly cancelled entries (e.g. answered pong deadlines): drop them at once.
             self._heap = heap = [entry for entry in heap if not entry[2].cancelled]
             heapq.heapify(heap)
+            self._cancelled = 0
         if heap:
             self._arm(heap[0][0])
 
