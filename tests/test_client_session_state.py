@@ -18,7 +18,7 @@ from resilient_tg.cli import main
 from resilient_tg.stores import EnvStringStore, FileStore, MemoryStore, SessionData
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
-from .clienttools import running
+from .clienttools import running, seeded_store
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +184,53 @@ async def test_a_login_that_failed_leaves_a_session_that_connects_unauthorized(
         assert client.state is S.CONNECTED
         assert client.health().authorized is False
     assert S.AUTH_LOST not in rec.states()
+
+
+class _Saves:
+    """Internal listener: counts the session's writes to its store."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_transition(self, change: object) -> None:
+        pass
+
+    def on_pong(self, rtt: float) -> None:
+        pass
+
+    def on_save(self, duration: float, error: BaseException | None) -> None:
+        self.count += 1
+
+
+async def test_an_idle_client_in_a_channel_writes_only_when_its_state_moves(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """The periodic flush saves the update state only when it changed: an idle client
+    whose box holds a channel does not write every flush_interval (Telethon stamps each
+    channel state it saves with the current time), yet a new post is still flushed."""
+    server = mtproto_server
+    alice = server.create_user("+15550301", "Alice")
+    bob = server.create_user("+15550302", "Bob")
+    room = server.create_channel(bob.id, "Room", megagroup=True, members=[alice.id])
+    saves = _Saves()
+    flush = 0.05
+    async with running(seeded_store(server, user=alice), server, flush_interval=flush) as (
+        client,
+        _recorder,
+    ):
+        client._add_listener(saves)
+        await client.wait_connected(20)
+        session = client._session
+        assert session is not None
+        await server.post(room.id, bob.id, "hello")
+        with anyio.fail_after(20):
+            while room.id not in session._update_states or session.dirty:  # noqa: ASYNC110
+                await anyio.sleep(flush)
+        before = saves.count
+        await anyio.sleep(20 * flush)  # twenty flush rounds with nothing new
+        assert saves.count == before
+        pts = session._update_states[room.id].pts
+        await server.post(room.id, bob.id, "again")
+        with anyio.fail_after(20):
+            while session._update_states[room.id].pts == pts or saves.count == before:  # noqa: ASYNC110
+                await anyio.sleep(flush)

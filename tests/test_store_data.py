@@ -282,3 +282,44 @@ def test_ever_authorized_follows_the_key() -> None:
     reloaded.apply(sample(ever_authorized=True))
     assert reloaded.ever_authorized is True
     assert not reloaded.dirty
+
+
+def _state(pts: int, date: int, qts: int = 0, seq: int = 0) -> Any:
+    when = dt.datetime.fromtimestamp(date, tz=dt.timezone.utc)
+    return types.updates.State(pts=pts, qts=qts, date=when, seq=seq, unread_count=0)
+
+
+def test_a_channel_state_saved_again_with_a_new_time_is_no_change() -> None:
+    """Telethon stamps every save of a channel's state with the current time: only the
+    pts identifies it, or an idle client with channels would write every flush."""
+    session = StoreSession(MemoryStore())
+    session.set_update_state(777, _state(40, 1_700_000_000))
+    changes = session._changes
+    session.set_update_state(777, _state(40, 1_700_000_999))
+    assert session._changes == changes
+    session.set_update_state(777, _state(41, 1_700_000_999))
+    assert session._changes == changes + 1
+
+
+def test_update_state_matches_says_when_telethons_save_would_change_nothing() -> None:
+    session = StoreSession(MemoryStore())
+    date = dt.datetime.fromtimestamp(1_700_000_100, tz=dt.timezone.utc)
+    account = {"pts": 9, "qts": 2, "date": date, "seq": 5}
+    session.process_entities(
+        types.contacts.ResolvedPeer(None, [types.InputPeerUser(0, 4242)], [])  # type: ignore[arg-type]
+    )
+    assert not session.update_state_matches(4242, account, {})  # state never saved
+    session.set_update_state(0, _state(9, 1_700_000_100, qts=2, seq=5))
+    session.set_update_state(777, _state(40, 1_700_000_000))
+    assert session.update_state_matches(4242, account, {777: 40})
+    assert not session.update_state_matches(4243, account, {777: 40})  # another self id
+    assert not session.update_state_matches(4242, {**account, "pts": 10}, {777: 40})
+    assert not session.update_state_matches(4242, account, {777: 41})
+    assert not session.update_state_matches(4242, account, {778: 1})  # a new channel
+    # Telethon's empty box is never written, so it matches whatever is stored.
+    empty = {"pts": 0, "qts": 0, "seq": 0, "date": dt.datetime.fromtimestamp(1, dt.timezone.utc)}
+    assert session.update_state_matches(4242, empty, {})
+    # While held, the update state is not taken: only the own-id row counts.
+    session.hold_update_state()
+    assert session.update_state_matches(4242, {**account, "pts": 99}, {777: 99})
+    assert not session.update_state_matches(1, account, {})

@@ -94,6 +94,7 @@ _CLIENT_ATTRIBUTES = (
     "_log",
     "_keepalive_handle",
     "_clean_exported_senders",
+    "_mb_entity_cache",
 )
 
 

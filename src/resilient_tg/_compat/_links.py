@@ -217,7 +217,14 @@ def stop_telethon_keepalive(client: Any) -> bool:
 
 def save_states_now(client: Any) -> bool:
     """`save_states` without awaiting, where the session's methods are plain functions (a
-    StoreSession): True if done, False if it would have to wait (then call save_states)."""
+    StoreSession): True if done, False if it would have to wait (then call save_states).
+    Where the session can tell that the save would change nothing (an idle client, every
+    second), nothing is built: Telethon's save makes a dozen objects each time."""
+    matches = getattr(client.session, "update_state_matches", None)
+    if matches is not None:
+        state, channels = client._message_box.session_state()
+        if matches(client._mb_entity_cache.self_id, state, channels):
+            return True
     coroutine = client._save_states_and_entities()
     try:
         coroutine.send(None)

@@ -188,13 +188,33 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             return
         old = self._update_states.get(entity_id)
         super().set_update_state(entity_id, state)
-        if old is None or (old.pts, old.qts, old.seq, old.date) != (
-            state.pts,
-            state.qts,
-            state.seq,
-            state.date,
-        ):
+        # A channel's state is its pts alone: Telethon stamps each save with the current
+        # time, which must not count as a change (it would mean a write every flush).
+        if old is None or _state_key(entity_id, old) != _state_key(entity_id, state):
             self._changed(urgent=False)
+
+    def update_state_matches(
+        self, self_id: int | None, state: dict[str, Any], channels: dict[int, int]
+    ) -> bool:
+        """Whether Telethon's periodic save of its update state (``state``, the account's
+        pts/qts/date/seq, and each channel's pts) and of its own id would change nothing
+        here: then the save, and the objects it builds, can be skipped."""
+        if self_id:
+            row = self._rows.get(0)  # Telethon keeps its own id as the row of id 0
+            if row is None or row[1] != self_id:
+                return False
+        if self._update_state_held:
+            return True  # the update state is not taken now anyway
+        old = self._update_states.get(0)
+        new = (state["pts"], state["qts"], state["seq"], _timestamp(state["date"]))
+        empty = new[:3] == (0, 0, 0) and new[3] <= 1  # Telethon's empty box: never written
+        if not empty and (old is None or (old.pts, old.qts, old.seq, _timestamp(old.date)) != new):
+            return False
+        for channel_id, pts in channels.items():
+            old = self._update_states.get(channel_id)
+            if old is None or old.pts != pts:
+                return False
+        return True
 
     def process_entities(self, tlo: Any) -> None:
         changed = False
@@ -397,6 +417,14 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
                 listener(duration, error)
             except Exception:
                 log.exception("session save listener %r failed; ignored", listener)
+
+
+def _state_key(entity_id: int, state: Any) -> tuple[Any, ...]:
+    """What identifies an update state: the account's pts, qts, seq and date; a
+    channel's pts."""
+    if entity_id:
+        return (state.pts,)
+    return (state.pts, state.qts, state.seq, state.date)
 
 
 def _knows_nothing(state: Any) -> bool:
