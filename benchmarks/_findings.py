@@ -20,7 +20,7 @@ rows were re-run with `--only` after the fixes they led to (see their sections).
 | 2c | black-hole outages of 10, 60 s (n=5 each): max <= 2 s after heal; at most one link per key at the server at any moment | **met**: max 0.51 / 0.52 s; 1 link per key |
 | 2d | 60 s of a server failing every handshake: fewer connection attempts than raw Telethon (`connection_retries=None`) | **met**: 16 against 22,041 |
 | 2e | fleet of 500, default policy: busiest sliding 100 ms <= 20% of attempts; every first answered request <= raw Telethon's slowest + 0.5 s | **met** (re-run): 12.0%, slowest 1.49 s (Telethon 1.33 s; limit 1.83 s). The full run showed 25.0%: see Fleet |
-| 2f | memory per connected idle client (500 per process) <= 1.2 x raw Telethon, RSS and tracemalloc; 5,000 of ours reported (memory, idle CPU) | **half met** (re-run): tracemalloc 51.1 KB vs 43.2 KB (1.18x) met; RSS 56.6 KB vs 44.7 KB (1.27x) **missed**; 5,000: 59.1 KB RSS each, 64% of a core idle |
+| 2f | memory per connected idle client (500 per process) <= 1.2 x raw Telethon, RSS and tracemalloc; 5,000 of ours reported (memory, idle CPU) | **half met** (re-run): tracemalloc 51.1 KB vs 43.2 KB (1.18x) met; RSS 56.2 KB vs 44.6 KB (1.26x) **missed**; 5,000: 58.4 KB RSS each, 65% of a core idle |
 | 3 | 0 lost, 0 duplicated | **met** for ours in every case; raw Telethon delivered 0 of 60 messages within 5 s after a quiet fault |
 | 4 | request overhead within 5% | **met**: +3.6% / +1.4% p50, -3.5% / -3.9% p99 |
 | 5 | no event-loop stall over 5 ms during saves | **not measurable here**: this VM's idle loop alone stalls 3.3-4.9 ms; three runs put single stores' worst stall at 3.3-10.6 ms, a different store each time |
@@ -45,8 +45,8 @@ itself succeeds, so a struggling server gets hammered.
     "memory": """
 Per connected idle client, 500 per child process, after one warm-up client per side
 that is not counted (what the first client of a process imports is not a per-client
-cost): tracemalloc 51.1 KB against Telethon's 43.2 KB (1.18x, met), RSS 56.6 KB against
-44.7 KB (1.27x, missed). Before issue 12: 81 KB against 49 KB (1.65x). What closed most
+cost): tracemalloc 51.1 KB against Telethon's 43.2 KB (1.18x, met), RSS 56.2 KB against
+44.6 KB (1.26x, missed). Before issue 12: 81 KB against 49 KB (1.65x). What closed most
 of it: no task per client (the scheduler's entries instead), `__slots__` on the client and
 its parts, no finished writer task kept, no set made before it is needed. What remains
 is state Telethon does not have: the session bridge (entities and update state kept for
@@ -54,13 +54,14 @@ the store), five scheduler entries, the lease keeper, the health tracker, and ou
 update handler. RSS also counts the allocator's fragmentation, which grows with the
 number of small objects; that is why RSS misses where tracemalloc meets the goal.
 
-Idle CPU is the price of the 5 s keepalive: 500 of ours use 7.2% of a core (Telethon
-0.0%: it pings every 60 s), 5,000 use 64% (59.1 KB RSS each; connecting all 5,000 took
-49 s). A profile of 300 idle clients puts most of it in Telethon's send and receive path
-for the pings (100 a second per 500 clients, each encrypted, sent, answered, decrypted
-and parsed) and the per-second flush check (`_save_states_and_entities` to learn whether
-the update state changed). A scan of the scheduler's heap on every timer run, found by
-the same profile, is gone. A process with thousands of clients should raise
+Idle CPU is the price of the 5 s keepalive: 500 of ours use 8.0% of a core (Telethon
+0.0%: it pings every 60 s), 5,000 use 65% (58.4 KB RSS each; connecting all 5,000 took
+46 s). A profile of 300 idle clients puts most of it in Telethon's send and receive path
+for the pings (100 a second per 500 clients: each ping, its pong and the ack Telethon
+sends for it are encrypted, sent, decrypted and parsed). Two costs the same profile
+found are gone: a scan of the scheduler's heap on every timer run, and Telethon's
+`_save_states_and_entities` run every second per client to learn whether the update
+state had moved (it is now skipped when it has not). A process with thousands of clients should raise
 `KeepalivePolicy.interval` (CPU falls in proportion) or `flush_interval`.
 """,
     "detection": """
