@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._chat_control import TestChannel, TestGroup
     from ._files_control import FileInfo
+    from ._key_links import KeyLinkCount
     from ._proxy import FaultProxy
     from ._server import ConnectionInfo, MTProtoTestServer, RequestRecord, TestBot, TestUser
     from ._trust import trust_test_server
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectionInfo",
     "FaultProxy",
     "FileInfo",
+    "KeyLinkCount",
     "MTProtoTestServer",
     "RequestRecord",
     "TestBot",
@@ -42,6 +44,7 @@ _WHERE = {
     "ConnectionInfo": "._server",
     "FaultProxy": "._proxy",
     "FileInfo": "._files_control",
+    "KeyLinkCount": "._key_links",
     "MTProtoTestServer": "._server",
     "RequestRecord": "._server",
     "TestBot": "._server",

@@ -22,6 +22,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from ._handshake import HandshakeError
+from ._key_links import KeyLinks
 from ._transport import Framing, TransportError, open_framing
 from ._world import AuthKeyRecord
 
@@ -38,6 +39,7 @@ class _LinkServer(Protocol):
 
     _links: set[_Link]
     _links_total: int
+    _key_links: KeyLinks
 
     @property
     def _sessions(self) -> Mapping[tuple[bytes, int], _Session]: ...
@@ -233,6 +235,7 @@ class DcListener:
             log.exception("test server failed on a link from %s:%d", *link.peer)
         finally:
             server._links.discard(link)
+            server._key_links.release(link)
             link.dispose()
             for session in server._sessions.values():
                 if session.link is link:

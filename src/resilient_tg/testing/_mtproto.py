@@ -22,6 +22,7 @@ from . import _crypto as c
 from . import _tl
 from ._api import Api, CallContext, RpcFailure
 from ._handshake import HandshakeError, Handshakes
+from ._key_links import KeyLinks
 from ._layers import LayerCheck, declared_layer
 from ._links import _Link, _Out, _Session
 from ._records import RequestRecord
@@ -62,6 +63,7 @@ class MessageHandling:
         _sessions: collections.OrderedDict[tuple[bytes, int], _Session]
         _requests: collections.deque[RequestRecord]
         _injected: dict[str, collections.deque[_Injected]]
+        _key_links: KeyLinks
 
     def _on_packet(self, link: _Link, packet: bytes) -> None:
         if len(packet) < 8:
@@ -176,6 +178,7 @@ class MessageHandling:
         is answered there (see _send) but does not take the link back, so updates
         pushed for the old session id never reach it. A session that moves to a newer
         link (clients that keep their session id across reconnects) moves its pushes.
+        The link counts for its session's auth key in the record of links per key.
         """
         key = (record.key_id, session_id)
         session = self._sessions.get(key)
@@ -192,6 +195,7 @@ class MessageHandling:
                 current.link = None
             session.link = link
             link.session = session
+            self._key_links.attribute(link, _key_id_int(record.key_id))
         return session
 
     def _check_msg_id(self, session: _Session, msg_id: int, seqno: int) -> bool:

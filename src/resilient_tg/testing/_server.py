@@ -35,6 +35,7 @@ from ._chat_control import ChatControl
 from ._dcs import DcControl, ExportedAuth, dc_range
 from ._files_control import FileControl
 from ._handshake import Handshakes
+from ._key_links import KeyLinkCount, KeyLinks
 from ._layers import LayerCheck
 from ._links import DcListener, _Link, _Session
 from ._mtproto import MessageHandling, _key_id_int
@@ -111,6 +112,7 @@ class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl,
         )
         self._links: set[_Link] = set()
         self._links_total = 0
+        self._key_links = KeyLinks()
         self._injected: dict[str, collections.deque[_Injected]] = {}
         self._requests: collections.deque[RequestRecord] = collections.deque(
             maxlen=MAX_RECORDED_REQUESTS
@@ -280,6 +282,30 @@ class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl,
     def links_total(self) -> int:
         """TCP links accepted since the server object was created (restarts included)."""
         return self._links_total
+
+    def open_links(self, auth_key_id: int) -> int:
+        """How many links count for the auth key now (its 64-bit id, as in `connections`).
+
+        A link counts for a key once the server has decrypted a message of it with that
+        key, and for one key at a time; a link still doing the DH exchange counts for none.
+        """
+        return self._key_links.open(auth_key_id)
+
+    def link_counts(self) -> dict[int, KeyLinkCount]:
+        """Every auth key that had a link since the record began, by key id: its links
+        open now and the most it had open at once (with when). The record begins when the
+        server object is created or at `reset_link_record`, and outlives `restart`, which
+        closes every link."""
+        return self._key_links.counts()
+
+    def max_links_per_key(self) -> int:
+        """The most links any one auth key had open at once since the record began (0 if
+        none had a link): above 1 means some key was used over two links together."""
+        return self._key_links.max_per_key()
+
+    def reset_link_record(self) -> None:
+        """Start the record of links per key again from the links open now."""
+        self._key_links.reset()
 
     @property
     def requests(self) -> list[RequestRecord]:
