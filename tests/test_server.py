@@ -24,7 +24,14 @@ from telethon.tl import functions, types
 
 from resilient_tg.testing import MTProtoTestServer
 
-from .conftest import STEP_TIMEOUT, login, session_for, telethon_client, wait_until
+from .conftest import (
+    STEP_TIMEOUT,
+    login,
+    session_for,
+    take_disconnect_error,
+    telethon_client,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -338,6 +345,7 @@ async def test_restart_without_data_dir_makes_telethon_see_auth_key_not_found(
         with pytest.raises(errors.AuthKeyNotFound):
             await asyncio.wait_for(client.connect(), STEP_TIMEOUT)
     finally:
+        take_disconnect_error(client)
         await client.disconnect()
 
 
@@ -475,6 +483,7 @@ async def test_unknown_auth_key_gets_transport_error_404(mtproto_server: MTProto
         with pytest.raises(errors.AuthKeyNotFound):
             await asyncio.wait_for(client.connect(), STEP_TIMEOUT)
     finally:
+        take_disconnect_error(client)
         await client.disconnect()
 
 

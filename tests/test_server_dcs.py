@@ -24,7 +24,7 @@ from resilient_tg.testing import FaultProxy, MTProtoTestServer
 from resilient_tg.testing import _dcs as dcs_module
 from resilient_tg.testing._trust import trusted_key
 
-from .conftest import STEP_TIMEOUT, login, telethon_client
+from .conftest import STEP_TIMEOUT, login, take_disconnect_error, telethon_client
 from .test_cli_test_server import ServerProcess
 
 pytestmark = pytest.mark.anyio
@@ -255,6 +255,7 @@ async def assert_key_not_found(server: MTProtoTestServer, dc_id: int, key: bytes
         with pytest.raises(errors.AuthKeyNotFound):
             await asyncio.wait_for(client.connect(), STEP_TIMEOUT)
     finally:
+        take_disconnect_error(client)
         await client.disconnect()
 
 
