@@ -88,7 +88,7 @@ def sample(n: int = 0, key: bytes | None = None) -> SessionData:
 @contextlib.asynccontextmanager
 async def raw_engine(store: SQLStore) -> AsyncIterator[Any]:
     """A plain engine on the store's database, for what the store itself never does."""
-    engine = create_async_engine(store._url)
+    engine = create_async_engine(store._database.target.url)
     try:
         yield engine
     finally:
@@ -149,7 +149,7 @@ async def make_store(
 def test_plain_urls_get_an_async_driver_and_explicit_drivers_pass_through(
     url: str, driver: str
 ) -> None:
-    assert SQLStore(url)._url.drivername == driver
+    assert SQLStore(url)._database.target.url.drivername == driver
 
 
 def test_name_comes_from_the_url_and_a_conflicting_argument_is_an_error() -> None:
@@ -162,13 +162,13 @@ def test_name_comes_from_the_url_and_a_conflicting_argument_is_an_error() -> Non
     store = open_store("postgresql://u:pw@h:5433/db?name=bot&table_prefix=app_")
     assert isinstance(store, SQLStore)
     assert (store.name, store.table_prefix) == ("bot", "app_")
-    assert "name" not in store._url.query
-    assert "table_prefix" not in store._url.query
+    assert "name" not in store._database.target.url.query
+    assert "table_prefix" not in store._database.target.url.query
 
 
 def test_constructor_does_no_io_and_validates_its_options() -> None:
     store = SQLStore("postgresql://u@127.0.0.1:1/nowhere")  # nothing listens on port 1
-    assert store._engine is None
+    assert store._database.engine is None
     bad_options: list[tuple[dict[str, Any], str]] = [
         ({"table_prefix": "x; drop"}, "table_prefix"),
         ({"retry": (-1.0,)}, "retry"),
@@ -289,6 +289,36 @@ async def test_many_named_sessions_in_one_database_are_independent(
             if i == 3
             else (current is not None and current.holder == f"holder-{i}")
         )
+
+
+async def test_stores_made_by_session_share_one_pool_and_keep_their_own_rows(
+    make_store: Callable[..., SQLStore],
+) -> None:
+    key = os.urandom(32)
+    base = make_store("base", encryption_key=key)
+    twins = [base.session(f"acct-{i}") for i in range(3)]
+    datas = [sample(i) for i in range(3)]
+    for i, twin in enumerate(twins):
+        await twin.save(datas[i])
+        await twin.acquire_lease(f"holder-{i}", 30)
+    assert base._database.engine is not None
+    assert all(twin._database is base._database for twin in twins)
+    assert [twin.describe().rsplit("#", 1)[1] for twin in twins] == ["acct-0", "acct-1", "acct-2"]
+    # Each row is sealed for its own name: read back through fresh stores with the key.
+    for i in range(3):
+        fresh = make_store(f"acct-{i}", encryption_key=key)
+        assert await fresh.load() == datas[i]
+        lease = await fresh.current_lease()
+        assert lease is not None
+        assert lease.holder == f"holder-{i}"
+    # A twin's aclose leaves the shared pool alone; the owner's disposes it.
+    await twins[0].aclose()
+    assert base._database.engine is not None
+    await base.aclose()
+    assert base._database.engine is None
+    assert await twins[1].load() == datas[1]  # used again: a new pool
+    with pytest.raises(ValueError, match="name"):
+        base.session("")
 
 
 async def test_a_corrupt_row_is_a_session_corrupt_error_naming_the_store(

@@ -6,8 +6,9 @@ Three tables (names start with ``table_prefix``, default ``resilient_tg_``)::
     <prefix>sessions  name PK, data, updated_at    one row per named session
     <prefix>leases    name PK, holder, expires_at, token
 
-They are made in `._sql_schema`; the URL is read in `._sql_url` and the engine made
-in `._sql_engine`.
+They are made in `._sql_schema`; the URL is read in `._sql_url`, and the engine and
+its transactions are in `._sql_db` (one `SQLDatabase`, shared by the stores made with
+`SQLStore.session`).
 
 Every write is one short transaction. A lease change locks its row (``SELECT ... FOR
 UPDATE`` on PostgreSQL and MariaDB/MySQL; SQLite transactions are ``BEGIN IMMEDIATE``,
@@ -19,22 +20,21 @@ refused (LeaseLostError) once another holder has taken it over.
 
 from __future__ import annotations
 
-import asyncio
+import copy
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import anyio
+import attrs
 
 try:
     import sqlalchemy as sa
     from sqlalchemy.dialects import mysql as sa_mysql
     from sqlalchemy.dialects import postgresql as sa_pg
     from sqlalchemy.dialects import sqlite as sa_sqlite
-    from sqlalchemy.engine import URL
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("SQLStore needs SQLAlchemy: pip install 'resilient-tg[sql]'") from exc
 
@@ -42,23 +42,15 @@ from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
 from ._base import Lease, SessionStore, _check_lease_args
 from ._data import SessionData, decode, encode
 from ._encryption import Encryptor, is_sealed, resolve_key
-from ._sql_engine import brief, make_engine, prepare_sqlite_file, transient
-from ._sql_schema import SCHEMA_VERSION, create_schema, make_tables
-from ._sql_url import MAX_TEXT, read_options, target
+from ._sql_db import SQLDatabase
+from ._sql_schema import SCHEMA_VERSION, make_tables
+from ._sql_url import MAX_TEXT, check_name, read_options, target
 
 __all__ = ["SCHEMA_VERSION", "SQLStore"]
 
 log = logging.getLogger("resilient_tg.stores")
 
 _T = TypeVar("_T")
-
-# The database's clock as float seconds since the epoch (leases compare against it).
-_DB_NOW = {
-    "postgresql": "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)",
-    "mysql": "UNIX_TIMESTAMP(NOW(6))",
-    "mariadb": "UNIX_TIMESTAMP(NOW(6))",
-    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
-}
 
 
 class SQLStore(SessionStore):
@@ -101,7 +93,6 @@ class SQLStore(SessionStore):
 
         self._target = target(options)
         self._backend = self._target.backend
-        self._url: URL = self._target.url
         self._display = self._target.display
         self.name = name
         self.table_prefix = table_prefix
@@ -109,21 +100,31 @@ class SQLStore(SessionStore):
         self._timeout = float(timeout)
 
         key = resolve_key(encryption_key, options.key_env)
-        # The key is bound to the session name, not to the host: a database restored
-        # on another server (or reached by another host name) still decrypts.
-        self._encryptor = (
-            None if key is None else Encryptor(key, context=f"resilient_tg.SQLStore#{name}")
+        self._key = key
+        self._encryptor = _encryptor(key, name)
+        self._database = SQLDatabase(
+            self._target, make_tables(table_prefix), retry=delays, timeout=self._timeout
         )
-
-        self._tables = make_tables(table_prefix)
-        self._sessions = self._tables.sessions
-        self._leases = self._tables.leases
-        self._engine: AsyncEngine | None = None
-        self._engine_loop: asyncio.AbstractEventLoop | None = None
-        self._schema_ready = False
-        self._setup_lock: asyncio.Lock | None = None
+        self._sessions = self._database.tables.sessions
+        self._leases = self._database.tables.leases
         # (holder, token) of the lease taken through this store: saves are fenced by it.
         self._fence: tuple[str, int] | None = None
+        # Whether aclose() disposes the pool: not for a store made by session().
+        self._owns_database = True
+
+    def session(self, name: str) -> SQLStore:
+        """A store for the session ``name`` of the same database that shares this store's
+        connection pool, options and encryption key: many sessions, one pool. Its
+        `aclose` leaves the pool to this store."""
+        check_name(name)
+        twin = copy.copy(self)
+        twin.name = name
+        twin._target = attrs.evolve(self._target, display=f"{self._database.display}#{name}")
+        twin._display = twin._target.display
+        twin._encryptor = _encryptor(self._key, name)
+        twin._fence = None
+        twin._owns_database = False
+        return twin
 
     def describe(self) -> str:
         """The URL without password or query, then ``#name``."""
@@ -163,7 +164,7 @@ class SQLStore(SessionStore):
 
         async def op(conn: AsyncConnection) -> None:
             await self._check_fence(conn, "save")
-            now: sa.ColumnClause[Any] = sa.literal_column(_DB_NOW[self._dialect(conn)])
+            now: sa.ColumnClause[Any] = SQLDatabase.now_sql(conn)
             if self._dialect(conn) in ("mysql", "mariadb"):
                 my = sa_mysql.insert(table).values(name=self.name, data=blob, updated_at=now)
                 stmt: Any = my.on_duplicate_key_update(
@@ -301,78 +302,16 @@ class SQLStore(SessionStore):
     # Lifecycle ------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Dispose the connection pool; the store reconnects if used again."""
-        engine, self._engine = self._engine, None
-        self._setup_lock = None
-        if engine is not None:
-            await engine.dispose()
+        """Dispose the connection pool (unless it is shared from the store this one was
+        made from by `session`); the store reconnects if used again."""
+        if self._owns_database:
+            await self._database.aclose()
 
     # Internals ------------------------------------------------------------------
 
     async def _run(self, what: str, op: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         """Run ``op`` in one transaction; retry it while the database is unreachable."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
-                # arrives as the operation completes.
-                with anyio.fail_after(self._timeout):
-                    return await self._attempt(op)
-            except Exception as exc:
-                if not transient(exc):
-                    raise
-                if attempt > len(self._retry):
-                    raise ConnectionError(
-                        f"{self._display}: could not {what} after {attempt} attempt(s): "
-                        f"{brief(exc)}"
-                    ) from exc
-                delay = self._retry[attempt - 1]
-                log.warning(
-                    "%s: could not %s (%s); retrying in %.2fs (attempt %d of %d)",
-                    self._display,
-                    what,
-                    brief(exc),
-                    delay,
-                    attempt,
-                    len(self._retry) + 1,
-                )
-                await asyncio.sleep(delay)
-
-    async def _attempt(self, op: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
-        engine = await self._ready()
-        async with engine.begin() as conn:
-            return await op(conn)
-
-    async def _ready(self) -> AsyncEngine:
-        """The engine, created on first use, with the schema checked and created."""
-        engine = self._engine
-        loop = asyncio.get_running_loop()
-        if engine is not None and self._engine_loop is not loop:
-            # Used from another event loop (e.g. a second asyncio.run()): the pooled
-            # connections belong to the old loop, so drop them unclosed and start over.
-            self._engine, self._setup_lock = None, None
-            await engine.dispose(close=False)
-        elif engine is not None and self._schema_ready:
-            return engine
-        if self._setup_lock is None:
-            self._setup_lock = asyncio.Lock()
-        async with self._setup_lock:
-            if self._engine is None:
-                if self._backend == "sqlite":
-                    await asyncio.to_thread(prepare_sqlite_file, self._url.database)
-                self._engine = make_engine(self._target, self._timeout)
-                self._engine_loop = loop
-            if not self._schema_ready:
-                await create_schema(
-                    self._engine,
-                    self._tables,
-                    backend=self._backend,
-                    timeout=self._timeout,
-                    display=self._display,
-                )
-                self._schema_ready = True
-            return self._engine
+        return await self._database.run(what, op, display=self._display)
 
     def _ensure_lease_row(self, conn: AsyncConnection) -> Any:
         """An INSERT of a free lease row that does nothing if the row exists."""
@@ -406,8 +345,7 @@ class SQLStore(SessionStore):
             )
 
     async def _db_now(self, conn: AsyncConnection) -> float:
-        value = await conn.scalar(sa.text(f"SELECT {_DB_NOW[self._dialect(conn)]}"))
-        return float(value)
+        return await SQLDatabase.now(conn)
 
     @staticmethod
     def _dialect(conn: AsyncConnection) -> str:
@@ -418,6 +356,12 @@ def _check_holder(holder: str, ttl: float) -> None:
     _check_lease_args(holder, ttl)
     if len(holder) > MAX_TEXT:
         raise ValueError(f"lease holder must be at most {MAX_TEXT} characters")
+
+
+def _encryptor(key: bytes | None, name: str) -> Encryptor | None:
+    # The key is bound to the session name, not to the host: a database restored
+    # on another server (or reached by another host name) still decrypts.
+    return None if key is None else Encryptor(key, context=f"resilient_tg.SQLStore#{name}")
 
 
 def _local(db_time: float, db_now: float) -> float:
