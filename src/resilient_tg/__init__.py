@@ -14,6 +14,7 @@ from ._client import ResilientClient
 from ._errors import (
     AppRejectedError,
     AuthLostError,
+    FleetError,
     LeaseLostError,
     NotConnectedError,
     ResilientTgError,
@@ -32,6 +33,7 @@ __all__ = [
     "AppRejectedError",
     "AuthLostError",
     "ConnectionState",
+    "FleetError",
     "Gap",
     "GapReason",
     "Health",

@@ -6,6 +6,7 @@
     ├── LeaseLostError        our lease was taken over or could not be renewed
     ├── AuthLostError         the server no longer accepts the auth key (revoked, duplicated, -404)
     ├── AppRejectedError      the server refuses the app's api_id/api_hash (API_ID_INVALID...)
+    ├── FleetError            a fleet cannot run as configured (SQLite seen from several hosts)
     ├── NotConnectedError     the request was never sent: no link in time, or the queue was full
     ├── ResultLostError       the request took effect on the server but its answer was lost
     └── ResultUnknownError    sent, but not answered in time: it may or may not have taken effect
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "AppRejectedError",
     "AuthLostError",
+    "FleetError",
     "LeaseLostError",
     "NotConnectedError",
     "ResilientTgError",
@@ -79,6 +81,10 @@ class AppRejectedError(ResilientTgError):
     def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class FleetError(ResilientTgError):
+    """A fleet cannot run as configured (e.g. SQLite seen from several hosts)."""
 
 
 class NotConnectedError(ResilientTgError, ConnectionError):

@@ -9,5 +9,16 @@ expire, newcomers receive sessions gradually, and SIGTERM drains.
 from __future__ import annotations
 
 from ._accounts import AccountSettings, AccountStatus
+from ._events import FleetEvent
+from ._fleet import LEASE_MARGIN, Fleet, FleetError
+from ._health import FleetHealth
 
-__all__ = ["AccountSettings", "AccountStatus"]
+__all__ = [
+    "LEASE_MARGIN",
+    "AccountSettings",
+    "AccountStatus",
+    "Fleet",
+    "FleetError",
+    "FleetEvent",
+    "FleetHealth",
+]

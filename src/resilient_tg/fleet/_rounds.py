@@ -1,0 +1,385 @@
+"""The claim rounds of one worker, and the life of each account it runs.
+
+A round: write the heartbeat; read the fleet (live workers, every account with its
+status and lease); stop what this worker must no longer run (removed, no longer active,
+leased to someone else); then claim free accounts up to the fair share, or hand some
+over (see `._plan`). An account is claimed by taking its lease under the worker's id;
+its ResilientClient, entered with the same holder, then keeps the lease.
+
+An account's task enters its client and waits until it is stopped: on purpose
+(``released``: rebalance, drain, status change, removal) or because it was taken
+(``lost``: the lease keeper lost the lease, the server refused the key or the app).
+AUTH_LOST and REJECTED park the account with that status, so no worker claims it again
+until an operator sets it active.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .._client import ResilientClient
+from .._errors import FleetError, SessionInUseError
+from .._state import ConnectionState, StateChange
+from ..stores._encryption import Encryptor
+from ._accounts import AccountStatus, open_settings, proxy_for_telethon
+from ._db import FleetView
+from ._plan import plan_round
+
+if TYPE_CHECKING:
+    from ._fleet import Fleet
+
+__all__ = ["Account", "Rounds"]
+
+log = logging.getLogger("resilient_tg.fleet")
+
+
+class Account:
+    """One account this worker runs (or is starting, or stopping)."""
+
+    __slots__ = ("client", "done", "entered", "lost", "name", "scope", "stop_event", "why")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.client: ResilientClient | None = None
+        self.entered = False
+        self.stop_event = anyio.Event()
+        self.done = anyio.Event()
+        self.scope: anyio.CancelScope | None = None
+        self.why = ""
+        self.lost = False
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    def stop(self, why: str, *, lost: bool = False) -> None:
+        """Ask the account's task to leave its client (idempotent: the first reason wins)."""
+        if self.stop_event.is_set():
+            return
+        self.why, self.lost = why, lost
+        self.stop_event.set()
+        if not self.entered and self.scope is not None:
+            self.scope.cancel()  # still entering (e.g. waiting for a lease): give up
+
+
+class Rounds:
+    """The claim loop and the accounts of one `Fleet`."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.accounts: dict[str, Account] = {}
+        self.draining = False
+        self.refused: str | None = None
+        self.last_error: str | None = None
+        self.last_round_at: float | None = None
+        self.live_workers = 0
+        self.target = 0
+        self.total = 0
+        self.completed = 0
+        self._rng = random.Random()
+        self._started_at = time.time()
+        self._wake = anyio.Event()
+        key = fleet.base_store._key
+        self._key = key
+
+    # The loop -------------------------------------------------------------------------
+
+    async def first_round(self) -> None:
+        await self._round()
+
+    async def run(self) -> None:
+        """A round every claim interval (jittered ±20%) until draining."""
+        fleet = self.fleet
+        while True:
+            delay = fleet.claim_interval * self._rng.uniform(0.8, 1.2)
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self._stopped():
+                return
+            try:
+                # A round never outlives the lease margin: a hung database must not
+                # hold the loop past what the lease keepers already bound.
+                with anyio.fail_after(max(fleet.claim_interval, fleet.lease_ttl / 3)):
+                    await self._round()
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("fleet round failed (%s); trying again", self.last_error)
+
+    def _stopped(self) -> bool:
+        return self.draining
+
+    async def _round(self) -> None:
+        fleet = self.fleet
+        await fleet.db.heartbeat(
+            fleet.worker_id,
+            host=fleet.host,
+            pid=fleet.pid,
+            started_at=self._started_at,
+            capacity=fleet.capacity,
+            running=len(self.accounts),
+            draining=self.draining,
+        )
+        view = await fleet.db.view(fleet.lease_ttl)
+        self._check_hosts(view)
+        self._stop_unwanted(view)
+        me = next((w for w in view.workers if w.worker_id == fleet.worker_id), None)
+        active = [a for a in view.accounts if a.status is AccountStatus.ACTIVE]
+        self.total = len(active)
+        self.live_workers = sum(not w.draining for w in view.workers)
+        self.last_round_at = time.monotonic()
+        self.last_error = None
+        self.completed += 1
+        if me is None or self.draining or self.refused is not None:
+            return
+        free = [a for a in active if not a.holder and a.name not in self.accounts]
+        plan = plan_round(
+            fleet.worker_id,
+            mine=len(self.accounts),
+            total=len(active),
+            workers=[w.load for w in view.workers],
+            free=len(free),
+            in_flight=view.in_flight,
+            max_moving=fleet.max_moving,
+        )
+        self.target = plan.target
+        if plan.claim:
+            # Handed-over accounts first (a move waits on them), the rest in random
+            # order so that workers claiming at once rarely meet on one row.
+            self._rng.shuffle(free)
+            free.sort(key=lambda a: not a.in_handover)
+            await self._claim(
+                [a.name for a in free],
+                plan.claim,
+                handovers={a.name for a in free if a.in_handover},
+            )
+        elif plan.hand_over:
+            await self._hand_over(plan.hand_over)
+
+    def _check_hosts(self, view: FleetView) -> None:
+        fleet = self.fleet
+        if fleet.db.database.backend != "sqlite":
+            return
+        hosts = sorted({w.host for w in view.workers})
+        if len(hosts) > 1:
+            reason = (
+                "SQLite cannot be shared between hosts (file locking over a network "
+                f"filesystem is unreliable), but workers run on {', '.join(hosts)}: "
+                "use PostgreSQL or MariaDB/MySQL"
+            )
+            if self.last_round_at is None:
+                raise FleetError(f"{fleet.db.display}: {reason}")
+            if self.refused is None:
+                log.error("%s: %s; this worker stops claiming", fleet.db.display, reason)
+            self.refused = reason
+
+    def _stop_unwanted(self, view: FleetView) -> None:
+        rows = {a.name: a for a in view.accounts}
+        for name, account in list(self.accounts.items()):
+            row = rows.get(name)
+            if row is None:
+                account.stop("removed from the fleet")
+            elif row.status is not AccountStatus.ACTIVE:
+                account.stop(f"status is {row.status.value}: {row.reason}".rstrip(": "))
+            elif row.holder and row.holder != self.fleet.worker_id:
+                account.stop(f"the lease is held by {row.holder}", lost=True)
+
+    # Claiming and handing over ----------------------------------------------------------
+
+    async def _claim(self, names: list[str], want: int, *, handovers: set[str]) -> None:
+        fleet = self.fleet
+        claimed = 0
+        for name in names:
+            if claimed >= want or self.draining:
+                return
+            store = fleet.base_store.session(name)
+            try:
+                await store.acquire_lease(fleet.worker_id, fleet.lease_ttl)
+            except SessionInUseError:
+                continue  # another worker was quicker
+            claimed += 1
+            if name in handovers:
+                try:
+                    await fleet.db.clear_handover(name)
+                except Exception as exc:  # noqa: BLE001 - the mark goes stale by itself
+                    log.warning("could not clear the handover mark of %s: %s", name, exc)
+            account = Account(name)
+            self.accounts[name] = account
+            fleet.group.start_soon(self._run_account, account, store)
+
+    async def _hand_over(self, count: int) -> None:
+        fleet = self.fleet
+        # The most recently claimed ones: the least settled.
+        candidates = [
+            name
+            for name, a in reversed(list(self.accounts.items()))
+            if a.entered and not a.stopping
+        ][:count]
+        if not candidates:
+            return
+        marked = await fleet.db.mark_handovers(
+            fleet.worker_id, candidates, max_moving=fleet.max_moving, worker_ttl=fleet.lease_ttl
+        )
+        for name in marked:
+            log.info("handing %s over to even the fleet out", name)
+            self.accounts[name].stop("handed over to even the fleet out")
+
+    # One account ----------------------------------------------------------------------
+
+    async def _run_account(self, account: Account, store: Any) -> None:
+        fleet = self.fleet
+        name = account.name
+        try:
+            with anyio.CancelScope() as scope:
+                account.scope = scope
+                options = await self._options(name)
+                client = fleet.make_client(store, options)
+                account.client = client
+                for callback, event in fleet.handlers:
+                    self.attach_handler(name, client, callback, event)
+                client.on_state_change(lambda change: self._on_change(account, change))
+                async with client:
+                    account.entered = True
+                    if account.stopping:
+                        return
+                    log.info("claimed %s", name)
+                    fleet.emit("claimed", name)
+                    await account.stop_event.wait()
+        except Exception as exc:  # noqa: BLE001 - one account must not take the worker down
+            account.why = account.why or f"{type(exc).__name__}: {exc}"
+            account.lost = True
+            log.warning("account %s stopped: %s", name, account.why)
+        finally:
+            if self.accounts.get(name) is account:
+                del self.accounts[name]
+            account.done.set()
+            if account.entered:
+                kind = "lost" if account.lost else "released"
+                log.info("%s %s: %s", kind, name, account.why)
+                fleet.emit(kind, name, account.why)
+
+    async def _options(self, name: str) -> dict[str, Any]:
+        """The account's own settings as client keyword arguments."""
+        blob = await self.fleet.db.settings_blob(name)
+        encryptor = (
+            None
+            if self._key is None
+            else Encryptor(self._key, context=f"resilient_tg.Fleet#{name}")
+        )
+        settings = open_settings(blob, encryptor, source=f"{self.fleet.db.display}#{name}")
+        options: dict[str, Any] = {}
+        if settings.api_id is not None:
+            options.update(api_id=settings.api_id, api_hash=settings.api_hash)
+        if settings.proxy is not None:
+            options["proxy"] = proxy_for_telethon(settings.proxy)
+        return options
+
+    def _on_change(self, account: Account, change: StateChange) -> None:
+        fleet = self.fleet
+        new = change.new
+        if new is ConnectionState.CONNECTED:
+            fleet.emit("connected", account.name, change.detail, change)
+        elif change.old.link_up and not new.link_up:
+            fleet.emit("disconnected", account.name, change.detail, change)
+        if not account.entered or account.stopping:
+            return
+        client = account.client
+        if (
+            new is ConnectionState.CONNECTED
+            and client is not None
+            and client.health().authorized is False
+        ):
+            # A key that was never logged in: no worker can do better with it.
+            why = (
+                "the session is not logged in; log it in with "
+                f"'resilient-tg fleet add {account.name}'"
+            )
+            account.stop(why, lost=True)
+            fleet.group.start_soon(self._park, account.name, AccountStatus.PENDING, why)
+            return
+        if new is ConnectionState.WAITING_LEASE:
+            account.stop(f"lease lost: {change.detail}", lost=True)
+        elif new in (ConnectionState.AUTH_LOST, ConnectionState.REJECTED):
+            status = (
+                AccountStatus.AUTH_LOST
+                if new is ConnectionState.AUTH_LOST
+                else AccountStatus.REJECTED
+            )
+            account.stop(f"{new.value}: {change.detail}", lost=True)
+            fleet.group.start_soon(self._park, account.name, status, change.detail)
+        elif new is ConnectionState.GAVE_UP:
+            account.stop(f"gave up: {change.detail}", lost=True)
+
+    async def _park(self, name: str, status: AccountStatus, reason: str) -> None:
+        try:
+            await self.fleet.db.set_status(name, status, reason)
+            log.warning("account %s parked as %s: %s", name, status.value, reason)
+        except Exception as exc:  # noqa: BLE001 - logged; another worker will see it too
+            log.warning("could not park account %s as %s: %s", name, status.value, exc)
+
+    def attach_handler(
+        self, name: str, client: ResilientClient, callback: Callable[..., Any], event: Any
+    ) -> None:
+        """Register a fleet handler on one account's client, naming the account."""
+
+        async def handler(update: Any) -> Any:
+            update.account = name
+            return await callback(update)
+
+        # An event builder resolves its chats against one client: each gets its own copy.
+        builder = copy.copy(event) if event is not None and not isinstance(event, type) else event
+        client.add_event_handler(handler, builder)
+
+    # Draining -------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Release every account (see Fleet.drain); idempotent."""
+        fleet = self.fleet
+        if not self.draining:
+            self.draining = True
+            self._wake.set()
+            try:
+                with anyio.fail_after(min(2.0, fleet.drain_timeout / 4)):
+                    await fleet.db.heartbeat(
+                        fleet.worker_id,
+                        host=fleet.host,
+                        pid=fleet.pid,
+                        started_at=self._started_at,
+                        capacity=fleet.capacity,
+                        running=len(self.accounts),
+                        draining=True,
+                    )
+            except Exception as exc:  # noqa: BLE001 - others see us stale soon anyway
+                log.warning("could not announce the drain: %s", exc)
+        with anyio.move_on_after(fleet.drain_timeout):
+            limit = anyio.Semaphore(fleet.drain_concurrency)
+
+            async def release(account: Account) -> None:
+                async with limit:
+                    account.stop("draining")
+                    await account.done.wait()
+
+            async with anyio.create_task_group() as group:
+                for account in list(self.accounts.values()):
+                    group.start_soon(release, account)
+        # Out of time: stop what is left all at once (each client bounds its own exit).
+        left = list(self.accounts.values())
+        for account in left:
+            account.stop("draining (out of time)")
+        for account in left:
+            await account.done.wait()
+
+    async def leave(self) -> None:
+        """Remove this worker's heartbeat row (best effort; it goes stale otherwise)."""
+        try:
+            with anyio.fail_after(2.0):
+                await self.fleet.db.remove_worker(self.fleet.worker_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not remove the worker row: %s", exc)
