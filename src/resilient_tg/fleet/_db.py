@@ -226,17 +226,18 @@ class FleetDatabase:
         result: list[str] = await self._run("mark handovers", op)
         return result
 
-    async def clear_handover(self, name: str) -> None:
+    async def clear_handovers(self, names: list[str]) -> None:
+        """The accounts arrived: their handovers are no longer in flight."""
         accounts = self.tables.accounts
 
         async def op(conn: AsyncConnection) -> None:
             await conn.execute(
                 sa.update(accounts)
-                .where(accounts.c.name == name, accounts.c.handover_at.is_not(None))
+                .where(accounts.c.name.in_(names), accounts.c.handover_at.is_not(None))
                 .values(handover_at=None)
             )
 
-        await self._run("clear a handover", op)
+        await self._run("clear handovers", op)
 
     async def set_status(self, name: str, status: AccountStatus, reason: str) -> None:
         """Set an account's status (the row is made if the session had none)."""

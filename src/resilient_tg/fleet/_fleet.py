@@ -65,8 +65,11 @@ class Fleet:
     long a dead worker's accounts stay dark (they are claimed within ``lease_ttl`` plus
     one ``claim_interval``); it must exceed the keepalive's server-side disconnect
     delay times `LEASE_MARGIN` plus one second. At most ``max_moving`` accounts are
-    between workers at once during a rebalance. Other keyword arguments go to every
-    account's ResilientClient (and from there to Telethon).
+    between workers at once during a rebalance, and one round claims at most
+    ``claim_batch`` (the next round then comes after a quarter interval), so workers
+    starting together share the accounts instead of the first taking them all. Other
+    keyword arguments go to every account's ResilientClient (and from there to
+    Telethon).
 
     Event handlers registered with `on` or `add_event_handler` run for every account;
     the event's ``account`` attribute names the account it came from. Callbacks
@@ -84,6 +87,8 @@ class Fleet:
         lease_ttl: float = 30.0,
         claim_interval: float = 5.0,
         max_moving: int = 8,
+        claim_batch: int = 100,
+        start_concurrency: int = 32,
         drain_timeout: float = 20.0,
         drain_concurrency: int = 4,
         worker_id: str | None = None,
@@ -109,6 +114,12 @@ class Fleet:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(max_moving, int) or max_moving < 1:
             raise ValueError(f"max_moving must be an integer >= 1, got {max_moving!r}")
+        if not isinstance(claim_batch, int) or claim_batch < 1:
+            raise ValueError(f"claim_batch must be an integer >= 1, got {claim_batch!r}")
+        if not isinstance(start_concurrency, int) or start_concurrency < 1:
+            raise ValueError(
+                f"start_concurrency must be an integer >= 1, got {start_concurrency!r}"
+            )
         if not isinstance(drain_concurrency, int) or drain_concurrency < 1:
             raise ValueError(
                 f"drain_concurrency must be an integer >= 1, got {drain_concurrency!r}"
@@ -154,6 +165,8 @@ class Fleet:
         self.lease_ttl = float(lease_ttl)
         self.claim_interval = float(claim_interval)
         self.max_moving = max_moving
+        self.claim_batch = claim_batch
+        self.start_concurrency = start_concurrency
         self.drain_timeout = float(drain_timeout)
         self.drain_concurrency = drain_concurrency
         self.worker_id = worker_id or default_holder()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._client import ResilientClient
-from .._errors import FleetError, SessionInUseError
+from .._errors import FleetError
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import Encryptor
 from ._accounts import AccountStatus, open_settings, proxy_for_telethon
@@ -69,6 +69,19 @@ class Account:
             self.scope.cancel()  # still entering (e.g. waiting for a lease): give up
 
 
+class _Entered:
+    """Leaves an already entered client (its ``__aenter__`` ran under the semaphore)."""
+
+    def __init__(self, client: ResilientClient) -> None:
+        self._client = client
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.__aexit__(None, None, None)
+
+
 class Rounds:
     """The claim loop and the accounts of one `Fleet`."""
 
@@ -83,6 +96,8 @@ class Rounds:
         self.target = 0
         self.total = 0
         self.completed = 0
+        self._soon = False
+        self._entering = anyio.Semaphore(fleet.start_concurrency)
         self._rng = random.Random()
         self._started_at = time.time()
         self._wake = anyio.Event()
@@ -92,13 +107,16 @@ class Rounds:
     # The loop -------------------------------------------------------------------------
 
     async def first_round(self) -> None:
-        await self._round()
+        """The heartbeat and a look at the fleet, without claims (they start in `run`)."""
+        await self._round(claim=False)
 
     async def run(self) -> None:
         """A round every claim interval (jittered ±20%) until draining."""
         fleet = self.fleet
         while True:
             delay = fleet.claim_interval * self._rng.uniform(0.8, 1.2)
+            if self._soon:
+                delay, self._soon = delay / 4, False
             with anyio.move_on_after(delay):
                 await self._wake.wait()
             self._wake = anyio.Event()
@@ -116,7 +134,7 @@ class Rounds:
     def _stopped(self) -> bool:
         return self.draining
 
-    async def _round(self) -> None:
+    async def _round(self, *, claim: bool = True) -> None:
         fleet = self.fleet
         await fleet.db.heartbeat(
             fleet.worker_id,
@@ -127,9 +145,13 @@ class Rounds:
             running=len(self.accounts),
             draining=self.draining,
         )
+        unrenewed = await self._renew()
         view = await fleet.db.view(fleet.lease_ttl)
         self._check_hosts(view)
-        self._stop_unwanted(view)
+        self._stop_unwanted(view)  # first: a removed account is released, not lost
+        for name in unrenewed:
+            if name in self.accounts:
+                self.accounts[name].stop("the lease is no longer ours", lost=True)
         me = next((w for w in view.workers if w.worker_id == fleet.worker_id), None)
         active = [a for a in view.accounts if a.status is AccountStatus.ACTIVE]
         self.total = len(active)
@@ -137,7 +159,8 @@ class Rounds:
         self.last_round_at = time.monotonic()
         self.last_error = None
         self.completed += 1
-        if me is None or self.draining or self.refused is not None:
+        if me is None or not claim or self.draining or self.refused is not None:
+            self._soon = True
             return
         free = [a for a in active if not a.holder and a.name not in self.accounts]
         plan = plan_round(
@@ -155,13 +178,25 @@ class Rounds:
             # order so that workers claiming at once rarely meet on one row.
             self._rng.shuffle(free)
             free.sort(key=lambda a: not a.in_handover)
+            want = min(plan.claim, fleet.claim_batch)
             await self._claim(
-                [a.name for a in free],
-                plan.claim,
-                handovers={a.name for a in free if a.in_handover},
+                [a.name for a in free], want, handovers={a.name for a in free if a.in_handover}
             )
+            if plan.claim > want:
+                self._soon = True  # more to claim: the next round comes sooner
         elif plan.hand_over:
             await self._hand_over(plan.hand_over)
+
+    async def _renew(self) -> list[str]:
+        """Renew every lease of ours in one transaction (the clients' lease keepers then
+        renew from this batch without a query of their own, see SQLStore.renew_leases);
+        return the accounts whose lease is no longer ours."""
+        fleet = self.fleet
+        names = [name for name, a in self.accounts.items() if a.entered and not a.stopping]
+        if not names:
+            return []
+        renewed = await fleet.base_store.renew_leases(fleet.worker_id, names, fleet.lease_ttl)
+        return [name for name in names if name not in renewed]
 
     def _check_hosts(self, view: FleetView) -> None:
         fleet = self.fleet
@@ -195,24 +230,21 @@ class Rounds:
 
     async def _claim(self, names: list[str], want: int, *, handovers: set[str]) -> None:
         fleet = self.fleet
-        claimed = 0
-        for name in names:
-            if claimed >= want or self.draining:
-                return
-            store = fleet.base_store.session(name)
+        claimed = await fleet.base_store.claim_leases(
+            fleet.worker_id, names, fleet.lease_ttl, limit=want
+        )
+        if not claimed or self.draining:
+            return
+        moved = sorted(handovers & set(claimed))
+        if moved:
             try:
-                await store.acquire_lease(fleet.worker_id, fleet.lease_ttl)
-            except SessionInUseError:
-                continue  # another worker was quicker
-            claimed += 1
-            if name in handovers:
-                try:
-                    await fleet.db.clear_handover(name)
-                except Exception as exc:  # noqa: BLE001 - the mark goes stale by itself
-                    log.warning("could not clear the handover mark of %s: %s", name, exc)
+                await fleet.db.clear_handovers(moved)
+            except Exception as exc:  # noqa: BLE001 - the marks go stale by themselves
+                log.warning("could not clear %d handover marks: %s", len(moved), exc)
+        for name in claimed:
             account = Account(name)
             self.accounts[name] = account
-            fleet.group.start_soon(self._run_account, account, store)
+            fleet.group.start_soon(self._run_account, account, fleet.base_store.session(name))
 
     async def _hand_over(self, count: int) -> None:
         fleet = self.fleet
@@ -245,8 +277,10 @@ class Rounds:
                 for callback, event in fleet.handlers:
                     self.attach_handler(name, client, callback, event)
                 client.on_state_change(lambda change: self._on_change(account, change))
-                async with client:
+                async with self._entering:  # a batch of claims enters a few at a time
+                    await client.__aenter__()
                     account.entered = True
+                async with _Entered(client):
                     if account.stopping:
                         return
                     log.info("claimed %s", name)

@@ -42,11 +42,14 @@ from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
 from ._base import Lease, SessionStore, _check_lease_args
 from ._data import SessionData, decode, encode
 from ._encryption import Encryptor, is_sealed, resolve_key
-from ._sql_db import SQLDatabase
+from ._sql_db import RenewedLease, SQLDatabase
 from ._sql_schema import SCHEMA_VERSION, make_tables
 from ._sql_url import MAX_TEXT, check_name, read_options, target
 
 __all__ = ["SCHEMA_VERSION", "SQLStore"]
+
+# Names per statement of a batch renewal (bound parameters stay well under every limit).
+_BATCH = 500
 
 log = logging.getLogger("resilient_tg.stores")
 
@@ -232,8 +235,18 @@ class SQLStore(SessionStore):
         return lease
 
     async def renew_lease(self, holder: str, ttl: float) -> Lease:
-        """Extend our lease, even if it lapsed while nobody else took it."""
+        """Extend our lease, even if it lapsed while nobody else took it. A renewal of this
+        lease made by `renew_leases` less than ``ttl/3`` ago is reused without a query."""
         _check_holder(holder, ttl)
+        batch = self._database.renewed.get(self.name)
+        fence = self._fence
+        if (
+            batch is not None
+            and batch.holder == holder
+            and (fence is None or fence == (holder, batch.token))
+            and time.monotonic() - batch.at < ttl / 3
+        ):
+            return Lease(holder=holder, expires_at=batch.expires_at, token=batch.token)
         leases = self._leases
 
         async def op(conn: AsyncConnection) -> Lease:
@@ -264,6 +277,104 @@ class SQLStore(SessionStore):
 
         return await self._run("renew the lease", op)
 
+    async def renew_leases(self, holder: str, names: Sequence[str], ttl: float) -> dict[str, Lease]:
+        """Extend every lease of ``names`` that ``holder`` has, in one transaction, and
+        return them by name (a name missing from the result is not ours any more).
+
+        For a process holding many sessions of this database (a fleet): the stores made
+        with `session` then answer their own `renew_lease` from this batch while it is
+        fresh, so N sessions cost one renewal query per interval instead of N."""
+        _check_holder(holder, ttl)
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        leases = self._leases
+
+        async def op(conn: AsyncConnection) -> dict[str, Lease]:
+            now = await self._db_now(conn)
+            found: dict[str, int] = {}
+            for start in range(0, len(wanted), _BATCH):
+                chunk = wanted[start : start + _BATCH]
+                rows = await conn.execute(
+                    sa.select(leases.c.name, leases.c.token)
+                    .where(leases.c.holder == holder, leases.c.name.in_(chunk))
+                    .with_for_update()
+                )
+                found.update((str(name), int(token)) for name, token in rows)
+                await conn.execute(
+                    sa.update(leases)
+                    .where(leases.c.holder == holder, leases.c.name.in_(chunk))
+                    .values(expires_at=now + ttl)
+                )
+            expires = _local(now + ttl, now)
+            return {
+                name: Lease(holder=holder, expires_at=expires, token=token)
+                for name, token in found.items()
+            }
+
+        renewed = await self._run("renew the leases", op)
+        at = time.monotonic()
+        cache = self._database.renewed
+        for name in wanted:
+            lease = renewed.get(name)
+            if lease is None:
+                cache.pop(name, None)
+            else:
+                cache[name] = RenewedLease(holder, lease.token, lease.expires_at, at)
+        return renewed
+
+    async def claim_leases(
+        self, holder: str, names: Sequence[str], ttl: float, *, limit: int
+    ) -> dict[str, Lease]:
+        """Take the leases of up to ``limit`` of ``names`` that are free (never taken,
+        released or expired) for ``holder``, in one transaction; each gets a new token.
+
+        For a process claiming many sessions of this database (a fleet). Rows another
+        transaction has locked are skipped, not waited for, so claimers running at once
+        take different sessions. A store made with `session` for a claimed name then
+        takes the lease with `acquire_lease` (same holder: same token, no wait)."""
+        _check_holder(holder, ttl)
+        wanted = list(dict.fromkeys(names))
+        if not wanted or limit <= 0:
+            return {}
+        leases = self._leases
+
+        async def op(conn: AsyncConnection) -> dict[str, Lease]:
+            now = await self._db_now(conn)
+            chosen: list[str] = []
+            for start in range(0, len(wanted), _BATCH):
+                chunk = wanted[start : start + _BATCH]
+                await conn.execute(self._ensure_lease_rows(conn, chunk))
+                rows = await conn.execute(
+                    sa.select(leases.c.name)
+                    .where(
+                        leases.c.name.in_(chunk),
+                        sa.or_(leases.c.holder == "", leases.c.expires_at <= now),
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+                chosen += [str(name) for (name,) in rows]
+                if len(chosen) >= limit:
+                    break
+            chosen = chosen[:limit]
+            if not chosen:
+                return {}
+            await conn.execute(
+                sa.update(leases)
+                .where(leases.c.name.in_(chosen))
+                .values(holder=holder, expires_at=now + ttl, token=leases.c.token + 1)
+            )
+            tokens = await conn.execute(
+                sa.select(leases.c.name, leases.c.token).where(leases.c.name.in_(chosen))
+            )
+            expires = _local(now + ttl, now)
+            return {
+                str(name): Lease(holder=holder, expires_at=expires, token=int(token))
+                for name, token in tokens
+            }
+
+        return await self._run("claim leases", op)
+
     async def release_lease(self, holder: str) -> None:
         """Free the lease if ``holder`` has it; the token is kept so it keeps growing."""
         leases = self._leases
@@ -276,6 +387,7 @@ class SQLStore(SessionStore):
             )
 
         await self._run("release the lease", op)
+        self._database.renewed.pop(self.name, None)
         if self._fence is not None and self._fence[0] == holder:
             self._fence = None
 
@@ -312,6 +424,15 @@ class SQLStore(SessionStore):
     async def _run(self, what: str, op: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         """Run ``op`` in one transaction; retry it while the database is unreachable."""
         return await self._database.run(what, op, display=self._display)
+
+    def _ensure_lease_rows(self, conn: AsyncConnection, names: Sequence[str]) -> Any:
+        """An INSERT of free lease rows for ``names`` that skips the rows that exist."""
+        values = [{"name": n, "holder": "", "expires_at": 0.0, "token": 0} for n in names]
+        if self._dialect(conn) in ("mysql", "mariadb"):
+            my = sa_mysql.insert(self._leases).values(values)
+            return my.on_duplicate_key_update(name=my.inserted.name)
+        ins = (sa_pg.insert if self._backend == "postgresql" else sa_sqlite.insert)(self._leases)
+        return ins.values(values).on_conflict_do_nothing(index_elements=["name"])
 
     def _ensure_lease_row(self, conn: AsyncConnection) -> Any:
         """An INSERT of a free lease row that does nothing if the row exists."""

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import anyio
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -22,7 +23,7 @@ from ._sql_engine import brief, make_engine, prepare_sqlite_file, transient
 from ._sql_schema import Tables, create_schema
 from ._sql_url import Target
 
-__all__ = ["DB_NOW", "SQLDatabase"]
+__all__ = ["DB_NOW", "RenewedLease", "SQLDatabase"]
 
 log = logging.getLogger("resilient_tg.stores")
 
@@ -35,6 +36,17 @@ DB_NOW = {
     "mariadb": "UNIX_TIMESTAMP(NOW(6))",
     "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
 }
+
+
+@attrs.frozen
+class RenewedLease:
+    """One lease of a batch renewal: who, which term, until when (wall clock), and when
+    (``time.monotonic()``) the batch ran."""
+
+    holder: str
+    token: int
+    expires_at: float
+    at: float
 
 
 class SQLDatabase:
@@ -54,6 +66,9 @@ class SQLDatabase:
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         self._schema_ready = False
         self._setup_lock: asyncio.Lock | None = None
+        #: Leases renewed together by `SQLStore.renew_leases`: name -> the renewal, which
+        #: a store's own `renew_lease` reuses while it is fresh (no query of its own).
+        self.renewed: dict[str, RenewedLease] = {}
 
     def tables_added(self) -> None:
         """Tables were added to ``self.tables.meta``: create them before the next operation

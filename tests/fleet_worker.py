@@ -1,0 +1,68 @@
+"""A fleet worker process for multi-process tests: one Fleet that prints what happens,
+one JSON array per line, and drains on SIGTERM (run_until_signal).
+
+Lines: ["READY", worker_id], ["CLAIMED"|"CONNECTED"|"DISCONNECTED"|"RELEASED"|"LOST",
+account, detail], ["MSG", account, text], ["EXITED", worker_id].
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from telethon import events
+
+from resilient_tg import KeepalivePolicy, ReconnectPolicy
+from resilient_tg.fleet import Fleet, FleetEvent
+from resilient_tg.testing import trust_test_server
+
+
+def say(*parts: object) -> None:
+    sys.stdout.write(json.dumps(parts) + "\n")
+    sys.stdout.flush()
+
+
+async def main() -> int:
+    cfg = json.loads(os.environ["FLEET_WORKER_CONFIG"])
+    logging.basicConfig(level=cfg.get("log_level", "WARNING"), stream=sys.stderr)
+    trust_test_server(cfg["pem"])
+    keepalive = cfg["keepalive"]
+    fleet = Fleet(
+        cfg["url"],
+        cfg["api_id"],
+        cfg["api_hash"],
+        table_prefix=cfg["prefix"],
+        worker_id=cfg["worker_id"],
+        capacity=cfg.get("capacity"),
+        lease_ttl=cfg["lease_ttl"],
+        claim_interval=cfg["claim_interval"],
+        max_moving=cfg.get("max_moving", 8),
+        drain_timeout=cfg.get("drain_timeout", 20.0),
+        keepalive=KeepalivePolicy(interval=keepalive[0], timeout=keepalive[1]),
+        reconnect=ReconnectPolicy(initial_delay=0.05, max_delay=0.5, connect_timeout=5.0),
+    )
+
+    def report(event: FleetEvent) -> None:
+        say(event.kind.upper(), event.account, event.detail)
+
+    for kind in ("claimed", "connected", "disconnected", "released", "lost"):
+        getattr(fleet, f"on_{kind}")(report)
+
+    @fleet.on(events.NewMessage(incoming=True))
+    async def on_message(event: Any) -> None:
+        say("MSG", event.account, event.raw_text)
+
+    async with fleet:
+        say("READY", fleet.worker_id)
+        await fleet.run_until_signal()
+        say("DRAINING", fleet.worker_id)
+    say("EXITED", fleet.worker_id)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,188 @@
+"""Start, stop, pause and kill fleet worker processes (tests/fleet_worker.py), and follow
+what each one runs from the lines it prints."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from resilient_tg.testing import MTProtoTestServer
+
+WORKER = Path(__file__).with_name("fleet_worker.py")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FleetProcess:
+    """One worker process: its accounts (claimed, connected) and messages, as printed."""
+
+    def __init__(self, name: str, process: anyio.abc.Process) -> None:
+        self.name = name
+        self.process = process
+        self.accounts: set[str] = set()
+        self.connected: set[str] = set()
+        self.messages: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.lines: list[tuple[float, list[str]]] = []
+        self.exited = False
+
+    def _take(self, parts: list[str]) -> None:
+        kind = parts[0]
+        if kind == "CLAIMED":
+            self.accounts.add(parts[1])
+        elif kind == "CONNECTED":
+            self.connected.add(parts[1])
+        elif kind == "DISCONNECTED":
+            self.connected.discard(parts[1])
+        elif kind in ("RELEASED", "LOST"):
+            self.accounts.discard(parts[1])
+            self.connected.discard(parts[1])
+        elif kind == "MSG":
+            self.messages[(parts[1], parts[2])] += 1
+
+    def kinds(self, kind: str) -> list[list[str]]:
+        return [parts for _, parts in self.lines if parts[0] == kind]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def gone(self) -> None:
+        """It was killed: it runs nothing any more."""
+        self.exited = True
+        self.accounts.clear()
+        self.connected.clear()
+
+
+class FleetHarness:
+    """Worker processes of one fleet; ``changed`` wakes whoever waits on their lines."""
+
+    def __init__(
+        self,
+        group: anyio.abc.TaskGroup,
+        server: MTProtoTestServer,
+        url: str,
+        prefix: str,
+        **cfg: Any,
+    ) -> None:
+        self.group = group
+        self.server = server
+        self.url = url
+        self.prefix = prefix
+        self.cfg = cfg
+        self.workers: dict[str, FleetProcess] = {}
+        self._changed = anyio.Event()
+
+    async def start(self, name: str, *, url: str | None = None, **extra: Any) -> FleetProcess:
+        cfg = {
+            "pem": self.server.public_key_pem,
+            "api_id": self.server.api_id,
+            "api_hash": self.server.api_hash,
+            "url": url or self.url,
+            "prefix": self.prefix,
+            "worker_id": name,
+            **self.cfg,
+            **extra,
+        }
+        env = {
+            **os.environ,
+            "FLEET_WORKER_CONFIG": json.dumps(cfg),
+            "PYTHONPATH": str(ROOT / "src"),
+        }
+        process = await anyio.open_process(
+            [sys.executable, str(WORKER)], env=env, stdout=-1, stderr=None
+        )
+        worker = FleetProcess(name, process)
+        self.workers[name] = worker
+        self.group.start_soon(self._pump, worker)
+        return worker
+
+    async def ready(self, *names: str, limit: float = 60) -> None:
+        """Wait until the workers have entered their Fleet (their first round is done)."""
+        workers = [self.workers[n] for n in names]
+        await self.until(lambda: all(w.kinds("READY") or w.exited for w in workers), limit)
+        for worker in workers:
+            assert not worker.exited, f"worker {worker.name} exited before it was ready"
+
+    async def _pump(self, worker: FleetProcess) -> None:
+        assert worker.process.stdout is not None
+        buffer = b""
+        async for chunk in worker.process.stdout:
+            buffer += chunk
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                parts = json.loads(raw)
+                worker.lines.append((time.monotonic(), parts))
+                worker._take(parts)
+                self._wake()
+        await worker.process.wait()
+        worker.exited = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def until(self, predicate: Callable[[], bool], limit: float) -> None:
+        """Wait until ``predicate()`` holds after some worker printed something."""
+        with anyio.fail_after(limit):
+            while not predicate():
+                await self._changed.wait()
+
+    async def kill(self, name: str) -> None:
+        worker = self.workers[name]
+        worker.signal(signal.SIGKILL)
+        with anyio.fail_after(10):
+            await worker.process.wait()
+        worker.gone()
+        self._wake()
+
+    async def stop(self, name: str, limit: float = 40) -> int:
+        """SIGTERM: the worker drains and exits."""
+        worker = self.workers[name]
+        worker.signal(signal.SIGTERM)
+        with anyio.fail_after(limit):
+            code = await worker.process.wait()
+        await self.until(lambda: worker.exited, limit)
+        return code
+
+    async def aclose(self) -> None:
+        for worker in self.workers.values():
+            if worker.process.returncode is None:
+                worker.signal(signal.SIGCONT)
+                worker.signal(signal.SIGKILL)
+                with anyio.move_on_after(10):
+                    await worker.process.wait()
+
+    # Views ------------------------------------------------------------------------
+
+    def live(self) -> list[FleetProcess]:
+        return [w for w in self.workers.values() if not w.exited]
+
+    def connected(self) -> dict[str, str]:
+        """Account -> the live worker that has it CONNECTED (asserting no account twice)."""
+        where: dict[str, str] = {}
+        for worker in self.live():
+            for account in worker.connected:
+                assert account not in where, (
+                    f"{account} connected in {where[account]} and {worker.name}"
+                )
+                where[account] = worker.name
+        return where
+
+    def received(self) -> collections.Counter[tuple[str, str]]:
+        total: collections.Counter[tuple[str, str]] = collections.Counter()
+        for worker in self.workers.values():
+            total.update(worker.messages)
+        return total
