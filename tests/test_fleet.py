@@ -12,7 +12,7 @@ import pytest
 from telethon import events
 
 from resilient_tg import ConnectionState, FleetError
-from resilient_tg.fleet import AccountStatus, Fleet, FleetEvent
+from resilient_tg.fleet import AccountStatus, Fleet, FleetAdmin, FleetEvent
 from resilient_tg.stores import SQLStore
 from resilient_tg.testing import MTProtoTestServer
 
@@ -173,14 +173,8 @@ async def test_a_removed_account_is_stopped_and_not_written_back(
     a.on_released(released.append)
     async with a:
         await wait_until(lambda: len(connected(a)) == 2, LIMIT)
-        t = a.db.tables
-        database = a.db.database
-
-        async def remove(conn: Any) -> None:
-            for table in (t.accounts, t.sessions, t.leases):
-                await conn.execute(table.delete().where(table.c.name == "acct-000"))
-
-        await database.run("remove", remove, display="test")
+        async with FleetAdmin(url, table_prefix=prefix) as admin:
+            await admin.remove("acct-000")
         await wait_until(lambda: [e.account for e in released] == ["acct-000"], LIMIT)
         assert set(a.accounts) == {"acct-001"}
     # The stopped client's flush was fenced off: the session stays deleted.

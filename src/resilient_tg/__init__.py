@@ -12,6 +12,7 @@ import logging
 
 from ._client import ResilientClient
 from ._errors import (
+    AccountExistsError,
     AppRejectedError,
     AuthLostError,
     FleetError,
@@ -22,6 +23,7 @@ from ._errors import (
     ResultUnknownError,
     SessionCorruptError,
     SessionInUseError,
+    UnknownAccountError,
 )
 from ._gap import Gap, GapReason
 from ._policy import KeepalivePolicy, ReconnectPolicy
@@ -30,6 +32,7 @@ from ._state import ConnectionState, Health, LeaseInfo, StateChange, StateReason
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AccountExistsError",
     "AppRejectedError",
     "AuthLostError",
     "ConnectionState",
@@ -51,6 +54,7 @@ __all__ = [
     "StateChange",
     "StateReason",
     "StoreInfo",
+    "UnknownAccountError",
     "__version__",
 ]
 

@@ -7,6 +7,8 @@
     ├── AuthLostError         the server no longer accepts the auth key (revoked, duplicated, -404)
     ├── AppRejectedError      the server refuses the app's api_id/api_hash (API_ID_INVALID...)
     ├── FleetError            a fleet cannot run as configured (SQLite seen from several hosts)
+    ├── UnknownAccountError   no account of that name in the fleet's database (also a LookupError)
+    ├── AccountExistsError    the fleet already has an account of that name (also a ValueError)
     ├── NotConnectedError     the request was never sent: no link in time, or the queue was full
     ├── ResultLostError       the request took effect on the server but its answer was lost
     └── ResultUnknownError    sent, but not answered in time: it may or may not have taken effect
@@ -18,6 +20,7 @@ never a secret.
 from __future__ import annotations
 
 __all__ = [
+    "AccountExistsError",
     "AppRejectedError",
     "AuthLostError",
     "FleetError",
@@ -28,6 +31,7 @@ __all__ = [
     "ResultUnknownError",
     "SessionCorruptError",
     "SessionInUseError",
+    "UnknownAccountError",
 ]
 
 
@@ -85,6 +89,26 @@ class AppRejectedError(ResilientTgError):
 
 class FleetError(ResilientTgError):
     """A fleet cannot run as configured (e.g. SQLite seen from several hosts)."""
+
+
+class UnknownAccountError(ResilientTgError, LookupError):
+    """No account (and no session) of that name in the fleet's database."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0])
+
+
+class AccountExistsError(ResilientTgError, ValueError):
+    """The fleet already has an account (or a session) of that name; ``replace=True``
+    replaces it."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 class NotConnectedError(ResilientTgError, ConnectionError):

@@ -1,5 +1,5 @@
 """The ``resilient-tg`` command: demo, login, session export/import/copy, status, check,
-test-server.
+test-server, fleet.
 
 Exit codes: one per situation, whichever command meets it; the table is
 ``EXIT_CODES_HELP`` in ``resilient_tg._cli._common`` (shown by ``resilient-tg --help``)
@@ -19,7 +19,7 @@ from ._cli._common import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_USAGE, CliErro
 __all__ = ["main"]
 
 # Each subcommand lives in resilient_tg._cli.<module> and provides register(subparsers).
-_SUBCOMMANDS = ("demo", "login", "session", "status", "check", "test_server")
+_SUBCOMMANDS = ("demo", "login", "session", "status", "check", "test_server", "fleet")
 
 
 def build_parser() -> argparse.ArgumentParser:

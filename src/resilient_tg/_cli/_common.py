@@ -31,7 +31,8 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """exit codes:
   0    success (status/check: the client is healthy)
-  1    not healthy (status, check); demo: a message was lost or duplicated
+  1    not healthy (status, check); demo: a message was lost or duplicated;
+       fleet rebalance --wait: the workers were not balanced in time
   2    usage: bad arguments or store URL, a target that cannot keep a session
        (memory://, env:// without fallback), a missing optional dependency
   3    session or store: none there (missing, empty, no auth key), corrupt or

@@ -40,7 +40,7 @@ from ._prompt import Prompter
 from ._signin import bot_sign_in, user_sign_in, who
 from .session import check_writable, open_store_arg, store_errors
 
-__all__ = ["Prompter", "register"]
+__all__ = ["LoginOptions", "Prompter", "log_in_store", "login", "register"]
 
 log = logging.getLogger("resilient_tg.cli")
 
@@ -126,6 +126,8 @@ class LoginOptions:
     test_server: tuple[str, int] | None
     test_server_pem: str | None = attrs.field(repr=False)
     timeout: float
+    # Telethon's proxy= dict (it may hold a password); None: connect directly.
+    proxy: dict[str, Any] | None = attrs.field(default=None, repr=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -205,6 +207,20 @@ def _host_port(value: str) -> tuple[str, int]:
 
 async def login(options: LoginOptions, prompter: Prompter) -> int:
     """Log in into ``options.store_url``; returns the exit code or raises CliError."""
+    store = open_store_arg(options.store_url)
+    check_writable(store)
+    try:
+        me = await log_in_store(store, options, prompter)
+    finally:
+        with contextlib.suppress(Exception):
+            await store.aclose()
+    print(f"{me}; the session is in {store.describe()}", flush=True)
+    return 0
+
+
+async def log_in_store(store: SessionStore, options: LoginOptions, prompter: Prompter) -> str:
+    """Log in into ``store`` (its lease held meanwhile; ``options.store_url`` is not
+    used); returns who is logged in, or raises CliError. Shared with ``fleet add``."""
     if options.test_server_pem is not None:
         from ..testing import trust_test_server
 
@@ -212,34 +228,27 @@ async def login(options: LoginOptions, prompter: Prompter) -> int:
             trust_test_server(options.test_server_pem)
         except ValueError as exc:
             raise CliError(f"--test-server-key: {exc}", EXIT_USAGE) from None
-    store = open_store_arg(options.store_url)
-    check_writable(store)
     holder = f"resilient-tg-login@{default_holder()}"
-    try:
-        with _login_errors(store, options):
+    with _login_errors(store, options):
+        with store_errors(store):
+            # At once, instead of ResilientClient's waiting: a login must not queue
+            # behind a live process that uses the session.
+            await store.acquire_lease(holder, LEASE_TTL)
+        try:
             with store_errors(store):
-                # At once, instead of ResilientClient's waiting: a login must not queue
-                # behind a live process that uses the session.
-                await store.acquire_lease(holder, LEASE_TTL)
-            try:
-                with store_errors(store):
-                    await _seed(store, options)
-                me = await _log_in_with_client(store, holder, options, prompter)
-            finally:
-                with contextlib.suppress(Exception):
-                    await store.release_lease(holder)
-            with store_errors(store):
-                saved = await store.load()
-            if saved is None or saved.auth_key is None:
-                raise CliError(
-                    f"{store.describe()}: the session could not be saved (see the log above)",
-                    EXIT_STORE,
-                )
-    finally:
-        with contextlib.suppress(Exception):
-            await store.aclose()
-    print(f"{me}; the session is in {store.describe()}", flush=True)
-    return 0
+                await _seed(store, options)
+            me = await _log_in_with_client(store, holder, options, prompter)
+        finally:
+            with contextlib.suppress(Exception):
+                await store.release_lease(holder)
+        with store_errors(store):
+            saved = await store.load()
+        if saved is None or saved.auth_key is None:
+            raise CliError(
+                f"{store.describe()}: the session could not be saved (see the log above)",
+                EXIT_STORE,
+            )
+    return me
 
 
 async def _seed(store: SessionStore, options: LoginOptions) -> None:
@@ -317,6 +326,7 @@ async def _login_client(
             initial_delay=0.2, max_delay=2.0, connect_timeout=min(10.0, options.timeout)
         ),
         request_timeout=options.timeout,
+        **_proxy_kwargs(options),
     )
     async with client:
         try:
@@ -331,6 +341,11 @@ async def _login_client(
                 EXIT_NETWORK,
             ) from None
         yield client
+
+
+def _proxy_kwargs(options: LoginOptions) -> dict[str, Any]:
+    """Telethon's ``proxy=`` when the account has one (``fleet add --proxy-...``)."""
+    return {} if options.proxy is None else {"proxy": options.proxy}
 
 
 def _say_discarded(prompter: Prompter, store: SessionStore) -> None:

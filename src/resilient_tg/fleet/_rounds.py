@@ -20,7 +20,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
@@ -29,11 +29,9 @@ from .._errors import FleetError
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import Encryptor
 from ._accounts import AccountStatus, open_settings, proxy_for_telethon
+from ._core import FleetCore
 from ._db import FleetView
 from ._plan import plan_round
-
-if TYPE_CHECKING:
-    from ._fleet import Fleet
 
 __all__ = ["Account", "Rounds"]
 
@@ -85,7 +83,7 @@ class _Entered:
 class Rounds:
     """The claim loop and the accounts of one `Fleet`."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: FleetCore) -> None:
         self.fleet = fleet
         self.accounts: dict[str, Account] = {}
         self.draining = False
