@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 from telethon import events
@@ -26,7 +27,19 @@ def say(*parts: object) -> None:
     sys.stdout.flush()
 
 
+def exit_with_parent() -> None:
+    """The harness holds our stdin: when it dies (even by kill -9), stdin ends and so do
+    we, so a crashed test leaves no worker behind."""
+
+    def watch() -> None:
+        sys.stdin.buffer.read()
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 async def main() -> int:
+    exit_with_parent()
     cfg = json.loads(os.environ["FLEET_WORKER_CONFIG"])
     logging.basicConfig(level=cfg.get("log_level", "WARNING"), stream=sys.stderr)
     trust_test_server(cfg["pem"])

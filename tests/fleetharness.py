@@ -101,7 +101,7 @@ class FleetHarness:
             "PYTHONPATH": str(ROOT / "src"),
         }
         process = await anyio.open_process(
-            [sys.executable, str(WORKER)], env=env, stdout=-1, stderr=None
+            [sys.executable, str(WORKER)], env=env, stdin=-1, stdout=-1, stderr=None
         )
         worker = FleetProcess(name, process)
         self.workers[name] = worker
@@ -170,7 +170,7 @@ class FleetHarness:
     def live(self) -> list[FleetProcess]:
         return [w for w in self.workers.values() if not w.exited]
 
-    def connected(self) -> dict[str, str]:
+    def connected(self, *, but: FleetProcess | None = None) -> dict[str, str]:
         """Account -> the live worker that has it CONNECTED (asserting no account twice)."""
         where: dict[str, str] = {}
         for worker in self.live():

@@ -64,6 +64,7 @@ class AccountRow:
     token: int
     in_handover: bool
     has_account_row: bool
+    settings: bytes | None = None  # as stored (sealed when the fleet has a key)
 
 
 @attrs.frozen
@@ -153,6 +154,7 @@ class FleetDatabase:
                     t.accounts.c.status,
                     t.accounts.c.reason,
                     t.accounts.c.handover_at,
+                    t.accounts.c.settings,
                     t.leases.c.holder,
                     t.leases.c.expires_at,
                     t.leases.c.token,
@@ -179,6 +181,7 @@ class FleetDatabase:
                         token=int(r.token or 0),
                         in_handover=handover,
                         has_account_row=r.status is not None,
+                        settings=None if r.settings is None else bytes(r.settings),
                     )
                 )
             return FleetView(now, workers, tuple(accounts), in_flight)

@@ -88,7 +88,7 @@ class Fleet:
         claim_interval: float = 5.0,
         max_moving: int = 8,
         claim_batch: int = 100,
-        start_concurrency: int = 32,
+        start_concurrency: int = 16,
         drain_timeout: float = 20.0,
         drain_concurrency: int = 4,
         worker_id: str | None = None,
@@ -156,6 +156,10 @@ class Fleet:
                 table_prefix=table_prefix,
                 encryption_key=encryption_key,
                 encryption_key_env=encryption_key_env,
+                # Hundreds of sessions share this pool: keep more connections open than
+                # a single session's default, so peaks do not open and close them.
+                pool_size=10,
+                max_overflow=20,
             )
             self._owns_base = True
         self._db: FleetDatabase = fleet_database(self._base)

@@ -178,7 +178,10 @@ class Rounds:
             free.sort(key=lambda a: not a.in_handover)
             want = min(plan.claim, fleet.claim_batch)
             await self._claim(
-                [a.name for a in free], want, handovers={a.name for a in free if a.in_handover}
+                [a.name for a in free],
+                want,
+                handovers={a.name for a in free if a.in_handover},
+                settings={a.name: a.settings for a in free},
             )
             if plan.claim > want:
                 self._soon = True  # more to claim: the next round comes sooner
@@ -226,7 +229,14 @@ class Rounds:
 
     # Claiming and handing over ----------------------------------------------------------
 
-    async def _claim(self, names: list[str], want: int, *, handovers: set[str]) -> None:
+    async def _claim(
+        self,
+        names: list[str],
+        want: int,
+        *,
+        handovers: set[str],
+        settings: dict[str, bytes | None],
+    ) -> None:
         fleet = self.fleet
         claimed = await fleet.base_store.claim_leases(
             fleet.worker_id, names, fleet.lease_ttl, limit=want
@@ -242,7 +252,9 @@ class Rounds:
         for name in claimed:
             account = Account(name)
             self.accounts[name] = account
-            fleet.group.start_soon(self._run_account, account, fleet.base_store.session(name))
+            fleet.group.start_soon(
+                self._run_account, account, fleet.base_store.session(name), settings.get(name)
+            )
 
     async def _hand_over(self, count: int) -> None:
         fleet = self.fleet
@@ -263,13 +275,13 @@ class Rounds:
 
     # One account ----------------------------------------------------------------------
 
-    async def _run_account(self, account: Account, store: Any) -> None:
+    async def _run_account(self, account: Account, store: Any, settings: bytes | None) -> None:
         fleet = self.fleet
         name = account.name
         try:
             with anyio.CancelScope() as scope:
                 account.scope = scope
-                options = await self._options(name)
+                options = self._options(name, settings)
                 client = fleet.make_client(store, options)
                 account.client = client
                 for callback, event in fleet.handlers:
@@ -297,9 +309,9 @@ class Rounds:
                 log.info("%s %s: %s", kind, name, account.why)
                 fleet.emit(kind, name, account.why)
 
-    async def _options(self, name: str) -> dict[str, Any]:
-        """The account's own settings as client keyword arguments."""
-        blob = await self.fleet.db.settings_blob(name)
+    def _options(self, name: str, blob: bytes | None) -> dict[str, Any]:
+        """The account's own settings (as the claim round read them) as client keyword
+        arguments."""
         encryptor = (
             None
             if self._key is None

@@ -69,6 +69,8 @@ class SQLStore(SessionStore):
     reached; after the last one the operation raises ConnectionError (naming the
     store) and the caller keeps its state. ``timeout`` bounds each attempt (connecting
     included), so an operation gives up within ``(len(retry) + 1) * timeout + sum(retry)``.
+    The pool keeps ``pool_size`` connections and opens up to ``max_overflow`` more at
+    peaks (a process running many sessions, e.g. a fleet worker, wants more).
     """
 
     cross_process_lease = True
@@ -83,6 +85,8 @@ class SQLStore(SessionStore):
         retry: Sequence[float] = (0.2, 0.5, 1.0),
         timeout: float = 5.0,
         table_prefix: str | None = None,
+        pool_size: int = 5,
+        max_overflow: int = 10,
     ) -> None:
         options = read_options(
             url, name=name, table_prefix=table_prefix, key_env=encryption_key_env
@@ -93,6 +97,11 @@ class SQLStore(SessionStore):
             raise ValueError(f"SQLStore retry delays must be finite and >= 0, got {delays!r}")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"SQLStore timeout must be > 0 seconds, got {timeout!r}")
+        if pool_size < 1 or max_overflow < 0:
+            raise ValueError(
+                "SQLStore needs pool_size >= 1 and max_overflow >= 0, "
+                f"got {pool_size} and {max_overflow}"
+            )
 
         self._target = target(options)
         self._backend = self._target.backend
@@ -106,7 +115,12 @@ class SQLStore(SessionStore):
         self._key = key
         self._encryptor = _encryptor(key, name)
         self._database = SQLDatabase(
-            self._target, make_tables(table_prefix), retry=delays, timeout=self._timeout
+            self._target,
+            make_tables(table_prefix),
+            retry=delays,
+            timeout=self._timeout,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
         self._sessions = self._database.tables.sessions
         self._leases = self._database.tables.leases
@@ -197,7 +211,14 @@ class SQLStore(SessionStore):
     # Leases ---------------------------------------------------------------------
 
     async def acquire_lease(self, holder: str, ttl: float) -> Lease:
+        """Take the lease (SessionInUseError while another live holder has it). A lease
+        this process claimed or renewed for ``holder`` with `claim_leases` or
+        `renew_leases` less than ``ttl/3`` ago is taken from that batch, without a query."""
         _check_holder(holder, ttl)
+        batch = self._database.renewed.get(self.name)
+        if batch is not None and batch.holder == holder and time.monotonic() - batch.at < ttl / 3:
+            self._fence = (holder, batch.token)
+            return Lease(holder=holder, expires_at=batch.expires_at, token=batch.token)
         leases = self._leases
 
         async def op(conn: AsyncConnection) -> Lease:
@@ -332,7 +353,8 @@ class SQLStore(SessionStore):
         For a process claiming many sessions of this database (a fleet). Rows another
         transaction has locked are skipped, not waited for, so claimers running at once
         take different sessions. A store made with `session` for a claimed name then
-        takes the lease with `acquire_lease` (same holder: same token, no wait)."""
+        takes the lease with `acquire_lease` (same holder, same token) from this batch,
+        without a query."""
         _check_holder(holder, ttl)
         wanted = list(dict.fromkeys(names))
         if not wanted or limit <= 0:
@@ -373,7 +395,11 @@ class SQLStore(SessionStore):
                 for name, token in tokens
             }
 
-        return await self._run("claim leases", op)
+        claimed = await self._run("claim leases", op)
+        at = time.monotonic()
+        for name, lease in claimed.items():
+            self._database.renewed[name] = RenewedLease(holder, lease.token, lease.expires_at, at)
+        return claimed
 
     async def release_lease(self, holder: str) -> None:
         """Free the lease if ``holder`` has it; the token is kept so it keeps growing."""

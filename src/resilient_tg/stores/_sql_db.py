@@ -53,13 +53,22 @@ class SQLDatabase:
     """The engine and schema of one database URL and ``table_prefix``; see the module."""
 
     def __init__(
-        self, target: Target, tables: Tables, *, retry: Sequence[float], timeout: float
+        self,
+        target: Target,
+        tables: Tables,
+        *,
+        retry: Sequence[float],
+        timeout: float,
+        pool_size: int = 5,
+        max_overflow: int = 10,
     ) -> None:
         self.target = target
         self.backend = target.backend
         self.tables = tables
         self.retry = tuple(retry)
         self.timeout = timeout
+        self.pool_size = pool_size
+        self.max_overflow = max_overflow
         #: The URL without password or query (no session name): for messages.
         self.display = target.display.rsplit("#", 1)[0]
         self.engine: AsyncEngine | None = None
@@ -129,7 +138,12 @@ class SQLDatabase:
             if self.engine is None:
                 if self.backend == "sqlite":
                     await asyncio.to_thread(prepare_sqlite_file, self.target.url.database)
-                self.engine = make_engine(self.target, self.timeout)
+                self.engine = make_engine(
+                    self.target,
+                    self.timeout,
+                    pool_size=self.pool_size,
+                    max_overflow=self.max_overflow,
+                )
                 self._engine_loop = loop
             if not self._schema_ready:
                 await create_schema(

@@ -23,8 +23,11 @@ _EXTRAS = {"sqlite": "sql", "postgresql": "postgres", "mysql": "mysql", "mariadb
 _PERMANENT_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
-def make_engine(target: Target, timeout: float) -> AsyncEngine:
-    """An engine for ``target`` whose connects and waits give up after ``timeout``."""
+def make_engine(
+    target: Target, timeout: float, *, pool_size: int = 5, max_overflow: int = 10
+) -> AsyncEngine:
+    """An engine for ``target`` whose connects and waits give up after ``timeout``,
+    keeping ``pool_size`` connections open and up to ``max_overflow`` more at peaks."""
     connect_args: dict[str, Any] = {}
     if target.driver == "aiosqlite":
         connect_args["timeout"] = timeout  # how long to wait for a busy database
@@ -38,6 +41,8 @@ def make_engine(target: Target, timeout: float) -> AsyncEngine:
             pool_pre_ping=True,  # a pooled connection that died in an outage is replaced
             hide_parameters=True,  # SQL errors and logs must never show the session blob
             connect_args=connect_args,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
     except ImportError as exc:
         raise ImportError(
