@@ -32,7 +32,10 @@ def exit_with_parent() -> None:
     we, so a crashed test leaves no worker behind."""
 
     def watch() -> None:
-        sys.stdin.buffer.read()
+        # os.read on the descriptor, not sys.stdin: a daemon thread blocked in a
+        # buffered read would abort the interpreter's shutdown.
+        while os.read(0, 4096):
+            pass
         os._exit(3)
 
     threading.Thread(target=watch, daemon=True).start()

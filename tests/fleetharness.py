@@ -186,3 +186,13 @@ class FleetHarness:
         for worker in self.workers.values():
             total.update(worker.messages)
         return total
+
+    def story(self, missing: list[tuple[str, str]]) -> str:
+        """What each worker printed about the accounts of messages that never arrived."""
+        accounts = {account for account, _ in missing}
+        out = [f"{len(missing)} message(s) never arrived: {missing[:10]}"]
+        for worker in self.workers.values():
+            for at, parts in worker.lines:
+                if len(parts) > 1 and parts[1] in accounts:
+                    out.append(f"  {at:.2f} {worker.name}: {parts}")
+        return "\n".join(out[:80])

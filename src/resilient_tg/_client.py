@@ -32,11 +32,13 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
 import anyio
 
+from . import _compat
 from ._arguments import check_arguments
 from ._callbacks import Callback, CallbackRegistry, GapCallback
 from ._deadlines import Deadlines
@@ -359,6 +361,7 @@ class ResilientClient:
             # loaded: a client that never connected knows no newer one.
             self._session.hold_update_state()
             self._telegram = build_telegram(self, self._session)
+            self._session.update_state_gate = partial(_compat.handlers_idle, self._telegram)
             self._link.start()
             self._upkeep.start()
         except BaseException:

@@ -36,6 +36,12 @@ async def shut_down(client: ClientCore) -> None:
         if client._telegram is not None:
             if auth_lost and client._session is not None:
                 client._session.discard_changes()
+            elif client._session is not None and not _compat.handlers_idle(client._telegram):
+                # Disconnecting cancels the handlers still running: keep the update state
+                # at the last point every handler had finished, so that the next start
+                # delivers their updates again (at-least-once) instead of skipping them.
+                log.info("shutdown: handlers still running; their updates will be delivered again")
+                client._session.hold_update_state()
             log.debug("shutdown: disconnecting")
             _exported.stop(client)  # borrows opening links to other DCs end now
             try:

@@ -179,6 +179,8 @@ def _flush_needed(client: ClientCore) -> bool:
         or not client._health.authorized
     ):
         return False
+    if not _compat.handlers_idle(telegram):
+        return session.dirty  # the update state waits until no handler runs (see below)
     if not _compat.save_states_now(telegram):
         return True  # could not be done without awaiting: a task does it
     return session.dirty
@@ -194,7 +196,11 @@ async def _flush_update_state(client: ClientCore) -> None:
         or not client._health.authorized
     ):
         return
-    await _compat.save_states(telegram)
+    # The update state is taken only while no update waits for or runs in a handler: a
+    # stored pts then never covers an update whose handler has not finished, so a crash
+    # replays it (at-least-once) instead of losing it.
+    if _compat.handlers_idle(telegram):
+        await _compat.save_states(telegram)
     if not session.dirty:
         return
     # Bounded, so that a hanging store cannot hold up the lease renewal behind it; the

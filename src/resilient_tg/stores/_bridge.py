@@ -66,6 +66,9 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         # The auth key that was ever logged in (None: the current key never was).
         self._authorized_key: bytes | None = None
         self._update_state_held = False
+        #: Set by the client: update-state writes are taken only while this returns True
+        #: (no event handler runs), so a stored pts never covers an unhandled update.
+        self.update_state_gate: Callable[[], bool] | None = None
         #: The error of the last failed write (None once a write succeeds), for health.
         self.last_save_error: BaseException | None = None
         self.last_saved_at: float | None = None
@@ -186,6 +189,9 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
     def set_update_state(self, entity_id: int, state: Any) -> None:
         if self._update_state_held or (entity_id == 0 and _knows_nothing(state)):
             return
+        gate = self.update_state_gate
+        if gate is not None and not gate():
+            return  # an update is still being handled: its pts must not be stored yet
         old = self._update_states.get(entity_id)
         super().set_update_state(entity_id, state)
         # A channel's state is its pts alone: Telethon stamps each save with the current

@@ -1,0 +1,66 @@
+"""The stored update state never covers an update whose handler has not finished: an
+update whose handler was cancelled by leaving is delivered again on the next start
+(at-least-once), one whose handler finished is not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import pytest
+from telethon import events
+
+from resilient_tg.stores import MemoryStore
+from resilient_tg.testing import MTProtoTestServer
+
+from .clienttools import running, seeded_store
+from .conftest import STEP_TIMEOUT, wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+async def stored_pts(store: MemoryStore) -> int:
+    data = await store.load()
+    return 0 if data is None or data.update_state is None else data.update_state.pts
+
+
+async def test_an_update_whose_handler_was_cancelled_by_leaving_comes_again(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    bob = mtproto_server.create_user("+15550002", "Bob")
+    store = seeded_store(mtproto_server, user=alice)
+    seen: list[str] = []
+    stuck = asyncio.Event()
+    async with running(store, mtproto_server, flush_interval=0.1, shutdown_timeout=2.0) as (
+        client,
+        _,
+    ):
+
+        @client.telegram.on(events.NewMessage(incoming=True))
+        async def handler(event: events.NewMessage.Event) -> None:
+            seen.append(event.raw_text)
+            if event.raw_text == "stuck":
+                stuck.set()
+                await asyncio.Event().wait()  # never finishes: leaving cancels it
+
+        await client.wait_connected(STEP_TIMEOUT)
+        before = await stored_pts(store)
+        await mtproto_server.send_message(bob.id, alice.id, "first")
+        await wait_until(lambda: "first" in seen)
+        with anyio.fail_after(STEP_TIMEOUT):  # a periodic flush stores "first" as handled
+            while await stored_pts(store) <= before:  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.02)
+        await mtproto_server.send_message(bob.id, alice.id, "stuck")
+        await stuck.wait()
+    again: list[str] = []
+    async with running(store, mtproto_server) as (client, _):
+
+        @client.on(events.NewMessage(incoming=True))
+        async def second(event: events.NewMessage.Event) -> None:
+            again.append(event.raw_text)
+
+        await client.wait_connected(STEP_TIMEOUT)
+        await wait_until(lambda: "stuck" in again)
+        await client.telegram.get_me()  # a round trip: a late "first" would be here by now
+    assert again == ["stuck"]
