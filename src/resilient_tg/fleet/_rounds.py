@@ -328,7 +328,9 @@ class Rounds:
     def _on_change(self, account: Account, change: StateChange) -> None:
         fleet = self.fleet
         new = change.new
-        if new is ConnectionState.CONNECTED:
+        if account.done.is_set():
+            return  # delivered late, after the account was released or lost: old news
+        if new is ConnectionState.CONNECTED and not account.stopping:
             fleet.emit("connected", account.name, change.detail, change)
         elif change.old.link_up and not new.link_up:
             fleet.emit("disconnected", account.name, change.detail, change)
