@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 import pytest
 
+from resilient_tg.fleet import FleetAdmin
 from resilient_tg.testing import FaultProxy, MTProtoTestServer, TestUser
 
 from .fleetharness import FleetHarness
@@ -103,23 +104,13 @@ def balanced(harness: FleetHarness, workers: int) -> bool:
     return len(counts) == workers and all(abs(n - share) <= 1 for n in counts.values())
 
 
-def most_in_flight(harness: FleetHarness, since: float) -> int:
-    """The most accounts handed over (released) and not yet claimed at any moment."""
-    events = sorted(
-        (at, parts[0], parts[1])
-        for worker in harness.workers.values()
-        for at, parts in worker.lines
-        if at >= since and parts[0] in ("RELEASED", "CLAIMED")
-    )
-    moving: set[str] = set()
-    most = 0
-    for _, kind, account in events:
-        if kind == "RELEASED":
-            moving.add(account)
-        else:
-            moving.discard(account)
-        most = max(most, len(moving))
-    return most
+async def watch_moves(url: str, prefix: str, most: list[int]) -> None:
+    """Record the most handovers in flight (marked, not yet CONNECTED at the claimer)."""
+    async with FleetAdmin(url, table_prefix=prefix, worker_ttl=LEASE_TTL) as admin:
+        while True:
+            moving = sum(a.in_handover for a in await admin.accounts())
+            most[0] = max(most[0], moving)
+            await anyio.sleep(0.05)
 
 
 async def test_a_joining_worker_gets_its_share_gradually_and_a_killed_ones_accounts_move_in_time(
@@ -138,11 +129,15 @@ async def test_a_joining_worker_gets_its_share_gradually_and_a_killed_ones_accou
     assert set(harness.received()) == set(sender.sent)
     assert set(harness.received().values()) == {1}
 
-    # A fourth worker joins: the others hand accounts over, at most MAX_MOVING at once.
-    joined = anyio.current_time()
-    await harness.start("w4")
-    await harness.until(lambda: balanced(harness, 4), JOIN_LIMIT)
-    assert most_in_flight(harness, joined) <= MAX_MOVING
+    # A fourth worker joins: the others hand accounts over, at most MAX_MOVING at once
+    # (as the database records them: marked until CONNECTED at the claimer).
+    most = [0]
+    async with anyio.create_task_group() as watching:
+        watching.start_soon(watch_moves, harness.url, harness.prefix, most)
+        await harness.start("w4")
+        await harness.until(lambda: balanced(harness, 4), JOIN_LIMIT)
+        watching.cancel_scope.cancel()
+    assert 0 < most[0] <= MAX_MOVING
 
     # kill -9: its accounts are CONNECTED elsewhere within lease_ttl + a claim interval
     # (+ slack for connecting them), and messages sent meanwhile all arrive.

@@ -156,10 +156,10 @@ class Fleet:
                 table_prefix=table_prefix,
                 encryption_key=encryption_key,
                 encryption_key_env=encryption_key_env,
-                # Hundreds of sessions share this pool: keep more connections open than
-                # a single session's default, so peaks do not open and close them.
-                pool_size=10,
-                max_overflow=20,
+                # Every session of this worker shares this pool (SQLStore.session); the
+                # batch renewals keep it small: 5 open, 15 at peaks.
+                pool_size=5,
+                max_overflow=10,
             )
             self._owns_base = True
         self._db: FleetDatabase = fleet_database(self._base)

@@ -9,8 +9,10 @@ when capacity allows, and two workers' targets differ by at most one.
 A worker below its target claims free accounts (no live lease). A worker above its
 target hands accounts over, but only while another worker has room for them and fewer
 than ``max_moving`` handovers are in flight across the fleet (a handover is in flight
-from the moment a worker marks it until another worker claims it): the fleet evens out
-at about ``max_moving`` accounts per claim interval, without a stampede.
+from the moment a worker marks it until the account is CONNECTED on the worker that
+claimed it, so at most ``max_moving`` accounts are down for a rebalance at once): the
+fleet evens out at about ``max_moving`` accounts per claim interval, without a
+stampede.
 """
 
 from __future__ import annotations

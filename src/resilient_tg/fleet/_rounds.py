@@ -41,7 +41,17 @@ log = logging.getLogger("resilient_tg.fleet")
 class Account:
     """One account this worker runs (or is starting, or stopping)."""
 
-    __slots__ = ("client", "done", "entered", "lost", "name", "scope", "stop_event", "why")
+    __slots__ = (
+        "client",
+        "done",
+        "entered",
+        "handover",
+        "lost",
+        "name",
+        "scope",
+        "stop_event",
+        "why",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -52,6 +62,7 @@ class Account:
         self.scope: anyio.CancelScope | None = None
         self.why = ""
         self.lost = False
+        self.handover = False
 
     @property
     def stopping(self) -> bool:
@@ -243,14 +254,9 @@ class Rounds:
         )
         if not claimed or self.draining:
             return
-        moved = sorted(handovers & set(claimed))
-        if moved:
-            try:
-                await fleet.db.clear_handovers(moved)
-            except Exception as exc:  # noqa: BLE001 - the marks go stale by themselves
-                log.warning("could not clear %d handover marks: %s", len(moved), exc)
         for name in claimed:
             account = Account(name)
+            account.handover = name in handovers  # its mark is cleared once CONNECTED here
             self.accounts[name] = account
             fleet.group.start_soon(
                 self._run_account, account, fleet.base_store.session(name), settings.get(name)
@@ -304,6 +310,9 @@ class Rounds:
             if self.accounts.get(name) is account:
                 del self.accounts[name]
             account.done.set()
+            if account.handover:  # stopped before it got CONNECTED: the move is over too
+                account.handover = False
+                fleet.group.start_soon(self._arrived, name)
             if account.entered:
                 kind = "lost" if account.lost else "released"
                 log.info("%s %s: %s", kind, name, account.why)
@@ -332,6 +341,10 @@ class Rounds:
             return  # delivered late, after the account was released or lost: old news
         if new is ConnectionState.CONNECTED and not account.stopping:
             fleet.emit("connected", account.name, change.detail, change)
+            if account.handover:
+                # The move is over only now: until here it counted against max_moving.
+                account.handover = False
+                fleet.group.start_soon(self._arrived, account.name)
         elif change.old.link_up and not new.link_up:
             fleet.emit("disconnected", account.name, change.detail, change)
         if not account.entered or account.stopping:
@@ -362,6 +375,12 @@ class Rounds:
             fleet.group.start_soon(self._park, account.name, status, change.detail)
         elif new is ConnectionState.GAVE_UP:
             account.stop(f"gave up: {change.detail}", lost=True)
+
+    async def _arrived(self, name: str) -> None:
+        try:
+            await self.fleet.db.clear_handovers([name])
+        except Exception as exc:  # noqa: BLE001 - the mark goes stale by itself
+            log.warning("could not clear the handover mark of %s: %s", name, exc)
 
     async def _park(self, name: str, status: AccountStatus, reason: str) -> None:
         try:
