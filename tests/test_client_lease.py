@@ -9,6 +9,7 @@ import time
 import pytest
 
 from resilient_tg import ConnectionState, ResilientClient, StateReason
+from resilient_tg._lease import LeaseKeeper
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.stores._base import Lease
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
@@ -158,3 +159,33 @@ async def test_a_healthy_store_keeps_the_lease_and_the_link(
         assert lease is not None
         assert lease.ours
         assert lease.expires_at > first_expiry
+
+
+async def test_check_drops_a_lease_past_its_time_before_the_overdue_timer_runs() -> None:
+    """After a pause (here the event loop blocked past the lease) the expiry timer is
+    overdue but has not run; the first check() drops the lease at once, reports the loss
+    once, and the overdue timer adds nothing."""
+    lost: list[str] = []
+    keeper = LeaseKeeper(
+        MemoryStore(), "holder-a", 0.6, on_waiting=lambda holder: None, on_lost=lost.append
+    )
+    await keeper.acquire()
+    assert keeper.check()
+    assert keeper.lease is not None
+    pause = keeper.lease.expires_at - keeper.margin - time.time() + 0.05
+    time.sleep(pause)  # noqa: ASYNC251 - the blocked loop is the point: no timer runs
+    assert lost == []
+    assert not keeper.check()
+    assert (keeper.lease, keeper.lost, keeper.losses) == (None, True, 1)
+    assert len(lost) == 1
+    assert lost[0].startswith("not renewed in time")
+    await asyncio.sleep(0.05)  # the overdue timer was cancelled with the lease
+    assert len(lost) == 1
+    assert not keeper.check()
+    # Taken again, as the client's recovery does: usable once resumed.
+    await keeper.acquire(announce=False)
+    assert not keeper.check()
+    keeper.resume()
+    assert keeper.check()
+    assert keeper.losses == 1
+    await keeper.release()
