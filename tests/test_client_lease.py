@@ -1,5 +1,6 @@
-"""The session lease under a store that stops answering: the link is dropped before
-another holder can take the lease, whatever the renewal is doing."""
+"""The session lease under a store that stops answering, and after a pause past it: the
+link is dropped before another holder can take the lease, whatever the renewal is doing
+and whatever runs first when the process resumes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import time
 
 import pytest
+from telethon.tl import functions
 
 from resilient_tg import ConnectionState, ResilientClient, StateReason
 from resilient_tg._lease import LeaseKeeper
@@ -189,3 +191,69 @@ async def test_check_drops_a_lease_past_its_time_before_the_overdue_timer_runs()
     assert keeper.check()
     assert keeper.losses == 1
     await keeper.release()
+
+
+async def test_a_request_after_a_pause_past_the_lease_waits_for_the_lease(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """The loop is blocked past the lease (shorter than the server's ping deadline, so
+    the old link is still open), then a request is made at once: it runs before the
+    overdue expiry timer, and is not handed to the old link but sent after the lease
+    was taken again and the link rebuilt."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    data = SessionData(
+        dc_id=mtproto_server.dc_id,
+        server_address=mtproto_server.host,
+        port=mtproto_server.port,
+        auth_key=key,
+    )
+    store = SharedLease(data, "alice-paused")
+    async with running(store, mtproto_server, lease_ttl=0.6) as (client, rec):
+        await client.wait_connected(10)
+        lease = client.health().lease
+        assert lease is not None
+        # Past the point where the lease is dropped, not yet at the server's ping deadline.
+        pause = lease.expires_at - client.lease_ttl / 6 - time.time() + 0.05
+        assert pause < FAST_KEEPALIVE.disconnect_delay
+        time.sleep(pause)  # noqa: ASYNC251 - the blocked loop is the point
+        request = asyncio.ensure_future(client.telegram(functions.help.GetNearestDcRequest()))
+        await asyncio.wait_for(request, 10)
+        lost = next(c for c in rec.changes if c.new is S.WAITING_LEASE)
+        assert "lease lost" in lost.detail
+        reconnect = next(c for c in rec.changes if c.new is S.CONNECTING and c.at > lost.at)
+        sent = [r for r in mtproto_server.requests if r.method == "help.getNearestDc"]
+        assert len(sent) == 1
+        assert sent[0].at > reconnect.at
+
+
+async def test_a_lease_lost_while_the_first_connect_retries_does_not_stall_the_client(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    """The first connect of a cycle runs in the client's own task, which the lease
+    recovery's disconnect() does not cancel: on a loss it must end, and the next cycle
+    connect once the lease is back (it used to stall, or crash inside Telethon)."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    data = SessionData(
+        dc_id=mtproto_server.dc_id,
+        server_address=mtproto_server.host,
+        port=fault_proxy.port,
+        auth_key=key,
+    )
+    store = Partitioned(data, "alice-first-connect")
+    fault_proxy.refuse(60.0)
+    async with running(store, mtproto_server, lease_ttl=1.5) as (client, rec):
+        await rec.until(lambda: rec.states().count(S.RECONNECTING) >= 2)
+        store.cut = True  # renewals hang: the lease is dropped while the connect retries
+        await rec.state(S.WAITING_LEASE)
+        store.cut = False
+
+        def leased() -> bool:
+            lease = client.health().lease
+            return lease is not None and lease.ours
+
+        await wait_until(leased)
+        fault_proxy.heal()
+        await client.wait_connected(10)
+        assert mtproto_server.max_links_per_key() == 1
