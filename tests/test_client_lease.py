@@ -10,14 +10,14 @@ import time
 import pytest
 from telethon.tl import functions
 
-from resilient_tg import ConnectionState, ResilientClient, StateReason
+from resilient_tg import ConnectionState, ResilientClient, StateReason, _compat
 from resilient_tg._lease import LeaseKeeper
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.stores._base import Lease
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
 from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT, running
-from .conftest import wait_until
+from .conftest import telethon_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -257,3 +257,23 @@ async def test_a_lease_lost_while_the_first_connect_retries_does_not_stall_the_c
         fault_proxy.heal()
         await client.wait_connected(10)
         assert mtproto_server.max_links_per_key() == 1
+
+
+async def test_a_reconnect_cancelled_before_it_starts_leaves_no_dead_sender(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """Telethon marks its sender reconnecting when a link breaks and only the reconnect
+    task clears the mark; the lease recovery's disconnect() can cancel that task before
+    it runs. `_compat.clear_stale_reconnect` clears the stale mark before our next
+    connect, or that link's send and receive loops would end at once."""
+    async with telethon_client(mtproto_server) as client:
+        await client(functions.help.GetConfigRequest())
+        sender = client._sender
+        sender._start_reconnect(None)  # what its loops do when the link breaks
+        await _compat.drop_link(client)  # the sender's disconnect(), before the task ran
+        assert sender._reconnecting  # Telethon 1.45 leaves it set
+        assert _compat.clear_stale_reconnect(client)
+        assert not _compat.clear_stale_reconnect(client)
+        await asyncio.wait_for(client.connect(), 5)  # its initConnection is answered
+        config = await asyncio.wait_for(client(functions.help.GetConfigRequest()), 5)
+        assert config.dc_options

@@ -267,6 +267,8 @@ class LinkSupervisor(Link):
         """telegram.connect(): "up", "again" or "stop"."""
         client = self._client
         self.connecting = asyncio.current_task()  # our connect(), not Telethon's reconnect
+        if _compat.clear_stale_reconnect(telegram):
+            log.debug("cleared Telethon's reconnect flag left by a cancelled reconnect")
         try:
             await telegram.connect()
         except _CycleAbandoned:
