@@ -1,5 +1,6 @@
-"""The session lease under a store that stops answering: the link is dropped before
-another holder can take the lease, whatever the renewal is doing."""
+"""The session lease under a store that stops answering, and after a pause past it: the
+link is dropped before another holder can take the lease, whatever the renewal is doing
+and whatever runs first when the process resumes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import asyncio
 import time
 
 import pytest
+from telethon.tl import functions
 
-from resilient_tg import ConnectionState, ResilientClient, StateReason
+from resilient_tg import ConnectionState, ResilientClient, StateReason, _compat
+from resilient_tg._lease import LeaseKeeper
 from resilient_tg.stores import MemoryStore, SessionData
 from resilient_tg.stores._base import Lease
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
 from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT, running
-from .conftest import wait_until
+from .conftest import telethon_client, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -158,3 +161,119 @@ async def test_a_healthy_store_keeps_the_lease_and_the_link(
         assert lease is not None
         assert lease.ours
         assert lease.expires_at > first_expiry
+
+
+async def test_check_drops_a_lease_past_its_time_before_the_overdue_timer_runs() -> None:
+    """After a pause (here the event loop blocked past the lease) the expiry timer is
+    overdue but has not run; the first check() drops the lease at once, reports the loss
+    once, and the overdue timer adds nothing."""
+    lost: list[str] = []
+    keeper = LeaseKeeper(
+        MemoryStore(), "holder-a", 0.6, on_waiting=lambda holder: None, on_lost=lost.append
+    )
+    await keeper.acquire()
+    assert keeper.check()
+    assert keeper.lease is not None
+    pause = keeper.lease.expires_at - keeper.margin - time.time() + 0.05
+    time.sleep(pause)  # noqa: ASYNC251 - the blocked loop is the point: no timer runs
+    assert lost == []
+    assert not keeper.check()
+    assert (keeper.lease, keeper.lost, keeper.losses) == (None, True, 1)
+    assert len(lost) == 1
+    assert lost[0].startswith("not renewed in time")
+    await asyncio.sleep(0.05)  # the overdue timer was cancelled with the lease
+    assert len(lost) == 1
+    assert not keeper.check()
+    # Taken again, as the client's recovery does: usable once resumed.
+    await keeper.acquire(announce=False)
+    assert not keeper.check()
+    keeper.resume()
+    assert keeper.check()
+    assert keeper.losses == 1
+    await keeper.release()
+
+
+async def test_a_request_after_a_pause_past_the_lease_waits_for_the_lease(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """The loop is blocked past the lease (shorter than the server's ping deadline, so
+    the old link is still open), then a request is made at once: it runs before the
+    overdue expiry timer, and is not handed to the old link but sent after the lease
+    was taken again and the link rebuilt."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    data = SessionData(
+        dc_id=mtproto_server.dc_id,
+        server_address=mtproto_server.host,
+        port=mtproto_server.port,
+        auth_key=key,
+    )
+    store = SharedLease(data, "alice-paused")
+    async with running(store, mtproto_server, lease_ttl=0.6) as (client, rec):
+        await client.wait_connected(10)
+        lease = client.health().lease
+        assert lease is not None
+        # Past the point where the lease is dropped, not yet at the server's ping deadline.
+        pause = lease.expires_at - client.lease_ttl / 6 - time.time() + 0.05
+        assert pause < FAST_KEEPALIVE.disconnect_delay
+        time.sleep(pause)  # noqa: ASYNC251 - the blocked loop is the point
+        request = asyncio.ensure_future(client.telegram(functions.help.GetNearestDcRequest()))
+        await asyncio.wait_for(request, 10)
+        lost = next(c for c in rec.changes if c.new is S.WAITING_LEASE)
+        assert "lease lost" in lost.detail
+        reconnect = next(c for c in rec.changes if c.new is S.CONNECTING and c.at > lost.at)
+        sent = [r for r in mtproto_server.requests if r.method == "help.getNearestDc"]
+        assert len(sent) == 1
+        assert sent[0].at > reconnect.at
+
+
+async def test_a_lease_lost_while_the_first_connect_retries_does_not_stall_the_client(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    """The first connect of a cycle runs in the client's own task, which the lease
+    recovery's disconnect() does not cancel: on a loss it must end, and the next cycle
+    connect once the lease is back (it used to stall, or crash inside Telethon)."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    data = SessionData(
+        dc_id=mtproto_server.dc_id,
+        server_address=mtproto_server.host,
+        port=fault_proxy.port,
+        auth_key=key,
+    )
+    store = Partitioned(data, "alice-first-connect")
+    fault_proxy.refuse(60.0)
+    async with running(store, mtproto_server, lease_ttl=1.5) as (client, rec):
+        await rec.until(lambda: rec.states().count(S.RECONNECTING) >= 2)
+        store.cut = True  # renewals hang: the lease is dropped while the connect retries
+        await rec.state(S.WAITING_LEASE)
+        store.cut = False
+
+        def leased() -> bool:
+            lease = client.health().lease
+            return lease is not None and lease.ours
+
+        await wait_until(leased)
+        fault_proxy.heal()
+        await client.wait_connected(10)
+        assert mtproto_server.max_links_per_key() == 1
+
+
+async def test_a_reconnect_cancelled_before_it_starts_leaves_no_dead_sender(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """Telethon marks its sender reconnecting when a link breaks and only the reconnect
+    task clears the mark; the lease recovery's disconnect() can cancel that task before
+    it runs. `_compat.clear_stale_reconnect` clears the stale mark before our next
+    connect, or that link's send and receive loops would end at once."""
+    async with telethon_client(mtproto_server) as client:
+        await client(functions.help.GetConfigRequest())
+        sender = client._sender
+        sender._start_reconnect(None)  # what its loops do when the link breaks
+        await _compat.drop_link(client)  # the sender's disconnect(), before the task ran
+        assert sender._reconnecting  # Telethon 1.45 leaves it set
+        assert _compat.clear_stale_reconnect(client)
+        assert not _compat.clear_stale_reconnect(client)
+        await asyncio.wait_for(client.connect(), 5)  # its initConnection is answered
+        config = await asyncio.wait_for(client(functions.help.GetConfigRequest()), 5)
+        assert config.dc_options

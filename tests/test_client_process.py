@@ -7,6 +7,7 @@ import collections
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,9 +17,14 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import Process
+from telethon.crypto import AuthKey
 
-from resilient_tg.stores import FileStore, SessionData
+from resilient_tg import ConnectionState, ResilientClient
+from resilient_tg.stores import FileStore, SessionData, open_store
 from resilient_tg.testing import MTProtoTestServer, TestUser
+
+from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT
+from .conftest import STEP_TIMEOUT, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -64,6 +70,10 @@ class Worker:
 
     def states(self) -> list[str]:
         return [parts[1] for _, parts in self.lines if parts[0] == "STATE"]
+
+    def packed(self, lease: str) -> list[str]:
+        """The messages Telethon took to send while the lease was ``held`` or "unheld"."""
+        return [parts[2] for _, parts in self.lines if parts[0] == "PACKED" and parts[1] == lease]
 
 
 async def start_worker(
@@ -174,3 +184,124 @@ async def test_rolling_deploy_hands_the_session_over_and_loses_nothing(
     assert {t: received[t] for t in sent} == dict.fromkeys(sent, 1)  # all, and once
     assert new.messages(), "the new process received nothing"
     assert old.messages(), "the old process received nothing"
+
+
+def _database_idle(path: Path) -> bool:
+    """Whether no process holds SQLite's write lock on ``path`` now (every SQLStore
+    transaction takes it at BEGIN): a process stopped inside one would keep others out."""
+    db = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+    return True
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether the kernel has stopped ``pid`` yet (a signal is delivered asynchronously);
+    True where there is no procfs to ask."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+async def _stop_between_transactions(worker: Worker, database: Path) -> None:
+    """SIGSTOP ``worker`` at a moment it holds no transaction open."""
+    while True:
+        worker.process.send_signal(signal.SIGSTOP)
+        await wait_until(lambda: _is_stopped(worker.process.pid), 5)
+        if _database_idle(database):
+            return
+        worker.process.send_signal(signal.SIGCONT)
+        await anyio.sleep(0.02)  # let it commit, then try again
+
+
+async def test_a_worker_paused_past_its_lease_drops_it_before_touching_a_link(
+    mtproto_server: MTProtoTestServer, tmp_path: Path, task_group: anyio.abc.TaskGroup
+) -> None:
+    """SIGSTOP a connected worker until its lease expires and another holder connects with
+    the same key, then SIGCONT it: it reports the lease lost and opens no link (no TCP
+    connect, nothing sent with the key) while the other holds the lease; the server never
+    sees the key on two links at once."""
+    ttl = 3.0
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    key = mtproto_server.issue_auth_key(alice.id)
+    key_id = AuthKey(key).key_id
+    database = tmp_path / "sessions.db"
+    url = f"sqlite:///{database}?name=alice"
+    async with open_store(url) as store:
+        await store.save(
+            SessionData(
+                dc_id=mtproto_server.dc_id,
+                server_address=mtproto_server.host,
+                port=mtproto_server.port,
+                auth_key=key,
+            )
+        )
+    worker = await start_worker(
+        task_group,
+        mtproto_server,
+        tmp_path / "unused.session",
+        store_url=url,
+        lease_ttl=ttl,
+        holder="paused-worker",
+        watch_lease=True,
+    )
+    await worker.wait_for("READY")
+    assert mtproto_server.open_links(key_id) == 1
+    async with open_store(url) as store:
+        held = await store.current_lease()
+    assert held is not None
+    assert held.holder == "paused-worker"
+    paused_token = held.token
+
+    await _stop_between_transactions(worker, database)
+    try:
+        # Its link sent no ping since: the server drops it (ping_delay_disconnect).
+        await wait_until(lambda: mtproto_server.open_links(key_id) == 0)
+        second = ResilientClient(
+            url,
+            mtproto_server.api_id,
+            mtproto_server.api_hash,
+            keepalive=FAST_KEEPALIVE,
+            reconnect=FAST_RECONNECT,
+            lease_ttl=ttl,
+            holder="second-holder",
+        )
+        async with second:  # taken once the paused worker's lease expired
+            await second.wait_connected(STEP_TIMEOUT)
+            async with open_store(url) as store:
+                taken = await store.current_lease()
+            assert taken is not None
+            assert taken.holder == "second-holder"
+            assert taken.token > paused_token  # taken over: the pause outlasted the lease
+            assert mtproto_server.open_links(key_id) == 1
+            links = mtproto_server.links_total
+            seen = len(worker.states())
+            worker.process.send_signal(signal.SIGCONT)
+            lost = await worker.wait_for("STATE", "waiting_lease")
+            assert lost[2].startswith("lease lost"), lost
+            # It has tried to take the lease back and was told who holds it.
+            await worker.wait_for("LEASE", "second-holder")
+            assert mtproto_server.links_total == links, "the resumed worker opened a link"
+            assert mtproto_server.open_links(key_id) == 1
+            assert second.state is ConnectionState.CONNECTED
+            assert "connecting" not in worker.states()[seen:]
+            # Nothing was handed to its old link either (not even a keepalive ping).
+            assert worker.packed("unheld") == []
+        # Released: the worker takes the lease back and connects again.
+        await worker.until(lambda: worker.states().count("connected") >= 2)
+        assert mtproto_server.open_links(key_id) == 1
+        assert mtproto_server.max_links_per_key() == 1
+        assert worker.packed("unheld") == []
+        assert "PingDelayDisconnectRequest" in worker.packed("held")  # the trace works
+        assert await stop(worker) == 0
+    finally:
+        if worker.process.returncode is None:  # failed midway (maybe stopped): end it
+            worker.process.kill()
+            await worker.process.wait()

@@ -220,11 +220,6 @@ class ResilientClient:
         # Set while the current link carries requests (the keepalive pings then).
         self._carrying = Flag()
         self._link = LinkSupervisor(self)
-        # Timers: entries in the process's scheduler (see _scheduler.py), no tasks.
-        self._keepalive = Keepalive(self.keepalive_policy, self._record_pong, self._link.silent)
-        self._upkeep = Upkeep(self)
-        self._health = HealthTracker()
-
         # Lease (see _lease.py; what a loss does is in _upkeep.py).
         self._leases = LeaseKeeper(
             self._store,
@@ -233,6 +228,13 @@ class ResilientClient:
             on_waiting=self._on_lease_waiting,  # bound methods: smaller than partials
             on_lost=self._on_lease_lost,
         )
+        # Timers: entries in the process's scheduler (see _scheduler.py), no tasks. No
+        # ping goes out once the lease is past its time (LeaseKeeper.check).
+        self._keepalive = Keepalive(
+            self.keepalive_policy, self._record_pong, self._link.silent, self._leases.check
+        )
+        self._upkeep = Upkeep(self)
+        self._health = HealthTracker()
 
     # Public API -------------------------------------------------------------------
 

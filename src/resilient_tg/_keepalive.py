@@ -39,6 +39,9 @@ log = logging.getLogger("resilient_tg.keepalive")
 PongListener = Callable[[float], None]
 #: Called when the link is found dead: seconds of silence, and whether it ever answered.
 SilenceListener = Callable[[float, bool], None]
+#: Asked before each ping: whether the link may still be used (the session lease is held;
+#: `LeaseKeeper.check`). False: no ping, the owner is taking the link down.
+Fence = Callable[[], bool]
 
 
 class Keepalive:
@@ -47,6 +50,7 @@ class Keepalive:
     __slots__ = (
         "_deadline",
         "_extended",
+        "_fence",
         "_future",
         "_last_pong",
         "_link",
@@ -68,11 +72,13 @@ class Keepalive:
         policy: KeepalivePolicy,
         on_pong: PongListener,
         on_silent: SilenceListener,
+        fence: Fence,
     ) -> None:
         self._scheduler: Scheduler  # the running loop's, from start() on
         self.policy = policy
         self._on_pong = on_pong
         self._on_silent = on_silent
+        self._fence = fence
         self._telegram: Any = None
         self._link = 0  # bumped for every link: callbacks of an older one are ignored
         self._next: Timer | None = None
@@ -120,6 +126,10 @@ class Keepalive:
         if link != self._link:
             return
         self._next = None
+        if not self._fence():
+            # The lease is gone (maybe found so just now, after a pause): the owner drops
+            # the link, and pings the next one when it carries requests (start()).
+            return
         ping = functions.PingDelayDisconnectRequest(
             ping_id=secrets.randbits(63), disconnect_delay=self.policy.disconnect_delay
         )

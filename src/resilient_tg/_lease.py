@@ -6,13 +6,21 @@ is doing (a renewal that hangs on a partitioned database is cancelled), so the l
 closed strictly before another holder can take the lease. The keeper does no link work
 itself: it reports to its owner through two callbacks, ``on_waiting(holder)`` (another
 live holder has the lease) and ``on_lost(why)`` (drop the link now; called inside the
-event loop's timer or the renewal, must not block).
+event loop's timer, the renewal or `LeaseKeeper.check`, must not block).
+
+The timer alone is not enough: after a pause (SIGSTOP, a VM or laptop suspend, a loop
+blocked past the lease) the loop may run socket callbacks, other timers and tasks before
+the overdue timer, and under a suspend the loop's monotonic clock stood still, so the
+timer is not even due. So every step about to use the link (a connect attempt, a link
+that came up, a keepalive ping, a request handed to Telethon) first calls `check`,
+which reads the wall clock that ``expires_at`` is on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -50,12 +58,17 @@ class LeaseKeeper:
         #: is due then, and the holder that takes over only can once the lease expired.
         self.margin = ttl / 6
         self.lease: Lease | None = None
+        #: Wall-clock time at which the lease is dropped (``expires_at - margin``; inf
+        #: while none is held): what `check` compares with.
+        self._drop_at = math.inf
         #: Another holder's lease, while we wait for it.
         self.foreign: LeaseInfo | None = None
         #: Set while we hold the lease; a new Flag after each loss (waiters wait anew).
         self.held = Flag()
         #: True from a loss until the lease is taken again.
         self.lost = False
+        #: Losses so far: a step begun under one count must not touch a link under another.
+        self.losses = 0
         self._timer: asyncio.TimerHandle | None = None
         self._renewing: anyio.CancelScope | None = None
         self._closed = False
@@ -121,6 +134,15 @@ class LeaseKeeper:
         self.lease = lease
         self._arm()
 
+    def check(self) -> bool:
+        """Whether the link may be used now: False once the lease is lost. A held lease
+        past ``expires_at - margin`` by the wall clock is dropped here and now (as by the
+        expiry timer, which may run late after a pause). One time.time() and a compare:
+        it guards every ping, request and connect attempt."""
+        if time.time() >= self._drop_at:
+            self._drop_expired()  # cancels the overdue timer too
+        return not self.lost
+
     def resume(self) -> None:
         """The lease is held again and the owner is ready: the link may come back."""
         if self.lease is None:
@@ -140,6 +162,7 @@ class LeaseKeeper:
         if self.lost:
             return
         self.lost = True
+        self.losses += 1
         self.held = Flag()
         self._on_lost(why)
 
@@ -169,17 +192,24 @@ class LeaseKeeper:
         """(Re)start the timer that drops the lease ``margin`` before it expires."""
         self._disarm()
         assert self.lease is not None
-        # expires_at is wall-clock (the store's); the timer runs on the loop's clock.
-        delay = self.lease.expires_at - self.margin - time.time()
+        # expires_at is wall-clock (the store's); the timer runs on the loop's clock, so
+        # `check` compares the wall clock too.
+        self._drop_at = self.lease.expires_at - self.margin
+        delay = self._drop_at - time.time()
         self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._expire)
 
     def _disarm(self) -> None:
+        self._drop_at = math.inf
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _expire(self) -> None:
+        """The expiry timer's callback (it ran: nothing left to cancel)."""
         self._timer = None
+        self._drop_expired()
+
+    def _drop_expired(self) -> None:
         self.drop(
             f"not renewed in time; given up {self.margin:.1f}s before it expires, "
             "so that no other holder overlaps"

@@ -43,6 +43,8 @@ class Link:
         "cheap",
         "conn",
         "connected_since",
+        "connecting",
+        "cycle_losses",
         "failures",
         "first_attempt",
         "gave_up",
@@ -70,6 +72,10 @@ class Link:
         self.outage_started: float | None = None
         self.connected_since: float | None = None
         self.first_attempt = True
+        # The task running our own telegram.connect() (None outside it), and how many
+        # lease losses there were when this connect cycle began (see LinkSupervisor).
+        self.connecting: asyncio.Task[Any] | None = None
+        self.cycle_losses = 0
         # Set when telegram.connect() has returned in this connect cycle.
         self.sender_ready = Flag()
         self.post_connect: asyncio.Task[None] | None = None

@@ -52,8 +52,8 @@ async def run_post_connect(link: LinkView, client: ClientCore, conn: Any, genera
     started = link.attempt_started or time.monotonic()
     try:
         await _until_ready(link, conn, timeout)
-        if generation != client._generation:
-            return
+        if generation != client._generation or not client._leases.check():
+            return  # (a lease lost meanwhile takes the link down)
         link.carry(True)
         state = await _probe(link, client, telegram, timeout)
         if state is None:

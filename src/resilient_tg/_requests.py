@@ -173,9 +173,11 @@ async def call(client: ClientCore, request: Any, ordered: bool) -> Any:
     server_error: BaseException | None = None  # the last transient RPC error
     while True:
         raise_if_final(client, request, sent_before)
-        if not _compat.sender_user_connected(telegram) and not await _wait_user_connected(
-            client, deadline
-        ):
+        # Nothing is handed to Telethon once the lease is past its time (a pause may have
+        # outlasted it, its timer not run yet): it waits for the link after the recovery.
+        if not (
+            client._leases.check() and _compat.sender_user_connected(telegram)
+        ) and not await _wait_user_connected(client, deadline):
             raise _ending(client, telegram, request, sent_before, server_error)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -346,12 +348,13 @@ def _ending(
 
 
 async def _wait_user_connected(client: ClientCore, deadline: float) -> bool:
-    """Wait until Telethon's sender is user-connected; False if ``deadline`` passes."""
+    """Wait until Telethon's sender is user-connected under a held lease; False if
+    ``deadline`` passes."""
     telegram = client._telegram
     assert telegram is not None
     client._waiting_for_sender += 1
     try:
-        while not _compat.sender_user_connected(telegram):
+        while not (client._leases.check() and _compat.sender_user_connected(telegram)):
             raise_if_final(client)
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -44,6 +44,13 @@ __all__ = ["CHEAP", "COSTLY", "LOST", "LinkSupervisor"]
 log = logging.getLogger("resilient_tg.client")
 
 
+class _CycleAbandoned(Exception):
+    """Raised inside our own ``telegram.connect()`` when the lease was lost since the
+    connect cycle began: Telethon does not retry it (not an OSError), `_connect` ends the
+    cycle, and the next one waits for the lease. (The lease recovery's ``disconnect()``
+    cancels Telethon's reconnect task, but not a connect() our task is running.)"""
+
+
 def _our_cancellation() -> bool:
     """Whether the running task was cancelled by someone (not a future Telethon cancelled
     under it); always True where Python cannot tell (3.10)."""
@@ -65,11 +72,28 @@ class LinkSupervisor(Link):
         telegram = self._client._telegram
         return telegram is not None and _compat.main_connection(telegram) is conn
 
+    def _lease_gone(self) -> bool:
+        """Whether the lease was lost since this connect cycle began (even if it is held
+        again): its attempts must not touch a link. `LeaseKeeper.check`, not ``lost``:
+        after a pause the lease may be past its expiry before its timer ran."""
+        leases = self._client._leases
+        return not leases.check() or leases.losses != self.cycle_losses
+
+    async def _abandon(self) -> None:
+        """Leave this attempt after a lease loss; never returns. Our own connect cycle
+        ends (see `_CycleAbandoned`); Telethon's reconnect task waits here until the lease
+        recovery's ``disconnect()`` cancels it."""
+        if asyncio.current_task() is self.connecting:
+            raise _CycleAbandoned
+        await asyncio.Event().wait()
+
     async def before_attempt(self, conn: Any) -> None:
         client = self._client
         while True:
-            if client._closing or self.gave_up or client._leases.lost or client._state.terminal:
+            if client._closing or self.gave_up or client._state.terminal:
                 await asyncio.Event().wait()  # cancelled by disconnect()
+            if self._lease_gone():
+                await self._abandon()
             if self.first_attempt:
                 self.first_attempt = False
                 self.attempt = 0
@@ -89,7 +113,7 @@ class LinkSupervisor(Link):
             await scheduler.sleep(self.next_attempt_at - time.monotonic())
             # Spread a herd: clients of this process that lost their links together.
             await scheduler.admit(self)
-            if client._closing or client._leases.lost:
+            if client._closing or self._lease_gone():
                 continue
             elapsed = time.monotonic() - (self.outage_started or time.monotonic())
             if client.reconnect_policy.gives_up(self.attempt, elapsed):
@@ -113,6 +137,8 @@ class LinkSupervisor(Link):
             with anyio.move_on_after(client.reconnect_policy.connect_timeout):
                 await client._callbacks.drain()
             break
+        if self._lease_gone():  # lost while waiting for our place or the callbacks
+            await self._abandon()
         self.attempt_started = time.monotonic()
         self.conn = conn
 
@@ -124,6 +150,17 @@ class LinkSupervisor(Link):
 
     def transport_up(self, conn: Any) -> None:
         client = self._client
+        if self._lease_gone():
+            # The TCP connect ended after the lease was lost (e.g. across a SIGSTOP past
+            # it): close the link before one byte goes out with the key. Raised into the
+            # connect: ours ends its cycle; Telethon's reconnect task takes the OSError
+            # as a failed attempt and waits in before_attempt until the recovery ends it.
+            aborted = LinkAborted(StateReason.LEASE, "the session lease was lost", quiet=True)
+            conn.abort(aborted)
+            self.conn = None  # not a link of ours: its end reports nothing
+            if asyncio.current_task() is self.connecting:
+                raise _CycleAbandoned
+            raise aborted
         if client._telegram is not None:
             _compat.start_link(client._telegram, conn)  # nothing stale goes out on it
         self.conn = conn
@@ -202,6 +239,7 @@ class LinkSupervisor(Link):
             await client._leases.held.wait()
             if self._stopping():
                 return
+            self.cycle_losses = client._leases.losses
             self.sender_ready.clear()
             self.carry(False)
             self.switching = False  # a switch's old link is closed by now: links report again
@@ -228,8 +266,13 @@ class LinkSupervisor(Link):
     async def _connect(self, telegram: Telegram) -> str:
         """telegram.connect(): "up", "again" or "stop"."""
         client = self._client
+        self.connecting = asyncio.current_task()  # our connect(), not Telethon's reconnect
+        if _compat.clear_stale_reconnect(telegram):
+            log.debug("cleared Telethon's reconnect flag left by a cancelled reconnect")
         try:
             await telegram.connect()
+        except _CycleAbandoned:
+            return "stop" if self._stopping() else "again"
         except asyncio.CancelledError:
             if _our_cancellation():
                 raise
@@ -249,6 +292,8 @@ class LinkSupervisor(Link):
             return await self._connect_answered(telegram, exc)
         except CONNECT_FAILURES as exc:  # the peer's bytes are not MTProto, or it hung up
             return await self._connect_failed(telegram, explain_failure(self.conn, exc))
+        finally:
+            self.connecting = None
         self.sender_ready.set()
         return "up"
 

@@ -68,6 +68,12 @@ def _request_internals(client: Any) -> list[tuple[str, bool]]:
         ("MTProtoSender._send_queue._deque", hasattr(packer, "_deque")),
         ("MTProtoSender._pending_state", isinstance(getattr(sender, "_pending_state", None), dict)),
         ("MTProtoSender._connection", hasattr(sender, "_connection")),
+        (
+            "MTProtoSender._reconnecting/_reconnect_task/_user_connected",
+            all(
+                hasattr(sender, a) for a in ("_reconnecting", "_reconnect_task", "_user_connected")
+            ),
+        ),
         ("RequestState.msg_id/request/future", {"msg_id", "request", "future"} <= slots),
         *_connection_internals(),
     ]

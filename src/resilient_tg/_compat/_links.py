@@ -172,6 +172,21 @@ def start_link(client: Any, conn: Any) -> None:
         del pending[msg_id]
 
 
+def clear_stale_reconnect(client: Any) -> bool:
+    """Before a connect() of ours: clear the sender's ``_reconnecting`` flag if no
+    reconnect task of Telethon's is alive to clear it. Telethon sets it when a link
+    breaks and only its reconnect task resets it; a task cancelled before its first step
+    (a disconnect() right after the break, as the lease recovery does) leaves it set, and
+    then every later link's send and receive loops end at once: nothing is sent or read.
+    True if it was stale."""
+    sender = client._sender
+    task = sender._reconnect_task
+    if not sender._reconnecting or sender._user_connected or (task and not task.done()):
+        return False
+    sender._reconnecting = False
+    return True
+
+
 async def drop_link(client: Any) -> None:
     """Close the sender's link and its loops, without TelegramClient.disconnect()'s session
     close and state write: for a connect() that failed with the link still open."""
