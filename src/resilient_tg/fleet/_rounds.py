@@ -360,8 +360,7 @@ class Rounds:
                 "the session is not logged in; log it in with "
                 f"'resilient-tg fleet add {account.name}'"
             )
-            account.stop(why, lost=True)
-            fleet.group.start_soon(self._park, account.name, AccountStatus.PENDING, why)
+            fleet.group.start_soon(self._park, account, AccountStatus.PENDING, why, why)
             return
         if new is ConnectionState.WAITING_LEASE:
             account.stop(f"lease lost: {change.detail}", lost=True)
@@ -371,8 +370,8 @@ class Rounds:
                 if new is ConnectionState.AUTH_LOST
                 else AccountStatus.REJECTED
             )
-            account.stop(f"{new.value}: {change.detail}", lost=True)
-            fleet.group.start_soon(self._park, account.name, status, change.detail)
+            why = f"{new.value}: {change.detail}"
+            fleet.group.start_soon(self._park, account, status, change.detail, why)
         elif new is ConnectionState.GAVE_UP:
             account.stop(f"gave up: {change.detail}", lost=True)
 
@@ -382,12 +381,19 @@ class Rounds:
         except Exception as exc:  # noqa: BLE001 - the mark goes stale by itself
             log.warning("could not clear the handover mark of %s: %s", name, exc)
 
-    async def _park(self, name: str, status: AccountStatus, reason: str) -> None:
+    async def _park(self, account: Account, status: AccountStatus, reason: str, why: str) -> None:
+        """Write the account's status first, then stop it: its lease is released only
+        once no worker would claim it again (else another worker could take it in the
+        gap and meet the same refusal)."""
+        name = account.name
         try:
-            await self.fleet.db.set_status(name, status, reason)
+            with anyio.fail_after(self.fleet.lease_ttl / 3):
+                await self.fleet.db.set_status(name, status, reason)
             log.warning("account %s parked as %s: %s", name, status.value, reason)
         except Exception as exc:  # noqa: BLE001 - logged; another worker will see it too
             log.warning("could not park account %s as %s: %s", name, status.value, exc)
+        finally:
+            account.stop(why, lost=True)
 
     def attach_handler(
         self, name: str, client: ResilientClient, callback: Callable[..., Any], event: Any
