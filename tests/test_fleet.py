@@ -231,3 +231,39 @@ async def test_sqlite_is_refused_when_workers_run_on_two_hosts(
         async with make_fleet(mtproto_server, url, prefix):
             pass
     await elsewhere.base_store.aclose()
+
+
+async def test_metrics_show_the_worker_its_accounts_and_each_accounts_client(
+    mtproto_server: MTProtoTestServer, fleet_db: tuple[str, str]
+) -> None:
+    import prometheus_client
+
+    from resilient_tg.metrics import instrument_fleet
+
+    url, prefix = fleet_db
+    await seed_accounts(mtproto_server, url, prefix, 2)
+    registry = prometheus_client.CollectorRegistry()
+    fleet = make_fleet(mtproto_server, url, prefix, worker_id="metrics-worker")
+    instrument_fleet(fleet, registry)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    async with fleet:
+        await wait_until(lambda: len(connected(fleet)) == 2, LIMIT)
+        await wait_until(lambda: value("resilient_tg_connected", client="acct-001") == 1.0, LIMIT)
+        assert value("resilient_tg_fleet_accounts", worker="metrics-worker") == 2.0
+        assert value("resilient_tg_fleet_healthy", worker="metrics-worker") == 1.0
+        assert value("resilient_tg_fleet_total_accounts", worker="metrics-worker") == 2.0
+        assert (
+            value(
+                "resilient_tg_fleet_accounts_by_state", worker="metrics-worker", state="connected"
+            )
+            == 2.0
+        )
+        assert (
+            value("resilient_tg_fleet_events_total", worker="metrics-worker", kind="claimed") == 2.0
+        )
+    # Drained: both released, and their client series are gone.
+    assert value("resilient_tg_fleet_events_total", worker="metrics-worker", kind="released") == 2.0
+    assert value("resilient_tg_connected", client="acct-000") is None

@@ -20,6 +20,9 @@ namespace ``resilient_tg``:
 
 Gauges are read from ``client.health()`` at scrape time (no I/O); counters and
 histograms are fed by the client as events happen. Labels hold no secrets.
+
+A fleet worker: ``instrument_fleet(fleet, registry)`` (see its docstring) adds the
+worker's gauges and event counts, and every account's client series.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ from ._state import ConnectionState, StateChange
 
 if TYPE_CHECKING:
     from ._client import ResilientClient
+    from .fleet import Fleet, FleetEvent
 
-__all__ = ["ClientMetrics", "instrument"]
+__all__ = ["ClientMetrics", "instrument", "instrument_fleet"]
 
 RTT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SAVE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -233,3 +237,107 @@ _LOCK = threading.RLock()
 _FAMILIES: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, _Family]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def instrument_fleet(
+    fleet: Fleet,
+    registry: CollectorRegistry | None = None,
+    *,
+    namespace: str = "resilient_tg",
+    per_account: bool = True,
+) -> None:
+    """Register a fleet worker's metrics on ``registry`` (call before entering the fleet).
+
+    Gauges, read from ``fleet.health()`` at scrape time, labelled ``worker``:
+    ``{ns}_fleet_healthy``, ``{ns}_fleet_accounts`` (this worker's),
+    ``{ns}_fleet_accounts_by_state{state}``, ``{ns}_fleet_target`` (its fair share),
+    ``{ns}_fleet_live_workers`` and ``{ns}_fleet_total_accounts`` (active accounts in the
+    database); and the counter ``{ns}_fleet_events_total{kind}`` (claimed, connected,
+    disconnected, released, lost). With ``per_account``, every account this worker runs
+    also gets the client series of `instrument`, labelled ``client=<account name>``,
+    removed again when the account leaves this worker.
+    """
+    target = REGISTRY if registry is None else registry
+    worker = fleet.worker_id
+    events = Counter(
+        "fleet_events",
+        "Fleet events of this worker's accounts, by kind.",
+        ("worker", "kind"),
+        namespace=namespace,
+        registry=target,
+    )
+    target.register(_FleetCollector(fleet, namespace))
+    accounts: dict[str, ClientMetrics] = {}
+
+    def count(event: FleetEvent) -> None:
+        events.labels(worker=worker, kind=event.kind).inc()
+        if not per_account:
+            return
+        if event.kind == "claimed":
+            client = fleet.accounts.get(event.account)
+            if client is not None and event.account not in accounts:
+                accounts[event.account] = instrument(
+                    client, target, namespace=namespace, name=event.account
+                )
+        elif event.kind in ("released", "lost"):
+            metrics = accounts.pop(event.account, None)
+            if metrics is not None:
+                metrics.remove()
+
+    for kind in ("claimed", "connected", "disconnected", "released", "lost"):
+        events.labels(worker=worker, kind=kind)  # zero, not missing, before the first
+        getattr(fleet, f"on_{kind}")(count)
+
+
+class _FleetCollector(Collector):
+    """Gauges computed from ``fleet.health()`` at scrape time."""
+
+    def __init__(self, fleet: Fleet, namespace: str) -> None:
+        self._fleet = fleet
+        self._ns = namespace
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        healthy, accounts, by_state, target, live, total = families
+        health = self._fleet.health()
+        label = [health.worker_id]
+        healthy.add_metric(label, 1.0 if health.healthy else 0.0)
+        accounts.add_metric(label, float(health.running))
+        for state, n in sorted(health.counts.items()):
+            by_state.add_metric([health.worker_id, state], float(n))
+        target.add_metric(label, float(health.target))
+        live.add_metric(label, float(health.live_workers))
+        total.add_metric(label, float(health.total_accounts))
+        return families
+
+    def _families(self) -> tuple[GaugeMetricFamily, ...]:
+        ns = self._ns
+        return (
+            GaugeMetricFamily(
+                f"{ns}_fleet_healthy",
+                "1 while this worker's claim rounds reach the database.",
+                labels=["worker"],
+            ),
+            GaugeMetricFamily(
+                f"{ns}_fleet_accounts", "Accounts this worker runs.", labels=["worker"]
+            ),
+            GaugeMetricFamily(
+                f"{ns}_fleet_accounts_by_state",
+                "This worker's accounts by connection state.",
+                labels=["worker", "state"],
+            ),
+            GaugeMetricFamily(f"{ns}_fleet_target", "This worker's fair share.", labels=["worker"]),
+            GaugeMetricFamily(
+                f"{ns}_fleet_live_workers",
+                "Live workers seen at the last claim round.",
+                labels=["worker"],
+            ),
+            GaugeMetricFamily(
+                f"{ns}_fleet_total_accounts",
+                "Active accounts in the fleet's database at the last claim round.",
+                labels=["worker"],
+            ),
+        )
