@@ -21,9 +21,8 @@ import anyio.abc
 import pytest
 
 from resilient_tg.fleet import FleetAdmin
-from resilient_tg.testing import FaultProxy, MTProtoTestServer, TestUser
+from resilient_tg.testing import FaultProxy, FleetHarness, MTProtoTestServer, TestUser
 
-from .fleetharness import FleetHarness
 from .fleettools import PG_URL, drop_fleet_tables, seed_accounts, unique_prefix
 
 pytestmark = pytest.mark.anyio

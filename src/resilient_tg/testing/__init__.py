@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._chat_control import TestChannel, TestGroup
     from ._files_control import FileInfo
+    from ._fleet_harness import FleetHarness, FleetProcess
     from ._key_links import KeyLinkCount
     from ._proxy import FaultProxy
     from ._server import ConnectionInfo, MTProtoTestServer, RequestRecord, TestBot, TestUser
@@ -29,6 +30,8 @@ __all__ = [
     "ConnectionInfo",
     "FaultProxy",
     "FileInfo",
+    "FleetHarness",
+    "FleetProcess",
     "KeyLinkCount",
     "MTProtoTestServer",
     "RequestRecord",
@@ -44,6 +47,8 @@ _WHERE = {
     "ConnectionInfo": "._server",
     "FaultProxy": "._proxy",
     "FileInfo": "._files_control",
+    "FleetHarness": "._fleet_harness",
+    "FleetProcess": "._fleet_harness",
     "KeyLinkCount": "._key_links",
     "MTProtoTestServer": "._server",
     "RequestRecord": "._server",

@@ -1,5 +1,14 @@
-"""Start, stop, pause and kill fleet worker processes (tests/fleet_worker.py), and follow
-what each one runs from the lines it prints."""
+"""FleetHarness: start, stop, pause and kill fleet worker processes, and follow what each
+one runs from the lines it prints.
+
+A worker is ``python -m resilient_tg.testing._fleet_worker``: one `Fleet` against the
+harness's database and test server that prints each fleet event and each incoming
+message as a JSON line (see that module). With `MTProtoTestServer.max_links_per_key`,
+a test proves that no auth key ever had two links open at once whatever the workers
+went through (kill -9, SIGSTOP, a database partition through a `FaultProxy`, a rolling
+restart). Set ``RESILIENT_TG_TEST_FLEET_LOGS=DIR`` to keep each worker's log in
+``DIR/<name>.log``.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +25,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from resilient_tg.testing import MTProtoTestServer
+from ._server import MTProtoTestServer
 
-WORKER = Path(__file__).with_name("fleet_worker.py")
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["FleetHarness", "FleetProcess"]
+
+#: The worker's module, run with ``python -m``.
+WORKER_MODULE = "resilient_tg.testing._fleet_worker"
 
 
 class FleetProcess:
@@ -56,7 +67,8 @@ class FleetProcess:
         return self.process.pid
 
     def signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
+        """Send ``signum`` (SIGSTOP, SIGCONT, SIGTERM...) to the worker."""
+        self.process.send_signal(signal.Signals(signum))
 
     def gone(self) -> None:
         """It was killed: it runs nothing any more."""
@@ -66,7 +78,16 @@ class FleetProcess:
 
 
 class FleetHarness:
-    """Worker processes of one fleet; ``changed`` wakes whoever waits on their lines."""
+    """Worker processes of one fleet, on ``url`` (tables ``prefix``) and ``server``.
+
+    The keyword arguments configure every worker (a start may override them):
+    ``keepalive`` as ``(interval, timeout)``, ``lease_ttl``, ``claim_interval``,
+    ``capacity``, ``max_moving``, ``drain_timeout``, ``log_level`` (the worker's log
+    goes to stderr). Workers are tasks of ``group``'s owner: `aclose` kills what is
+    left, and a worker also exits when the harness's process dies (its stdin closes).
+    `until` waits for a condition on what the workers printed; ``changed`` is set after
+    every line.
+    """
 
     def __init__(
         self,
@@ -95,15 +116,11 @@ class FleetHarness:
             **self.cfg,
             **extra,
         }
-        env = {
-            **os.environ,
-            "FLEET_WORKER_CONFIG": json.dumps(cfg),
-            "PYTHONPATH": str(ROOT / "src"),
-        }
+        env = {**os.environ, "FLEET_WORKER_CONFIG": json.dumps(cfg)}
         log_dir = os.environ.get("RESILIENT_TG_TEST_FLEET_LOGS")  # for debugging: a file each
         stderr: Any = None if not log_dir else open(Path(log_dir) / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230
         process = await anyio.open_process(
-            [sys.executable, str(WORKER)], env=env, stdin=-1, stdout=-1, stderr=stderr
+            [sys.executable, "-m", WORKER_MODULE], env=env, stdin=-1, stdout=-1, stderr=stderr
         )
         worker = FleetProcess(name, process)
         self.workers[name] = worker

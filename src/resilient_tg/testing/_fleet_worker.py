@@ -1,5 +1,7 @@
-"""A fleet worker process for multi-process tests: one Fleet that prints what happens,
-one JSON array per line, and drains on SIGTERM (run_until_signal).
+"""The fleet worker process of `FleetHarness` (``python -m
+resilient_tg.testing._fleet_worker``): one Fleet, configured by the JSON in
+``FLEET_WORKER_CONFIG``, that prints what happens, one JSON array per line, and drains
+on SIGTERM (run_until_signal).
 
 Lines: ["READY", worker_id], ["CLAIMED"|"CONNECTED"|"DISCONNECTED"|"RELEASED"|"LOST",
 account, detail], ["MSG", account, text], ["EXITED", worker_id].
@@ -17,9 +19,9 @@ from typing import Any
 
 from telethon import events
 
-from resilient_tg import KeepalivePolicy, ReconnectPolicy
-from resilient_tg.fleet import Fleet, FleetEvent
-from resilient_tg.testing import trust_test_server
+from .._policy import KeepalivePolicy, ReconnectPolicy
+from ..fleet import Fleet, FleetEvent
+from ._trust import trust_test_server
 
 
 def say(*parts: object) -> None:
@@ -46,7 +48,7 @@ async def main() -> int:
     cfg = json.loads(os.environ["FLEET_WORKER_CONFIG"])
     logging.basicConfig(level=cfg.get("log_level", "WARNING"), stream=sys.stderr)
     trust_test_server(cfg["pem"])
-    keepalive = cfg["keepalive"]
+    keepalive = cfg.get("keepalive", (5.0, 5.0))
     fleet = Fleet(
         cfg["url"],
         cfg["api_id"],
@@ -54,8 +56,8 @@ async def main() -> int:
         table_prefix=cfg["prefix"],
         worker_id=cfg["worker_id"],
         capacity=cfg.get("capacity"),
-        lease_ttl=cfg["lease_ttl"],
-        claim_interval=cfg["claim_interval"],
+        lease_ttl=cfg.get("lease_ttl", 30.0),
+        claim_interval=cfg.get("claim_interval", 5.0),
         max_moving=cfg.get("max_moving", 8),
         drain_timeout=cfg.get("drain_timeout", 20.0),
         keepalive=KeepalivePolicy(interval=keepalive[0], timeout=keepalive[1]),
