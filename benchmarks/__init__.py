@@ -24,6 +24,7 @@ _ORDER = (
     "soak",
     "fleet",
     "memory",
+    "workers",
 )
 
 

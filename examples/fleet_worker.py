@@ -155,17 +155,19 @@ async def demo() -> int:
             for _ in range(2)
         ]
         lines: list[str] = []
+        owner: dict[str, asyncio.subprocess.Process] = {}  # worker id -> its process
 
         async def pump(process: asyncio.subprocess.Process) -> None:
             assert process.stdout is not None
             async for raw in process.stdout:
                 line = raw.decode().rstrip()
+                owner.setdefault(line.partition(": ")[0], process)
                 lines.append(line)
                 print(f"  {line}")
 
         pumps = [asyncio.create_task(pump(w)) for w in workers]
 
-        async def connected() -> dict[str, str]:
+        def connected() -> dict[str, str]:
             where: dict[str, str] = {}
             for line in lines:
                 who, _, rest = line.partition(": ")
@@ -178,27 +180,36 @@ async def demo() -> int:
 
         async def until(predicate: Any, limit: float) -> None:
             deadline = time.monotonic() + limit
-            while not predicate(await connected()):
+            while not predicate(connected()):
                 if time.monotonic() > deadline:
                     raise TimeoutError("the demo did not get there in time")
                 await asyncio.sleep(0.1)
 
-        print("two workers share six accounts:")
-        await until(lambda c: len(c) == 6 and len(set(c.values())) == 2, 60)
-        victim = workers[0]
-        victim_id = next(v for v in (await connected()).values())
-        mine = sorted(a for a, w in (await connected()).items() if w == victim_id)
-        print(f"killing {victim_id} (SIGKILL) with {', '.join(mine)}:")
-        victim.send_signal(signal.SIGKILL)
-        await victim.wait()
-        killed = time.monotonic()
-        lines[:] = [line for line in lines if not line.startswith(victim_id)]
-        await until(lambda c: len(c) == 6 and set(c.values()) != {victim_id}, 60)
-        print(f"all six accounts connected on the survivor {time.monotonic() - killed:.1f}s later")
-        workers[1].send_signal(signal.SIGTERM)
-        await workers[1].wait()
-        for task in pumps:
-            task.cancel()
+        try:
+            print("two workers share six accounts:")
+            await until(lambda c: len(c) == 6 and len(set(c.values())) == 2, 60)
+            victim_id = sorted(set(connected().values()))[0]
+            victim = owner[victim_id]
+            survivor = next(w for w in workers if w is not victim)
+            mine = sorted(a for a, w in connected().items() if w == victim_id)
+            print(f"killing {victim_id} (SIGKILL) with {', '.join(mine)}:")
+            victim.send_signal(signal.SIGKILL)
+            await victim.wait()
+            killed = time.monotonic()
+            lines[:] = [line for line in lines if not line.startswith(victim_id)]
+            await until(lambda c: len(c) == 6 and victim_id not in c.values(), 60)
+            print(
+                f"all six accounts connected on the survivor {time.monotonic() - killed:.1f}s later"
+            )
+            survivor.send_signal(signal.SIGTERM)
+            await survivor.wait()
+        finally:
+            for worker in workers:
+                if worker.returncode is None:
+                    worker.kill()
+                    await worker.wait()
+            for task in pumps:
+                task.cancel()
         print("demo done: the killed worker's accounts moved")
     return 0
 
