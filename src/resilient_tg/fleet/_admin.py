@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .._errors import AccountExistsError, UnknownAccountError
 from ..stores import SessionData, SessionStore, SQLStore, encode
 from ..stores._encryption import Encryptor
+from ..stores._sql import sealing_key, session_encryptor
 from ..stores._sql_db import SQLDatabase
 from ..stores._sql_url import check_name
 from ._accounts import AccountSettings, AccountStatus, open_settings, seal_settings
@@ -80,7 +81,7 @@ class FleetAdmin:
         )
         self._fleet: FleetDatabase = fleet_database(self._store)
         self._database: SQLDatabase = self._fleet.database
-        self._key = self._store._key
+        self._key = sealing_key(self._store)
         self.worker_ttl = float(worker_ttl)
         self.table_prefix = self._store.table_prefix
         self._closed = False
@@ -441,7 +442,7 @@ class FleetAdmin:
 
     def _seal_session(self, name: str, data: SessionData) -> bytes:
         blob = encode(data)
-        encryptor = self._store.session(name)._encryptor  # the key bound to the name
+        encryptor = session_encryptor(self._key, name)  # the key bound to the name
         return blob if encryptor is None else encryptor.seal(blob)
 
     def _settings_encryptor(self, name: str) -> Encryptor | None:

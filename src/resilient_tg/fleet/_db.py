@@ -17,6 +17,7 @@ from sqlalchemy.dialects import sqlite as sa_sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..stores import SQLStore
+from ..stores._sql import shared_database
 from ..stores._sql_db import SQLDatabase
 from ._accounts import AccountStatus
 from ._plan import WorkerLoad
@@ -28,7 +29,7 @@ __all__ = ["AccountRow", "FleetDatabase", "FleetView", "WorkerRow", "fleet_datab
 def fleet_database(store: SQLStore) -> FleetDatabase:
     """The fleet's tables in the database of ``store`` (sharing its pool; the tables are
     created with SQLStore's on first use)."""
-    database = store._database
+    database = shared_database(store)
     tables = add_fleet_tables(database.tables)
     database.tables_added()
     return FleetDatabase(database, tables)

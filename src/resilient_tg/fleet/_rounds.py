@@ -28,6 +28,7 @@ from .._client import ResilientClient
 from .._errors import FleetError
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import Encryptor
+from ..stores._sql import sealing_key
 from ._accounts import AccountStatus, open_settings, proxy_for_telethon
 from ._core import FleetCore
 from ._db import FleetView
@@ -110,8 +111,7 @@ class Rounds:
         self._rng = random.Random()
         self._started_at = time.time()
         self._wake = anyio.Event()
-        key = fleet.base_store._key
-        self._key = key
+        self._key = sealing_key(fleet.base_store)
 
     # The loop -------------------------------------------------------------------------
 

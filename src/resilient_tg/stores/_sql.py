@@ -42,14 +42,12 @@ from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
 from ._base import Lease, SessionStore, _check_lease_args
 from ._data import SessionData, decode, encode
 from ._encryption import Encryptor, is_sealed, resolve_key
+from ._sql_batch import claim_in, renew_in
 from ._sql_db import RenewedLease, SQLDatabase
 from ._sql_schema import SCHEMA_VERSION, make_tables
 from ._sql_url import MAX_TEXT, check_name, read_options, target
 
-__all__ = ["SCHEMA_VERSION", "SQLStore"]
-
-# Names per statement of a batch renewal (bound parameters stay well under every limit).
-_BATCH = 500
+__all__ = ["SCHEMA_VERSION", "SQLStore", "sealing_key", "shared_database"]
 
 log = logging.getLogger("resilient_tg.stores")
 
@@ -113,7 +111,7 @@ class SQLStore(SessionStore):
 
         key = resolve_key(encryption_key, options.key_env)
         self._key = key
-        self._encryptor = _encryptor(key, name)
+        self._encryptor = session_encryptor(key, name)
         self._database = SQLDatabase(
             self._target,
             make_tables(table_prefix),
@@ -138,7 +136,7 @@ class SQLStore(SessionStore):
         twin.name = name
         twin._target = attrs.evolve(self._target, display=f"{self._database.display}#{name}")
         twin._display = twin._target.display
-        twin._encryptor = _encryptor(self._key, name)
+        twin._encryptor = session_encryptor(self._key, name)
         twin._fence = None
         twin._owns_database = False
         return twin
@@ -309,29 +307,9 @@ class SQLStore(SessionStore):
         wanted = list(dict.fromkeys(names))
         if not wanted:
             return {}
-        leases = self._leases
 
         async def op(conn: AsyncConnection) -> dict[str, Lease]:
-            now = await self._db_now(conn)
-            found: dict[str, int] = {}
-            for start in range(0, len(wanted), _BATCH):
-                chunk = wanted[start : start + _BATCH]
-                rows = await conn.execute(
-                    sa.select(leases.c.name, leases.c.token)
-                    .where(leases.c.holder == holder, leases.c.name.in_(chunk))
-                    .with_for_update()
-                )
-                found.update((str(name), int(token)) for name, token in rows)
-                await conn.execute(
-                    sa.update(leases)
-                    .where(leases.c.holder == holder, leases.c.name.in_(chunk))
-                    .values(expires_at=now + ttl)
-                )
-            expires = _local(now + ttl, now)
-            return {
-                name: Lease(holder=holder, expires_at=expires, token=token)
-                for name, token in found.items()
-            }
+            return await renew_in(conn, self._leases, holder, wanted, ttl)
 
         renewed = await self._run("renew the leases", op)
         at = time.monotonic()
@@ -359,41 +337,10 @@ class SQLStore(SessionStore):
         wanted = list(dict.fromkeys(names))
         if not wanted or limit <= 0:
             return {}
-        leases = self._leases
 
         async def op(conn: AsyncConnection) -> dict[str, Lease]:
-            now = await self._db_now(conn)
-            chosen: list[str] = []
-            for start in range(0, len(wanted), _BATCH):
-                chunk = wanted[start : start + _BATCH]
-                await conn.execute(self._ensure_lease_rows(conn, chunk))
-                rows = await conn.execute(
-                    sa.select(leases.c.name)
-                    .where(
-                        leases.c.name.in_(chunk),
-                        sa.or_(leases.c.holder == "", leases.c.expires_at <= now),
-                    )
-                    .with_for_update(skip_locked=True)
-                )
-                chosen += [str(name) for (name,) in rows]
-                if len(chosen) >= limit:
-                    break
-            chosen = chosen[:limit]
-            if not chosen:
-                return {}
-            await conn.execute(
-                sa.update(leases)
-                .where(leases.c.name.in_(chosen))
-                .values(holder=holder, expires_at=now + ttl, token=leases.c.token + 1)
-            )
-            tokens = await conn.execute(
-                sa.select(leases.c.name, leases.c.token).where(leases.c.name.in_(chosen))
-            )
-            expires = _local(now + ttl, now)
-            return {
-                str(name): Lease(holder=holder, expires_at=expires, token=int(token))
-                for name, token in tokens
-            }
+            await conn.execute(self._ensure_lease_rows(conn, wanted))
+            return await claim_in(conn, self._leases, holder, wanted, ttl, limit)
 
         claimed = await self._run("claim leases", op)
         at = time.monotonic()
@@ -505,7 +452,8 @@ def _check_holder(holder: str, ttl: float) -> None:
         raise ValueError(f"lease holder must be at most {MAX_TEXT} characters")
 
 
-def _encryptor(key: bytes | None, name: str) -> Encryptor | None:
+def session_encryptor(key: bytes | None, name: str) -> Encryptor | None:
+    """What seals the session ``name`` of a store with ``key`` (None without a key)."""
     # The key is bound to the session name, not to the host: a database restored
     # on another server (or reached by another host name) still decrypts.
     return None if key is None else Encryptor(key, context=f"resilient_tg.SQLStore#{name}")
@@ -514,3 +462,15 @@ def _encryptor(key: bytes | None, name: str) -> Encryptor | None:
 def _local(db_time: float, db_now: float) -> float:
     """A database timestamp on this machine's clock (time.time()), for Lease and errors."""
     return time.time() + (db_time - db_now)
+
+
+def shared_database(store: SQLStore) -> SQLDatabase:
+    """The database (pool, tables, batch-renewal cache) behind ``store`` and every store
+    made from it with `SQLStore.session`: what a fleet builds its own tables on."""
+    return store._database
+
+
+def sealing_key(store: SQLStore) -> bytes | None:
+    """The encryption key ``store`` seals with (None without one), for data of the same
+    database that must be sealed alike (a fleet's per-account settings). Never logged."""
+    return store._key
