@@ -42,7 +42,7 @@ from .._errors import LeaseLostError, SessionCorruptError, SessionInUseError
 from ._base import Lease, SessionStore, _check_lease_args
 from ._data import SessionData, decode, encode
 from ._encryption import Encryptor, is_sealed, resolve_key
-from ._sql_batch import claim_in, renew_in
+from ._sql_batch import BATCH, claim_in, renew_in
 from ._sql_db import RenewedLease, SQLDatabase
 from ._sql_schema import SCHEMA_VERSION, make_tables
 from ._sql_url import MAX_TEXT, check_name, read_options, target
@@ -339,7 +339,8 @@ class SQLStore(SessionStore):
             return {}
 
         async def op(conn: AsyncConnection) -> dict[str, Lease]:
-            await conn.execute(self._ensure_lease_rows(conn, wanted))
+            for start in range(0, len(wanted), BATCH):  # bound parameters stay bounded
+                await conn.execute(self._ensure_lease_rows(conn, wanted[start : start + BATCH]))
             return await claim_in(conn, self._leases, holder, wanted, ttl, limit)
 
         claimed = await self._run("claim leases", op)
