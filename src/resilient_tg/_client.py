@@ -34,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
@@ -58,6 +58,9 @@ from ._tasks import TaskSet
 from ._upkeep import Upkeep, on_lease_lost, on_lease_waiting
 from .stores import SessionStore, StoreSession, default_holder, open_store
 from .stores._messages import store_error_text
+
+if TYPE_CHECKING:
+    from .cache import MessageCache
 
 __all__ = ["ClientListener", "ResilientClient"]
 
@@ -132,6 +135,7 @@ class ResilientClient:
         "_telethon_kwargs",
         "_upkeep",
         "_waiting_for_sender",
+        "cache",
         "flood_sleep_threshold",
         "flush_interval",
         "holder",
@@ -213,6 +217,9 @@ class ResilientClient:
         self._exported_borrows: set[anyio.CancelScope] | None = None  # see _exported.py
         self._closing = False
         self._entered = False
+        #: The client's `resilient_tg.cache.MessageCache`, set by creating one for it
+        #: (before entering); None without one.
+        self.cache: MessageCache | None = None
 
         # The link: shared by the supervisor (which advances them), the keepalive and the
         # request gate. A new generation for every link that goes down.
@@ -364,6 +371,8 @@ class ResilientClient:
             self._session.hold_update_state()
             self._telegram = build_telegram(self, self._session)
             self._session.update_state_gate = partial(_compat.handlers_idle, self._telegram)
+            if self.cache is not None:
+                await self.cache._start()
             self._link.start()
             self._upkeep.start()
         except BaseException:

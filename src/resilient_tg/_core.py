@@ -91,6 +91,7 @@ class ClientCore(Protocol):
     _detail: str
     _state_changed: Flag
     _closing: bool
+    cache: Any  # the MessageCache, or None (see resilient_tg.cache)
     _generation: int  # a new one for every link that goes down
     _carrying: Flag  # set while the current link carries requests
     _waiting_for_sender: int  # requests waiting for the sender (the queue bound)

@@ -10,6 +10,8 @@
     ├── UnknownAccountError   no account of that name in the fleet's database (also a LookupError)
     ├── AccountExistsError    the fleet already has an account of that name (also a ValueError)
     ├── NotConnectedError     the request was never sent: no link in time, or the queue was full
+    ├── StaleCacheError       MessageCache: fresh data was asked for while the link is down
+    ├── CacheCorruptError     MessageCache: a cached entry cannot be read (wrong key, altered)
     ├── ResultLostError       the request took effect on the server but its answer was lost
     └── ResultUnknownError    sent, but not answered in time: it may or may not have taken effect
 
@@ -23,6 +25,7 @@ __all__ = [
     "AccountExistsError",
     "AppRejectedError",
     "AuthLostError",
+    "CacheCorruptError",
     "FleetError",
     "LeaseLostError",
     "NotConnectedError",
@@ -31,6 +34,7 @@ __all__ = [
     "ResultUnknownError",
     "SessionCorruptError",
     "SessionInUseError",
+    "StaleCacheError",
     "UnknownAccountError",
 ]
 
@@ -136,3 +140,23 @@ class ResultUnknownError(ResilientTgError, TimeoutError):
     def __init__(self, message: str, *, request: object = None) -> None:
         super().__init__(message)
         self.request = request
+
+
+class StaleCacheError(ResilientTgError):
+    """A `MessageCache` read asked for ``fresh=True`` data while the client is not
+    CONNECTED: the cache cannot prove it current, and Telegram cannot be asked.
+    ``as_of`` is when the cache was last known current (0.0: never)."""
+
+    def __init__(self, message: str, *, state: str = "", as_of: float = 0.0) -> None:
+        super().__init__(message)
+        self.state = state
+        self.as_of = as_of
+
+
+class CacheCorruptError(ResilientTgError):
+    """A cached entry cannot be read: sealed with another key, altered, or not a message.
+    ``backend`` names where it lives (no secrets)."""
+
+    def __init__(self, message: str, *, backend: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend

@@ -54,6 +54,7 @@ async def recover_channel_gap(client: ClientCore, request: Any, too_long: Any, s
     channel = request.channel
     channel_id = int(channel.channel_id)
     chat_id = int(utils.get_peer_id(types.PeerChannel(channel_id)))
+    _compat.feed_gap(telegram, [chat_id])  # a cache's span of the chat ends here
     after = _compat.last_channel_message(telegram, channel_id)
     top = int(getattr(too_long.dialog, "top_message", 0) or 0)
     users = list(too_long.users)
@@ -164,6 +165,7 @@ async def recover_account_gap(client: ClientCore, request: Any, too_long: Any, s
     handlers saw (one id sequence for every private chat and basic group) and return them
     as a difference slice at the server's pts; Telethon then asks again from there."""
     telegram = client._telegram
+    _compat.feed_gap(telegram, None)  # a cache's spans of non-channel chats end here
     after = _compat.last_account_message(telegram)
     users: list[Any] = []
     chats: list[Any] = []

@@ -33,6 +33,9 @@ async def shut_down(client: ClientCore) -> None:
             client._link.post_connect.cancel()
         if client._telegram is not None and client._link.up and not auth_lost:
             await _quiesce(client, client._telegram)
+        if client.cache is not None and not auth_lost:
+            # What the handlers took, the cache writes too (its cursor then covers it).
+            await client.cache._quiesce(min(2.0, client.shutdown_timeout / 2))
         if client._telegram is not None:
             if auth_lost and client._session is not None:
                 client._session.discard_changes()
@@ -78,6 +81,9 @@ async def shut_down(client: ClientCore) -> None:
     client._leases.close()
     # Our tasks end before the store closes: the lease and flush loops use it.
     await client._tasks.aclose()
+    if client.cache is not None:
+        with anyio.move_on_after(client.shutdown_timeout):
+            await client.cache._close()
     client._deadlines.close()
     try:
         await client._store.aclose()

@@ -18,12 +18,18 @@ socket. After a reconnect the sender moves every pending state back to its send 
 from __future__ import annotations
 
 from ._box import (
+    BrokenChannel,
+    GapMark,
     account_state,
+    box_pts,
+    box_state,
+    feed_gap,
     install_gap_box,
     is_box_account_request,
     is_box_channel_request,
     last_account_message,
     last_channel_message,
+    set_update_feed,
 )
 from ._check import (
     TelethonCompatError,
@@ -73,11 +79,15 @@ from ._links import (
 __all__ = [
     "QUEUED",
     "SENT",
+    "BrokenChannel",
+    "GapMark",
     "TelethonCompatError",
     "TelethonHooks",
     "Withdrawn",
     "abort_sender_link",
     "account_state",
+    "box_pts",
+    "box_state",
     "check",
     "clean_exported",
     "clear_stale_reconnect",
@@ -91,6 +101,7 @@ __all__ = [
     "drop_stale_packets",
     "end_queued",
     "exported_call",
+    "feed_gap",
     "fetching_difference",
     "forget_auth_key",
     "forget_exported",
@@ -111,6 +122,7 @@ __all__ = [
     "send_nowait",
     "send_raw",
     "sender_user_connected",
+    "set_update_feed",
     "start_link",
     "stop_telethon_keepalive",
     "updates_error",

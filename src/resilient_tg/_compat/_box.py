@@ -17,9 +17,28 @@ from ._check import TelethonCompatError
 # MessageBox, put in place of the client's before it first connects, records both.
 
 
+class BrokenChannel:
+    """Fed when Telethon stops following a channel (banned): its chain ends there."""
+
+    __slots__ = ("channel_id",)
+
+    def __init__(self, channel_id: int) -> None:
+        self.channel_id = channel_id
+
+
+class GapMark:
+    """Fed before a "too long" gap's recovered messages: the chain of ``chat_ids`` (None:
+    every private chat and basic group of the account) ends there."""
+
+    __slots__ = ("chat_ids",)
+
+    def __init__(self, chat_ids: list[int] | None) -> None:
+        self.chat_ids = chat_ids
+
+
 @functools.cache
 def _gap_box_class() -> Any:
-    from telethon._updates.messagebox import MessageBox  # imported when checked
+    from telethon._updates.messagebox import ENTRY_ACCOUNT, MessageBox, PrematureEndReason
     from telethon.tl import types
 
     class GapAwareMessageBox(MessageBox):  # type: ignore[misc]  # Telethon is untyped
@@ -27,8 +46,11 @@ def _gap_box_class() -> Any:
         channel-difference request being made."""
 
         __slots__ = (
+            "_rtg_in_diff",
+            "_rtg_users_chats",
             "rtg_account_request",
             "rtg_ended",
+            "rtg_feed",
             "rtg_last_account",
             "rtg_last_ids",
             "rtg_request",
@@ -41,6 +63,19 @@ def _gap_box_class() -> Any:
             self.rtg_request: Any = None
             self.rtg_account_request: Any = None
             self.rtg_ended = 0  # account differences answered or given up
+            # The update feed (MessageCache): called with (update, users, chats, entry_pts)
+            # for every update the box applies, in the order it applies them, before the
+            # update is queued for the handlers (own outgoing updates included).
+            self.rtg_feed: Any = None
+            self._rtg_in_diff = 0
+            self._rtg_users_chats: tuple[Any, Any] = ((), ())
+
+        def process_updates(self, updates: Any, chat_hashes: Any, result: Any) -> Any:
+            if self.rtg_feed is not None and not self._rtg_in_diff:
+                users = getattr(updates, "users", None) or ()
+                chats = getattr(updates, "chats", None) or ()
+                self._rtg_users_chats = (users, chats)
+            return super().process_updates(updates, chat_hashes, result)
 
         def get_difference(self) -> Any:
             request = super().get_difference()
@@ -48,10 +83,15 @@ def _gap_box_class() -> Any:
             return request
 
         def apply_difference(self, diff: Any, chat_hashes: Any) -> Any:
-            result = super().apply_difference(diff, chat_hashes)
+            self._rtg_in_diff += 1
+            try:
+                result = super().apply_difference(diff, chat_hashes)
+            finally:
+                self._rtg_in_diff -= 1
             self.rtg_ended += 1
             for update in result[0]:
                 self._rtg_note(update)
+            self._rtg_feed_all(result, self.map.get(ENTRY_ACCOUNT))
             return result
 
         def end_difference(self) -> None:
@@ -67,13 +107,38 @@ def _gap_box_class() -> Any:
             applied = super().apply_pts_info(update, reset_deadlines=reset_deadlines)
             if applied is not None:
                 self._rtg_note(applied)
+                feed = self.rtg_feed
+                if feed is not None and not self._rtg_in_diff:
+                    feed(applied, *self._rtg_users_chats, 0)
             return applied
 
         def apply_channel_difference(self, request: Any, diff: Any, chat_hashes: Any) -> Any:
-            result = super().apply_channel_difference(request, diff, chat_hashes)
+            self._rtg_in_diff += 1
+            try:
+                result = super().apply_channel_difference(request, diff, chat_hashes)
+            finally:
+                self._rtg_in_diff -= 1
             for update in result[0]:
                 self._rtg_note(update)
+            self._rtg_feed_all(result, self.map.get(request.channel.channel_id))
             return result
+
+        def end_channel_difference(self, request: Any, reason: Any, chat_hashes: Any) -> None:
+            super().end_channel_difference(request, reason, chat_hashes)
+            if self.rtg_feed is not None and reason == PrematureEndReason.BANNED:
+                # The channel's updates stop here: whatever follows is never delivered.
+                self.rtg_feed(BrokenChannel(request.channel.channel_id), (), (), 0)
+
+        def _rtg_feed_all(self, result: Any, entry: Any) -> None:
+            """Feed what a difference applied; its messages carry no pts of their own, so
+            they get the entry's pts after it (they were on the server by then)."""
+            feed = self.rtg_feed
+            if feed is None:
+                return
+            pts = int(getattr(entry, "pts", 0) or 0)
+            updates, users, chats = result
+            for update in updates:
+                feed(update, users, chats, pts)
 
         def _rtg_note(self, update: Any) -> None:
             if isinstance(update, _SHORT_MESSAGES):
@@ -106,6 +171,41 @@ def install_gap_box(client: Any) -> None:
     if not old.is_empty():
         raise TelethonCompatError("the message box must be replaced before the client connects")
     client._message_box = _gap_box_class()(old._log)
+
+
+def set_update_feed(client: Any, feed: Any) -> None:
+    """Call ``feed(update, users, chats, pts)`` for every update the message box applies,
+    in order (None: stop). The client's box must be the gap-aware one."""
+    box = client._message_box
+    if not hasattr(box, "rtg_feed"):
+        raise TelethonCompatError("the update feed needs the gap-aware message box")
+    box.rtg_feed = feed
+
+
+def feed_gap(client: Any, chat_ids: list[int] | None) -> None:
+    """Tell the update feed (if any) that a gap ends the chains of ``chat_ids`` (None:
+    the account's private chats and basic groups), before its recovered messages."""
+    feed = getattr(client._message_box, "rtg_feed", None)
+    if feed is not None:
+        feed(GapMark(chat_ids), (), (), 0)
+
+
+def box_pts(client: Any, channel_id: int | None) -> int:
+    """The pts the box has applied for a channel (None: the account), 0 when unknown."""
+    box = client._message_box
+    if channel_id is None:
+        return 0 if box.is_empty() else int(box.session_state()[0]["pts"])
+    entry = box.map.get(channel_id)
+    return int(getattr(entry, "pts", 0) or 0)
+
+
+def box_state(client: Any) -> tuple[dict[str, Any], dict[int, int]] | None:
+    """The box's applied state (account pts/qts/date/seq, channel id -> pts), or None."""
+    box = client._message_box
+    if box.is_empty():
+        return None
+    state, channels = box.session_state()
+    return dict(state), {int(k): int(v) for k, v in channels.items()}
 
 
 def is_box_channel_request(client: Any, request: Any) -> bool:

@@ -157,6 +157,17 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
             self._authorized_key = key
             self._changed(urgent=True)
 
+    @property
+    def self_id(self) -> int | None:
+        """The logged-in user's id as Telethon stored it (None before a login)."""
+        row = self._rows.get(0)  # Telethon keeps its own id as the row of id 0
+        return int(row[1]) if row is not None and row[1] else None
+
+    @property
+    def delete_requested(self) -> bool:
+        """Whether Telethon's log_out() asked for the session to be deleted."""
+        return bool(self._delete_requested)
+
     def hold_update_state(self) -> None:
         """Keep the update state as loaded: Telethon's writes of it are ignored until
         `release_update_state` (a client that has not caught up knows no newer state)."""

@@ -1,0 +1,176 @@
+"""The write path: updates the message box applied, turned into backend writes in order.
+
+`UpdateWriter.apply` takes one fed entry (see `_compat.set_update_feed`) at a time, in the
+order Telethon's message box applied them (pts order; catch-up differences included), and
+writes what it means: a message's new version, a tombstone, a read mark, a dialog's top.
+What breaks a chat's chain (a "too long" gap, a channel Telethon stops following, an own
+message the cache cannot see) ends the spans it concerns.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from telethon import utils
+from telethon.tl import functions, types
+
+from .. import _compat
+from ._backend import CacheBackend, CachedDialog, CachedMessage, is_channel
+from ._codec import Codec
+
+__all__ = ["UpdateWriter"]
+
+log = logging.getLogger("resilient_tg.cache")
+
+_NEW = (types.UpdateNewMessage, types.UpdateNewChannelMessage)
+_EDIT = (types.UpdateEditMessage, types.UpdateEditChannelMessage)
+
+Fetch = Callable[[Any], Awaitable[Any]]
+
+
+def _channel_chat(channel_id: int) -> int:
+    return int(utils.get_peer_id(types.PeerChannel(channel_id)))
+
+
+class UpdateWriter:
+    """Applies fed updates of one account to a backend."""
+
+    def __init__(
+        self,
+        backend: CacheBackend,
+        account: str,
+        codec: Codec,
+        fetch: Fetch,
+        on_break: Callable[[], None],
+        pinned: dict[int, bool],
+    ) -> None:
+        self._backend = backend
+        self._account = account
+        self._codec = codec
+        self._fetch = fetch  # a request through the client (own sent messages)
+        self._on_break = on_break  # local fetches in flight must not anchor after a break
+        self._pinned = pinned
+        self.written: dict[int, int] = {}  # chat -> messages written since the last trim
+
+    async def apply(
+        self, update: Any, users: Sequence[Any], chats: Sequence[Any], pts: int
+    ) -> None:
+        backend, account = self._backend, self._account
+        if isinstance(update, _compat.GapMark):
+            self._on_break()
+            # differenceTooLong: every chat of the account (channels too: conservative,
+            # and it also covers chats no process has cached yet).
+            await backend.end_spans(account, update.chat_ids)
+            return
+        if isinstance(update, _compat.BrokenChannel):
+            self._on_break()
+            await backend.end_spans(account, [_channel_chat(update.channel_id)])
+            return
+        own_pts = int(getattr(update, "pts", 0) or 0) or pts
+        if isinstance(update, (*_NEW, *_EDIT)):
+            await self._messages(
+                [update.message], users, chats, own_pts, new=isinstance(update, _NEW)
+            )
+        elif isinstance(update, (types.UpdateShortMessage, types.UpdateShortChatMessage)):
+            await self._messages([_short_message(update)], users, chats, own_pts, new=True)
+        elif isinstance(update, types.UpdateShortSentMessage):
+            await self._own_sent(update)
+        elif isinstance(update, types.UpdateDeleteMessages):
+            await backend.delete_ids(account, list(update.messages), own_pts)
+        elif isinstance(update, types.UpdateDeleteChannelMessages):
+            chat_id = _channel_chat(update.channel_id)
+            await backend.put_messages(
+                account,
+                [
+                    CachedMessage(chat_id, int(i), date=0, pts=own_pts, deleted=True)
+                    for i in update.messages
+                ],
+            )
+        elif isinstance(update, types.UpdateReadHistoryInbox):
+            chat_id = int(utils.get_peer_id(update.peer))
+            await backend.mark_read(account, chat_id, inbox_max_id=update.max_id)
+        elif isinstance(update, types.UpdateReadHistoryOutbox):
+            chat_id = int(utils.get_peer_id(update.peer))
+            await backend.mark_read(account, chat_id, outbox_max_id=update.max_id)
+        elif isinstance(update, types.UpdateReadChannelInbox):
+            chat_id = _channel_chat(update.channel_id)
+            await backend.mark_read(account, chat_id, inbox_max_id=update.max_id)
+        elif isinstance(update, types.UpdateReadChannelOutbox):
+            chat_id = _channel_chat(update.channel_id)
+            await backend.mark_read(account, chat_id, outbox_max_id=update.max_id)
+
+    async def _messages(
+        self,
+        messages: Sequence[Any],
+        users: Sequence[Any],
+        chats: Sequence[Any],
+        pts: int,
+        *,
+        new: bool,
+    ) -> None:
+        records = [r for r in (self._codec.record(m, pts) for m in messages) if r is not None]
+        if not records:
+            return
+        entities = self._codec.entities([*users, *chats])
+        if entities:
+            await self._backend.put_entities(self._account, entities)
+        await self._backend.put_messages(self._account, records)
+        for record in records:
+            self.written[record.chat_id] = self.written.get(record.chat_id, 0) + 1
+        if new:
+            await self._backend.put_dialogs(
+                self._account,
+                [
+                    CachedDialog(r.chat_id, r.id, r.date, self._pinned.get(r.chat_id, False))
+                    for r in records
+                ],
+                span=None,
+                token=None,
+            )
+
+    async def _own_sent(self, update: Any) -> None:
+        """updateShortSentMessage names neither the chat nor the text: fetch the message
+        by id (ids are one sequence per account); if that fails, the chain of every
+        private chat and basic group may miss it, so their spans end."""
+        try:
+            answer = await self._fetch(
+                functions.messages.GetMessagesRequest(id=[types.InputMessageID(update.id)])
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: end the spans instead
+            log.info("cannot fetch own sent message %d (%s); ending spans", update.id, exc)
+            answer = None
+        found = [m for m in getattr(answer, "messages", ()) if isinstance(m, types.Message)]
+        if found:
+            await self._messages(found, answer.users, answer.chats, update.pts, new=True)
+            return
+        self._on_break()
+        chats = await self._backend.chats(self._account)
+        await self._backend.end_spans(self._account, [c for c in chats if not is_channel(c)])
+
+
+def _short_message(update: Any) -> Any:
+    """The Message an updateShortMessage / updateShortChatMessage stands for."""
+    if isinstance(update, types.UpdateShortMessage):
+        peer: Any = types.PeerUser(update.user_id)
+        sender: Any = None if update.out else types.PeerUser(update.user_id)
+    else:
+        peer = types.PeerChat(update.chat_id)
+        sender = types.PeerUser(update.from_id)
+    return types.Message(
+        id=update.id,
+        peer_id=peer,
+        date=update.date,
+        message=update.message,
+        out=update.out,
+        mentioned=update.mentioned,
+        media_unread=update.media_unread,
+        silent=update.silent,
+        from_id=sender,
+        fwd_from=update.fwd_from,
+        via_bot_id=update.via_bot_id,
+        reply_to=update.reply_to,
+        entities=update.entities,
+        ttl_period=update.ttl_period,
+    )
