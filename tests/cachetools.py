@@ -11,11 +11,14 @@ from typing import Any
 from telethon import utils
 from telethon.tl import functions, types
 
-from resilient_tg import ResilientClient
+import anyio
+
+from resilient_tg import ResilientClient, _compat
 from resilient_tg.cache import CacheBackend, MemoryCacheBackend, MessageCache
 from resilient_tg.stores import SessionStore
 from resilient_tg.testing import MTProtoTestServer, TestChannel, TestGroup, TestUser
 
+from .conftest import STEP_TIMEOUT
 from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT, Recorder
 
 
@@ -49,25 +52,38 @@ class ChatWorld:
     def chats(self) -> list[int]:
         return [self.private_id, self.group_id, self.room_id]
 
-    async def send(self, chat_id: int, text: str, sender: int | None = None) -> None:
-        """A new message in one of the chats, from Bob (or ``sender``)."""
-        sender = sender or self.bob.id
+    async def send(self, chat_id: int, text: str) -> tuple[int, int]:
+        """A new message from Bob in one of the chats; returns (where, id) for `edit` and
+        `delete` (a box and an id in it, or the channel and its id)."""
         if chat_id == self.private_id:
-            await self.server.send_message(sender, self.alice.id, text)
-        elif chat_id == self.group_id:
-            await self.server.post(self.group.id, sender, text)
-        else:
-            await self.server.post(self.room.id, sender, text)
+            return self.alice.id, await self.server.send_message(self.bob.id, self.alice.id, text)
+        if chat_id == self.group_id:
+            return self.bob.id, await self.server.post(self.group.id, self.bob.id, text)
+        return self.room.id, await self.server.post(self.room.id, self.bob.id, text)
 
-    def where(self, chat_id: int) -> int:
-        """`edit_message`/`delete_messages`'s ``where`` for Alice's copy of a chat."""
-        return self.room.id if chat_id == self.room_id else self.alice.id
+    async def edit(self, handle: tuple[int, int], text: str) -> None:
+        await self.server.edit_message(handle[0], handle[1], text)
 
-    async def edit(self, chat_id: int, message_id: int, text: str) -> None:
-        await self.server.edit_message(self.where(chat_id), message_id, text)
+    async def delete(self, handle: tuple[int, int]) -> None:
+        await self.server.delete_messages(handle[0], [handle[1]])
 
-    async def delete(self, chat_id: int, message_ids: list[int]) -> None:
-        await self.server.delete_messages(self.where(chat_id), message_ids)
+    async def caught_up(self, client: ResilientClient, limit: float = STEP_TIMEOUT) -> None:
+        """Wait until Alice's client applied everything the server has for her (account
+        pts and the supergroup's pts) and her cache wrote it."""
+        cache = client.cache
+        assert cache is not None
+        with anyio.fail_after(limit):
+            while True:
+                state = await client.telegram(functions.updates.GetStateRequest())
+                telegram = client.telegram
+                room = _compat.box_pts(telegram, self.room.id)  # 0: not followed yet
+                if (
+                    _compat.box_pts(telegram, None) >= state.pts
+                    and (room == 0 or room >= self.server.channel_pts(self.room.id))
+                    and cache._idle.is_set()
+                ):
+                    return
+                await asyncio.sleep(0.02)  # polling a condition (no event to await)
 
 
 @contextlib.asynccontextmanager
@@ -118,5 +134,19 @@ def same(a: Any, b: Any) -> bool:
     )
 
 
-async def settle() -> None:
-    await asyncio.sleep(0)
+async def assert_cache_equals_server(
+    client: ResilientClient, chats: list[int], *, from_cache: bool = True
+) -> None:
+    """Every chat's cached history equals the server's, message by message."""
+    cache = client.cache
+    assert cache is not None
+    for chat_id in chats:
+        truth = await server_history(client, chat_id)
+        answer = await cache.history(chat_id, limit=100)
+        if from_cache:
+            assert answer.from_cache, f"chat {chat_id}: not answered from the cache"
+        assert not answer.stale
+        got = [(m.id, m.message) for m in answer.value]
+        want = [(m.id, getattr(m, "message", None)) for m in truth]
+        assert got == want, f"chat {chat_id}: cache {got[:5]}... != server {want[:5]}..."
+        assert all(same(a, b) for a, b in zip(answer.value, truth, strict=True))
