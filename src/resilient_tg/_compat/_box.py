@@ -91,7 +91,7 @@ def _gap_box_class() -> Any:
             self.rtg_ended += 1
             for update in result[0]:
                 self._rtg_note(update)
-            self._rtg_feed_all(result, self.map.get(ENTRY_ACCOUNT))
+            self._rtg_feed_all(diff, self.map.get(ENTRY_ACCOUNT), types.UpdateNewMessage)
             return result
 
         def end_difference(self) -> None:
@@ -120,7 +120,8 @@ def _gap_box_class() -> Any:
                 self._rtg_in_diff -= 1
             for update in result[0]:
                 self._rtg_note(update)
-            self._rtg_feed_all(result, self.map.get(request.channel.channel_id))
+            entry = self.map.get(request.channel.channel_id)
+            self._rtg_feed_all(diff, entry, types.UpdateNewChannelMessage)
             return result
 
         def end_channel_difference(self, request: Any, reason: Any, chat_hashes: Any) -> None:
@@ -129,16 +130,20 @@ def _gap_box_class() -> Any:
                 # The channel's updates stop here: whatever follows is never delivered.
                 self.rtg_feed(BrokenChannel(request.channel.channel_id), (), (), 0)
 
-        def _rtg_feed_all(self, result: Any, entry: Any) -> None:
-            """Feed what a difference applied; its messages carry no pts of their own, so
-            they get the entry's pts after it (they were on the server by then)."""
+        def _rtg_feed_all(self, diff: Any, entry: Any, wrap: Any) -> None:
+            """Feed a difference whole: its other updates (edits, deletions, reads), which
+            the box drops while the entry is being fetched, and its new messages, which
+            carry no pts of their own, so they get the entry's pts after it (they were on
+            the server by then). A replay of what was applied live merges as a no-op."""
             feed = self.rtg_feed
-            if feed is None:
+            if feed is None or not hasattr(diff, "new_messages"):
                 return
             pts = int(getattr(entry, "pts", 0) or 0)
-            updates, users, chats = result
-            for update in updates:
+            users, chats = diff.users, diff.chats
+            for update in diff.other_updates:
                 feed(update, users, chats, pts)
+            for message in diff.new_messages:
+                feed(wrap(message=message, pts=0, pts_count=0), users, chats, pts)
 
         def _rtg_note(self, update: Any) -> None:
             if isinstance(update, _SHORT_MESSAGES):
