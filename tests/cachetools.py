@@ -8,18 +8,17 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from telethon import utils
 from telethon.tl import functions, types
-
-import anyio
 
 from resilient_tg import ResilientClient, _compat
 from resilient_tg.cache import CacheBackend, MemoryCacheBackend, MessageCache
 from resilient_tg.stores import SessionStore
 from resilient_tg.testing import MTProtoTestServer, TestChannel, TestGroup, TestUser
 
-from .conftest import STEP_TIMEOUT
 from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT, Recorder
+from .conftest import STEP_TIMEOUT
 
 
 class ChatWorld:

@@ -45,7 +45,8 @@ async def test_a_cached_range_is_read_without_a_request(server: MTProtoTestServe
         assert [m.message for m in first.value] == ["hello 4", "hello 3", "hello 2"]
         server.clear_requests()
         again = await cache.history(w.private_id, limit=3)
-        assert again.source is Source.CACHE and not again.stale
+        assert again.source is Source.CACHE
+        assert not again.stale
         assert [m.message for m in again.value] == ["hello 4", "hello 3", "hello 2"]
         await w.send(w.private_id, "new")
         await rec.all_messages(["new"])
@@ -66,7 +67,7 @@ async def test_cache_equals_server_after_new_edited_and_deleted_messages(
     to the server's history message by message, without a getHistory."""
     w = ChatWorld(server)
     store = seeded_store(server, user=w.alice)
-    async with cached_client(store, server) as (client, rec, cache):
+    async with cached_client(store, server) as (client, _rec, cache):
         await client.wait_connected(10)
         handles = {chat: [await w.send(chat, f"first {chat}")] for chat in w.chats()}
         await w.caught_up(client)
@@ -82,7 +83,7 @@ async def test_cache_equals_server_after_new_edited_and_deleted_messages(
         await w.caught_up(client)
         server.clear_requests()
         await assert_cache_equals_server(client, w.chats())
-        history_calls = [r for r in server.requests_for("messages.getHistory")]
+        history_calls = list(server.requests_for("messages.getHistory"))
         # Only the comparison's own server reads: one per chat.
         assert len(history_calls) == len(w.chats())
 
@@ -154,12 +155,16 @@ async def test_reads_while_down_are_stale_or_refused_when_fresh_is_asked(
         before = time.time()
         await outage(rec, proxy)
         stale = await cache.history(w.room_id, limit=5)
-        assert stale.stale and stale.source is Source.CACHE and stale.complete
+        assert stale.stale
+        assert stale.source is Source.CACHE
+        assert stale.complete
         assert [m.message for m in stale.value if m.message] == ["one"]
         assert current.as_of <= stale.as_of <= time.time()
         assert stale.as_of >= before - 1
         one = await cache.get(w.room_id, stale.value[0].id)
-        assert one.stale and one.value is not None and one.value.message == "one"
+        assert one.stale
+        assert one.value is not None
+        assert one.value.message == "one"
         with pytest.raises(StaleCacheError) as refused:
             await cache.history(w.room_id, limit=5, fresh=True)
         assert refused.value.as_of == stale.as_of
@@ -169,7 +174,8 @@ async def test_reads_while_down_are_stale_or_refused_when_fresh_is_asked(
         proxy.heal()
         await client.wait_connected(15)
         fresh = await cache.history(w.room_id, limit=5, fresh=True)
-        assert not fresh.stale and fresh.from_cache
+        assert not fresh.stale
+        assert fresh.from_cache
 
 
 async def test_a_restart_behind_the_session_ends_spans_and_reads_go_to_telegram(

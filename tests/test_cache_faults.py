@@ -63,11 +63,11 @@ class Stream:
     def pts(self, chat: int) -> int:
         if chat == self.w.room_id:
             return self.w.server.channel_pts(self.w.room.id)
-        return int(self.w.server._account(self.w.alice.id).pts)  # noqa: SLF001 - test view
+        return int(self.w.server._account(self.w.alice.id).pts)
 
     def alice_id(self, chat: int, handle: tuple[int, int]) -> int:
         if chat == self.w.group_id:
-            return int(self.w.server._account(self.w.alice.id).box[-1].id)  # noqa: SLF001
+            return int(self.w.server._account(self.w.alice.id).box[-1].id)
         return handle[1]
 
     async def step(self) -> None:

@@ -15,6 +15,7 @@ from ._errors import (
     AccountExistsError,
     AppRejectedError,
     AuthLostError,
+    CacheCorruptError,
     FleetError,
     LeaseLostError,
     NotConnectedError,
@@ -23,6 +24,7 @@ from ._errors import (
     ResultUnknownError,
     SessionCorruptError,
     SessionInUseError,
+    StaleCacheError,
     UnknownAccountError,
 )
 from ._gap import Gap, GapReason
@@ -35,6 +37,7 @@ __all__ = [
     "AccountExistsError",
     "AppRejectedError",
     "AuthLostError",
+    "CacheCorruptError",
     "ConnectionState",
     "FleetError",
     "Gap",
@@ -51,6 +54,7 @@ __all__ = [
     "ResultUnknownError",
     "SessionCorruptError",
     "SessionInUseError",
+    "StaleCacheError",
     "StateChange",
     "StateReason",
     "StoreInfo",

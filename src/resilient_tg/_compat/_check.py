@@ -147,6 +147,8 @@ _BOX_METHODS = (
     "apply_pts_info",
     "apply_difference",
     "end_difference",
+    "end_channel_difference",
+    "process_updates",
 )
 
 
@@ -161,5 +163,8 @@ def _box_internals(client: Any) -> list[tuple[str, bool]]:
     return [
         *((f"MessageBox.{name}", callable(getattr(box, name, None))) for name in _BOX_METHODS),
         ("MessageBox._log", hasattr(instance, "_log")),
+        ("MessageBox.map", isinstance(getattr(instance, "map", None), dict)),
+        ("messagebox.ENTRY_ACCOUNT", hasattr(messagebox, "ENTRY_ACCOUNT")),
+        ("messagebox.PrematureEndReason", hasattr(messagebox, "PrematureEndReason")),
         ("MessageBox.getting_diff_for", isinstance(getattr(instance, "getting_diff_for", 0), set)),
     ]

@@ -35,9 +35,10 @@ from .._flag import Flag
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
-from ._backend import CacheBackend, CachedMessage, Cursor, ReadMarks, Span, is_channel
+from ._backend import CacheBackend, CachedMessage, ReadMarks, Span, is_channel
 from ._bounds import Bounds, enforce
 from ._codec import Codec, peer_ids_of, timestamp
+from ._cursor import box_cursor, loaded_state, restart_breaks
 from ._fetch import (
     HISTORY_PAGE,
     HistoryFetch,
@@ -286,7 +287,7 @@ class MessageCache:
         assert session is not None
         if self._account is None and session.self_id is not None:
             self._account = str(session.self_id)
-        self._loaded = _loaded_state(session)
+        self._loaded = loaded_state(session)
         _compat.set_update_feed(telegram, self._on_update)
         gate = session.update_state_gate
         session.update_state_gate = lambda: self._idle.is_set() and (gate is None or gate())
@@ -360,20 +361,11 @@ class MessageCache:
             except Exception:  # noqa: BLE001 - still broken: the cursor stays where it was
                 return
             self._broken = False
-        state = _compat.box_state(self._client.telegram)
-        if state is None:
-            return
-        common, channels = state
         if self._connected():
             self._current_at = time.time()
-        cursor = Cursor(
-            pts=int(common["pts"]),
-            qts=int(common["qts"]),
-            date=timestamp(common["date"]),
-            seq=int(common["seq"]),
-            channels={_marked(c): p for c, p in channels.items()},
-            current_at=self._current_at,
-        )
+        cursor = box_cursor(self._client.telegram, self._current_at)
+        if cursor is None:
+            return
         if not self._feed:  # nothing applied meanwhile by the box the cache has not written
             await self._backend.set_cursor(self._account, cursor)
 
@@ -409,19 +401,15 @@ class MessageCache:
         """End the spans whose updates may have passed while the cache was not written:
         the session's persisted state at start is ahead of the cache's cursor."""
         cursor = await self._backend.cursor(account)
-        loaded = self._loaded
-        if cursor is None or loaded is None:
+        breaks = restart_breaks(cursor, self._loaded)
+        if cursor is None or breaks is None:
             self._epoch += 1
             await self._backend.end_spans(account, None)
             log.info("cache of account %s: no cursor to resume from; spans ended", account)
             return
-        pts, channels = loaded
-        ended: list[int] = []
-        if pts > cursor.pts:
+        account_broke, ended = breaks
+        if account_broke:
             ended += [c for c in await self._backend.chats(account) if not is_channel(c)]
-        for chat_id in set(channels) | set(cursor.channels):
-            if chat_id not in channels or channels[chat_id] > cursor.channels.get(chat_id, 0):
-                ended.append(chat_id)
         if ended:
             self._epoch += 1
             await self._backend.end_spans(account, ended)
@@ -515,20 +503,3 @@ def _chat_id(chat: Any) -> int:
     if isinstance(chat, int) and not isinstance(chat, bool):
         return chat
     return int(utils.get_peer_id(chat))
-
-
-def _marked(channel_id: int) -> int:
-    return -1_000_000_000_000 - channel_id
-
-
-def _loaded_state(session: Any) -> tuple[int, dict[int, int]] | None:
-    """The update state the session was loaded with (account pts, marked channel -> pts)."""
-    common = session.get_update_state(0)
-    if common is None:
-        return None
-    channels = {
-        _marked(int(entity_id)): int(state.pts)
-        for entity_id, state in session.get_update_states()
-        if entity_id != 0
-    }
-    return int(common.pts), channels

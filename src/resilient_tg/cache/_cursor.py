@@ -1,0 +1,64 @@
+"""The cache's Cursor: the update state it has written everything up to, and what a start
+behind the session means for the spans."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _compat
+from ._backend import Cursor
+from ._codec import timestamp
+
+__all__ = ["box_cursor", "loaded_state", "marked_channel", "restart_breaks"]
+
+
+def marked_channel(channel_id: int) -> int:
+    """Telethon's marked peer id of a bare channel id."""
+    return -1_000_000_000_000 - channel_id
+
+
+def box_cursor(telegram: Any, current_at: float) -> Cursor | None:
+    """The message box's applied state as a Cursor (channels by marked id), or None."""
+    state = _compat.box_state(telegram)
+    if state is None:
+        return None
+    common, channels = state
+    return Cursor(
+        pts=int(common["pts"]),
+        qts=int(common["qts"]),
+        date=timestamp(common["date"]),
+        seq=int(common["seq"]),
+        channels={marked_channel(c): p for c, p in channels.items()},
+        current_at=current_at,
+    )
+
+
+def loaded_state(session: Any) -> tuple[int, dict[int, int]] | None:
+    """The update state the session was loaded with (account pts, marked channel -> pts)."""
+    common = session.get_update_state(0)
+    if common is None:
+        return None
+    channels = {
+        marked_channel(int(entity_id)): int(state.pts)
+        for entity_id, state in session.get_update_states()
+        if entity_id != 0
+    }
+    return int(common.pts), channels
+
+
+def restart_breaks(
+    cursor: Cursor | None, loaded: tuple[int, dict[int, int]] | None
+) -> tuple[bool, list[int]] | None:
+    """What a start breaks: None when everything (no cursor, or a session without update
+    state); else whether the account's non-channel chats broke (the session's pts is past
+    the cursor's) and which channels did (past it, or unknown to one side: Telethon will
+    not catch up a channel the session does not know)."""
+    if cursor is None or loaded is None:
+        return None
+    pts, channels = loaded
+    ended = [
+        chat_id
+        for chat_id in sorted(set(channels) | set(cursor.channels))
+        if chat_id not in channels or channels[chat_id] > cursor.channels.get(chat_id, 0)
+    ]
+    return pts > cursor.pts, ended
