@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 from telethon import utils
@@ -35,7 +35,7 @@ from .._flag import Flag
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
-from ._backend import CacheBackend, CachedMessage, ReadMarks, Span, is_channel
+from ._backend import CacheBackend, ReadMarks, is_channel
 from ._bounds import Bounds, enforce
 from ._codec import Codec, peer_ids_of, timestamp
 from ._cursor import box_cursor, loaded_state, restart_breaks
@@ -43,14 +43,14 @@ from ._fetch import (
     HISTORY_PAGE,
     HistoryFetch,
     anchored_span,
+    chat_id_of,
+    covers,
     fetch_dialogs,
     fetch_message,
     sorted_dialogs,
 )
+from ._host import CacheHost
 from ._writer import UpdateWriter
-
-if TYPE_CHECKING:
-    from .._client import ResilientClient
 
 __all__ = ["MessageCache"]
 
@@ -76,7 +76,7 @@ class MessageCache:
 
     def __init__(
         self,
-        client: ResilientClient,
+        client: CacheHost,
         backend: CacheBackend,
         *,
         account: str | None = None,
@@ -149,19 +149,19 @@ class MessageCache:
             raise ValueError(f"limit must be 1-{HISTORY_PAGE}, got {limit}")
         if offset_id < 0:
             raise ValueError("offset_id must be 0 (the newest) or a message id")
-        chat_id = _chat_id(chat)
+        chat_id = chat_id_of(chat)
         account = await self._ready()
         below = offset_id or None
         if not self._connected():
             self._refuse_if_fresh(fresh)
             records = await self._backend.history(account, chat_id, below=below, limit=limit)
             span = (await self._backend.span(account, chat_id)).span
-            whole = span is not None and _covers(span, records, limit)
+            whole = span is not None and covers(span, records, limit)
             return self._stale(await self._decode(account, records), whole)
         await self._settle()
         state = await self._backend.span(account, chat_id)
         records = await self._backend.history(account, chat_id, below=below, limit=limit)
-        if not self._broken and state.span is not None and _covers(state.span, records, limit):
+        if not self._broken and state.span is not None and covers(state.span, records, limit):
             await self._backend.touch(account, chat_id, time.time())
             return self._current(await self._decode(account, records), Source.CACHE)
         telegram = self._client.telegram
@@ -181,7 +181,7 @@ class MessageCache:
 
     async def get(self, chat: Any, message_id: int, *, fresh: bool = False) -> CacheAnswer[Any]:
         """Message ``message_id`` of ``chat`` (None if it does not exist or was deleted)."""
-        chat_id = _chat_id(chat)
+        chat_id = chat_id_of(chat)
         account = await self._ready()
         if not self._connected():
             self._refuse_if_fresh(fresh)
@@ -259,7 +259,7 @@ class MessageCache:
 
     async def read_marks(self, chat: Any) -> ReadMarks:
         """The chat's read receipts as the updates told them (zeros when unknown)."""
-        return await self._backend.read_marks(await self._ready(), _chat_id(chat))
+        return await self._backend.read_marks(await self._ready(), chat_id_of(chat))
 
     async def maintain(self) -> int:
         """Apply the bounds now (they also run by themselves); how many messages went."""
@@ -489,17 +489,3 @@ class MessageCache:
     def _on_state_change(self, change: StateChange) -> None:
         if change.old is ConnectionState.CONNECTED:
             self._current_at = max(self._current_at, change.at)
-
-
-def _covers(span: Span, records: list[CachedMessage], limit: int) -> bool:
-    """Whether a span proves ``records`` (newest first) are the whole answer."""
-    if len(records) == limit:
-        return span.from_start or records[-1].id >= span.low
-    return bool(span.from_start)
-
-
-def _chat_id(chat: Any) -> int:
-    """A marked peer id (-100... for channels) from an int, a peer or an entity."""
-    if isinstance(chat, int) and not isinstance(chat, bool):
-        return chat
-    return int(utils.get_peer_id(chat))

@@ -22,7 +22,15 @@ from .. import _compat
 from ._backend import CacheBackend, CachedDialog, CachedMessage, Span, SpanState, is_channel
 from ._codec import Codec
 
-__all__ = ["HISTORY_PAGE", "HistoryFetch", "anchored_span", "channel_of", "peer_entities"]
+__all__ = [
+    "HISTORY_PAGE",
+    "HistoryFetch",
+    "anchored_span",
+    "channel_of",
+    "chat_id_of",
+    "covers",
+    "peer_entities",
+]
 
 HISTORY_PAGE = 100  # Telegram's largest getHistory page
 
@@ -213,3 +221,17 @@ def sorted_dialogs(
 ) -> list[tuple[CachedDialog, Any, Any]]:
     """Pinned first, then by the top message's date and id, newest first."""
     return sorted(found, key=lambda f: (f[0].pinned, f[0].top_date, f[0].top_id), reverse=True)
+
+
+def covers(span: Span, records: list[CachedMessage], limit: int) -> bool:
+    """Whether a span proves ``records`` (newest first) are the whole answer."""
+    if len(records) == limit:
+        return span.from_start or records[-1].id >= span.low
+    return bool(span.from_start)
+
+
+def chat_id_of(chat: Any) -> int:
+    """A marked peer id (-100... for channels) from an int, a peer or an entity."""
+    if isinstance(chat, int) and not isinstance(chat, bool):
+        return chat
+    return int(utils.get_peer_id(chat))
