@@ -1,0 +1,186 @@
+"""MessageCache: single messages, dialogs, read receipts, bounds, privacy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from telethon.tl import functions
+
+from resilient_tg import CacheCorruptError, ConnectionState
+from resilient_tg.cache import MemoryCacheBackend, Source
+from resilient_tg.cache._codec import Codec
+from resilient_tg.testing import FaultProxy, MTProtoTestServer
+
+from .cachetools import ChatWorld, cached_client
+from .clienttools import seeded_store
+from .conftest import login, telethon_client
+
+pytestmark = pytest.mark.anyio
+
+KEY = "11" * 32
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[MTProtoTestServer]:
+    async with MTProtoTestServer() as server:
+        yield server
+
+
+async def test_get_serves_a_message_inside_a_span_and_none_once_deleted(
+    server: MTProtoTestServer,
+) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    async with cached_client(store, server) as (client, _rec, cache):
+        await client.wait_connected(10)
+        first = await w.send(w.room_id, "first")
+        await w.caught_up(client)
+        outside = await cache.get(w.room_id, first[1])
+        assert outside.source is Source.TELEGRAM
+        assert outside.value.message == "first"
+        await cache.history(w.room_id, limit=10)  # anchors the span
+        server.clear_requests()
+        inside = await cache.get(w.room_id, first[1])
+        assert inside.source is Source.CACHE
+        assert inside.value.message == "first"
+        await w.edit(first, "edited")
+        await w.caught_up(client)
+        assert (await cache.get(w.room_id, first[1])).value.message == "edited"
+        await w.delete(first)
+        await w.caught_up(client)
+        gone = await cache.get(w.room_id, first[1])
+        assert gone.source is Source.CACHE
+        assert gone.value is None
+        assert server.requests == [] or all(r.method == "updates.getState" for r in server.requests)
+
+
+async def test_dialogs_come_from_the_cache_once_every_dialog_is_known(
+    server: MTProtoTestServer,
+) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    async with cached_client(store, server) as (client, _rec, cache):
+        await client.wait_connected(10)
+        for chat in w.chats():
+            await w.send(chat, f"hi {chat}")
+        await w.caught_up(client)
+        first = await cache.dialogs(10)
+        assert first.source is Source.TELEGRAM
+        assert {d.chat_id for d in first.value} == set(w.chats())
+        await w.send(w.group_id, "group is newest")
+        await w.caught_up(client)
+        second = await cache.dialogs(10)
+        assert second.source is Source.CACHE
+        assert second.value[0].chat_id == w.group_id
+        assert second.value[0].message.message == "group is newest"
+        assert second.value[0].entity is not None
+
+
+async def test_read_receipts_follow_the_updates(server: MTProtoTestServer) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    async with (
+        cached_client(store, server) as (client, _rec, cache),
+        telethon_client(server) as bob,
+    ):
+        await login(bob, server, w.bob)
+        await client.wait_connected(10)
+        await w.send(w.private_id, "hello alice")  # Alice's client learns of Bob
+        await w.caught_up(client)
+        mine = await client.telegram.send_message(w.bob.id, "read me")
+        await w.caught_up(client)
+        await bob(functions.messages.ReadHistoryRequest(peer=w.alice.id, max_id=mine.id))
+        await w.caught_up(client)
+        marks = await cache.read_marks(w.bob.id)
+        assert marks.outbox_max_id == mine.id
+        # The own message sent by the client (updateShortSentMessage) is cached too.
+        answer = await cache.history(w.bob.id, limit=5)
+        assert answer.value[0].message == "read me"
+
+
+async def test_bounds_trim_chats_and_evict_the_least_recently_read(
+    server: MTProtoTestServer,
+) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    backend = MemoryCacheBackend()
+    options = {"per_chat": 5, "max_messages": 8}
+    async with cached_client(store, server, backend, cache=options) as (client, _rec, cache):
+        await client.wait_connected(10)
+        for i in range(7):
+            await w.send(w.room_id, f"room {i}")
+            await w.send(w.private_id, f"private {i}")
+        await w.caught_up(client)
+        await cache.history(w.private_id, limit=5)
+        await cache.history(w.room_id, limit=5)  # read last: the private chat goes first
+        await cache.maintain()
+        usage = {u.chat_id: u.messages for u in await backend.usage()}
+        assert usage.get(w.room_id) == 5
+        assert usage.get(w.private_id, 0) == 0
+        room = await cache.history(w.room_id, limit=5)
+        assert room.source is Source.CACHE
+        assert room.value[0].message == "room 6"
+        deeper = await cache.history(w.room_id, limit=7)
+        assert deeper.source is Source.TELEGRAM  # below the trimmed span
+
+
+async def test_idle_chats_expire_and_retention_drops_old_messages(
+    server: MTProtoTestServer,
+) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    backend = MemoryCacheBackend()
+    async with cached_client(
+        store, server, backend, cache={"idle_ttl": 0.05, "retention": 3600.0}
+    ) as (client, _rec, cache):
+        await client.wait_connected(10)
+        await w.send(w.room_id, "soon idle")
+        await w.caught_up(client)
+        assert await backend.usage()
+        await asyncio.sleep(0.1)  # the TTL itself is what is tested: let it pass
+        await cache.maintain()
+        assert [u.messages for u in await backend.usage()] == [0]
+
+
+async def test_auth_lost_purges_the_account(server: MTProtoTestServer) -> None:
+    w = ChatWorld(server)
+    backend = MemoryCacheBackend()
+    async with (
+        FaultProxy(server.host, server.port) as proxy,
+        cached_client(seeded_store(server, proxy.port, user=w.alice), server, backend) as (
+            client,
+            rec,
+            cache,
+        ),
+    ):
+        await client.wait_connected(10)
+        await w.send(w.room_id, "secret")
+        await w.caught_up(client)
+        await cache.history(w.room_id, limit=5)
+        assert await backend.chats(str(w.alice.id))
+        server.revoke_auth_keys(w.alice.id)
+        proxy.reset()  # the probe after the reconnect finds out
+        await rec.state(ConnectionState.AUTH_LOST)
+        await rec.until(lambda: not backend._accounts[str(w.alice.id)].chats)
+    assert await backend.chats(str(w.alice.id)) == []
+
+
+async def test_bodies_are_sealed_with_a_key_and_another_key_cannot_read_them(
+    server: MTProtoTestServer,
+) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    backend = MemoryCacheBackend()
+    async with cached_client(store, server, backend, cache={"key": KEY}) as (client, _r, cache):
+        await client.wait_connected(10)
+        await w.send(w.room_id, "private words")
+        await w.caught_up(client)
+        answer = await cache.history(w.room_id, limit=5)
+        assert answer.value[0].message == "private words"
+        stored = await backend.history(str(w.alice.id), w.room_id, below=None, limit=5)
+        assert all(b"private words" not in m.body for m in stored)
+        other_key = Codec(str(w.alice.id), bytes(32), "memory")  # the records, another key
+        with pytest.raises(CacheCorruptError):
+            other_key.message(stored[0], {}, client.telegram)
