@@ -119,6 +119,7 @@ class MessageCache:
         self._started_at = time.time()
         self._last_maintain = time.monotonic()
         self._purged = False
+        self._ready_lock = anyio.Lock()
         self._broken = False  # a write failed: spans end before the cursor moves again
         client.cache = self
         client.on_auth_lost(self._on_auth_lost)
@@ -388,13 +389,17 @@ class MessageCache:
         """The account name; on first use, end the spans a restart may have broken."""
         if self._codec is not None and self._account is not None:
             return self._account
-        if self._account is None:
-            me = await self._client.telegram.get_me(input_peer=True)
-            if me is None:
-                raise RuntimeError("the cache's account is unknown: the client is not logged in")
-            self._account = str(me.user_id)
-        self._codec = Codec(self._account, self._key, self._backend.describe())
-        await self._check_restart(self._account)
+        async with self._ready_lock:  # one restart check, however many callers
+            if self._account is None:
+                me = await self._client.telegram.get_me(input_peer=True)
+                if me is None:
+                    raise RuntimeError(
+                        "the cache's account is unknown: the client is not logged in"
+                    )
+                self._account = str(me.user_id)
+            if self._codec is None:
+                await self._check_restart(self._account)
+                self._codec = Codec(self._account, self._key, self._backend.describe())
         return self._account
 
     async def _check_restart(self, account: str) -> None:
