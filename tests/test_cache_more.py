@@ -184,3 +184,44 @@ async def test_bodies_are_sealed_with_a_key_and_another_key_cannot_read_them(
         other_key = Codec(str(w.alice.id), bytes(32), "memory")  # the records, another key
         with pytest.raises(CacheCorruptError):
             other_key.message(stored[0], {}, client.telegram)
+
+
+async def test_log_out_purges_the_account(server: MTProtoTestServer) -> None:
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    backend = MemoryCacheBackend()
+    async with cached_client(store, server, backend) as (client, _rec, cache):
+        await client.wait_connected(10)
+        await w.send(w.room_id, "secret")
+        await w.caught_up(client)
+        await cache.history(w.room_id, limit=5)
+        assert await backend.chats(str(w.alice.id))
+        await client.telegram.log_out()
+    assert await backend.chats(str(w.alice.id)) == []
+
+
+async def test_two_accounts_sharing_a_backend_never_see_each_others_messages(
+    server: MTProtoTestServer,
+) -> None:
+    """Alice and Carol each have a private chat with Bob: the same chat id (Bob's) and,
+    per account, the same message ids; one backend keeps them apart by account."""
+    w = ChatWorld(server)
+    backend = MemoryCacheBackend()
+    async with (
+        cached_client(seeded_store(server, user=w.alice), server, backend) as (alice, _a, a),
+        cached_client(seeded_store(server, user=w.carol), server, backend) as (carol, _c, c),
+    ):
+        await alice.wait_connected(10)
+        await carol.wait_connected(10)
+        to_alice = await server.send_message(w.bob.id, w.alice.id, "for alice")
+        to_carol = await server.send_message(w.bob.id, w.carol.id, "for carol")
+        await w.caught_up(alice)
+        for cache in (a, c):
+            await cache.history(w.bob.id, limit=5)
+        mine = await a.history(w.bob.id, limit=5)
+        theirs = await c.history(w.bob.id, limit=5)
+        assert mine.from_cache
+        assert theirs.from_cache
+        assert "for carol" not in [m.message for m in mine.value]
+        assert "for alice" not in [m.message for m in theirs.value]
+        assert (await a.get(w.bob.id, to_carol)).value is None or to_carol == to_alice

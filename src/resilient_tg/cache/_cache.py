@@ -306,7 +306,7 @@ class MessageCache:
         session = self._client._session
         if self._client._telegram is not None:
             _compat.set_update_feed(self._client._telegram, None)
-        if session is not None and session.delete_requested and not self._purged:
+        if session is not None and session.logged_out and not self._purged:
             self._purged = True
             try:
                 await self.purge()

@@ -59,6 +59,7 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         self._saved_changes = 0
         self._urgent = False
         self._delete_requested = False
+        self._logged_out = False
         self._lock: asyncio.Lock | None = None
         self._wake: Flag | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -164,9 +165,9 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         return int(row[1]) if row is not None and row[1] else None
 
     @property
-    def delete_requested(self) -> bool:
-        """Whether Telethon's log_out() asked for the session to be deleted."""
-        return bool(self._delete_requested)
+    def logged_out(self) -> bool:
+        """Whether Telethon's log_out() deleted (or asked to delete) this session."""
+        return self._logged_out
 
     def hold_update_state(self) -> None:
         """Keep the update state as loaded: Telethon's writes of it are ignored until
@@ -257,6 +258,7 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
     def delete(self) -> None:
         """Called by Telethon's log_out(): the stored session is deleted in the background."""
         self._delete_requested = True
+        self._logged_out = True
         self._changed(urgent=True)
 
     # Persistence ----------------------------------------------------------------------
