@@ -3,6 +3,10 @@
 Backends: `MemoryCacheBackend` here; subclass `CacheBackend` to keep the cache elsewhere.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._backend import (
     CacheBackend,
     CachedDialog,
@@ -15,6 +19,9 @@ from ._backend import (
 )
 from ._memory import MemoryCacheBackend
 
+if TYPE_CHECKING:
+    from ._redis import RedisCacheBackend
+
 __all__ = [
     "CacheBackend",
     "CachedDialog",
@@ -23,6 +30,17 @@ __all__ = [
     "Cursor",
     "MemoryCacheBackend",
     "ReadMarks",
+    "RedisCacheBackend",
     "Span",
     "SpanState",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisCacheBackend and SQLCacheBackend import on first use, so that their extras
+    # (redis; sql) are needed only by those who use them.
+    if name == "RedisCacheBackend":
+        from ._redis import RedisCacheBackend
+
+        return RedisCacheBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
