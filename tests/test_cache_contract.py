@@ -12,6 +12,8 @@ from resilient_tg.testing.cache_contract import CacheBackendContract
 
 
 class TestMemoryCacheBackend(CacheBackendContract):
+    property_examples = 200
+
     @pytest.fixture
     async def backend(self) -> AsyncIterator[MemoryCacheBackend]:
         backend = MemoryCacheBackend()

@@ -33,6 +33,8 @@ async def delete_prefix(prefix: str) -> None:
 
 
 class TestRedisCacheBackend(CacheBackendContract):
+    property_examples = 50
+
     @pytest.fixture
     async def backend(self) -> AsyncIterator[RedisCacheBackend]:
         prefix = unique_prefix()

@@ -21,6 +21,7 @@ from ._memory import MemoryCacheBackend
 
 if TYPE_CHECKING:
     from ._redis import RedisCacheBackend
+    from ._sql import SQLCacheBackend
 
 __all__ = [
     "CacheBackend",
@@ -31,6 +32,7 @@ __all__ = [
     "MemoryCacheBackend",
     "ReadMarks",
     "RedisCacheBackend",
+    "SQLCacheBackend",
     "Span",
     "SpanState",
 ]
@@ -43,4 +45,8 @@ def __getattr__(name: str) -> Any:
         from ._redis import RedisCacheBackend
 
         return RedisCacheBackend
+    if name == "SQLCacheBackend":
+        from ._sql import SQLCacheBackend
+
+        return SQLCacheBackend
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

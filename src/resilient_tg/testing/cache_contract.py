@@ -182,7 +182,13 @@ _PROPERTY = settings(
 
 @pytest.mark.anyio
 class CacheBackendContract:
-    """Subclass with a ``backend`` fixture yielding an empty backend; see the module docs."""
+    """Subclass with a ``backend`` fixture yielding an empty backend; see the module docs.
+
+    ``property_examples`` is how many random streams the hypothesis test applies (lower
+    it for a slow backend).
+    """
+
+    property_examples: int = 30
 
     @pytest.fixture
     def backend(self) -> Any:
@@ -743,30 +749,40 @@ class CacheBackendContract:
 
     # Convergence ------------------------------------------------------------------------
 
-    @_PROPERTY
-    @given(streams=message_streams())
-    async def test_a_shuffled_replayed_stream_ends_as_the_stream_in_order(
-        self, backend: CacheBackend, streams: tuple[list[Op], list[Op]]
-    ) -> None:
-        in_order, shuffled = streams
-        n = next(_accounts)
-        a, b = f"prop-{n}-in-order", f"prop-{n}-shuffled"
-        await _apply(backend, a, in_order)
-        await _apply(backend, b, shuffled)
-        for chat_id, message_id in _UNIVERSE:
-            want = await backend.get_message(a, chat_id, message_id)
-            got = await backend.get_message(b, chat_id, message_id)
-            if want is None or want.deleted:
-                # A tombstone keeps whichever version was stored when the deletion came.
-                assert (got is None or got.deleted) == (want is None or want.deleted)
-                assert (got is None) == (want is None)
-            else:
-                assert got == want
-        for chat_id in (USER, GROUP, CHANNEL):
-            assert await backend.history(b, chat_id, below=None, limit=100) == (
-                await backend.history(a, chat_id, below=None, limit=100)
-            )
-            assert await backend.read_marks(b, chat_id) == await backend.read_marks(a, chat_id)
-        assert await backend.cursor(b) == await backend.cursor(a)
-        await backend.purge(a)
-        await backend.purge(b)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Each subclass gets the property test with its own number of examples.
+        super().__init_subclass__(**kwargs)
+        name = "test_a_shuffled_replayed_stream_ends_as_the_stream_in_order"
+        setattr(cls, name, _property_test(cls.property_examples))
+
+
+async def _converges(
+    self: CacheBackendContract, backend: CacheBackend, streams: tuple[list[Op], list[Op]]
+) -> None:
+    """A shuffled, partly replayed stream ends as the stream applied in order."""
+    in_order, shuffled = streams
+    n = next(_accounts)
+    a, b = f"prop-{n}-in-order", f"prop-{n}-shuffled"
+    await _apply(backend, a, in_order)
+    await _apply(backend, b, shuffled)
+    for chat_id, message_id in _UNIVERSE:
+        want = await backend.get_message(a, chat_id, message_id)
+        got = await backend.get_message(b, chat_id, message_id)
+        if want is None or want.deleted:
+            # A tombstone keeps whichever version was stored when the deletion came.
+            assert (got is None or got.deleted) == (want is None or want.deleted)
+            assert (got is None) == (want is None)
+        else:
+            assert got == want
+    for chat_id in (USER, GROUP, CHANNEL):
+        assert await backend.history(b, chat_id, below=None, limit=100) == (
+            await backend.history(a, chat_id, below=None, limit=100)
+        )
+        assert await backend.read_marks(b, chat_id) == await backend.read_marks(a, chat_id)
+    assert await backend.cursor(b) == await backend.cursor(a)
+    await backend.purge(a)
+    await backend.purge(b)
+
+
+def _property_test(examples: int) -> Any:
+    return settings(_PROPERTY, max_examples=examples)(given(streams=message_streams())(_converges))

@@ -1,0 +1,647 @@
+"""SQLCacheBackend: the message cache in SQLite, PostgreSQL or MariaDB/MySQL.
+
+Needs the ``sql`` extra (and ``postgres`` or ``mysql`` for those databases), like
+`resilient_tg.stores.SQLStore`, whose engine, retries and table creation it reuses; its
+tables (`._sql_schema`) sit beside SQLStore's, under the same ``table_prefix``, and are
+created on first use. Given an SQLStore instead of a URL it shares that store's pool.
+
+Every operation is one short transaction. Writes lock the account's row first (``SELECT
+... FOR UPDATE``; SQLite transactions are ``BEGIN IMMEDIATE``), so the writes of one
+account from racing processes apply one after the other; messages and dialogs merge by
+a conditional upsert (the version compared in SQL), read marks and cursors by GREATEST,
+and spans by compare-and-set on epochs read under that lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+try:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncConnection
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError("SQLCacheBackend needs SQLAlchemy: pip install 'resilient-tg[sql]'") from exc
+
+from ..stores._sql import SQLStore, shared_database
+from ..stores._sql_db import SQLDatabase
+from ..stores._sql_schema import make_tables
+from ..stores._sql_url import read_options, target
+from ._backend import (
+    ORPHAN_TOMBSTONES,
+    CacheBackend,
+    CachedDialog,
+    CachedMessage,
+    ChatUsage,
+    Cursor,
+    ReadMarks,
+    Span,
+    SpanState,
+    is_channel,
+)
+from ._sql_ops import chunks, greatest, take, upsert
+from ._sql_schema import ACCOUNT_DEFAULTS, CHAT_DEFAULTS, add_cache_tables, version_key
+
+__all__ = ["SQLCacheBackend"]
+
+_T = TypeVar("_T")
+_CHANNEL_MAX = -1_000_000_000_000  # chat ids <= this are channels (see is_channel)
+_MESSAGE_COLUMNS = ("date", "edit_date", "pts", "deleted", "body", "ver")
+
+
+class SQLCacheBackend(CacheBackend):
+    """The cache in a SQL database; see the module docs.
+
+    ``url`` is an SQLStore URL (``sqlite:///path``, ``postgresql://user@host/db``,
+    ``mariadb://...``; ``table_prefix`` may be a query parameter) or an `SQLStore`, whose
+    database, pool and ``table_prefix`` are then shared (`aclose` leaves them to it).
+    ``retry``, ``timeout``, ``pool_size`` and ``max_overflow`` are as for SQLStore.
+    """
+
+    def __init__(
+        self,
+        url: str | SQLStore,
+        *,
+        table_prefix: str | None = None,
+        retry: Sequence[float] = (0.2, 0.5, 1.0),
+        timeout: float = 5.0,
+        pool_size: int = 2,
+        max_overflow: int = 3,
+    ) -> None:
+        if isinstance(url, SQLStore):
+            if table_prefix is not None and table_prefix != url.table_prefix:
+                raise ValueError("SQLCacheBackend shares the store's table_prefix; give none")
+            database = shared_database(url)
+            self._owns_database = False
+        else:
+            options = read_options(url, name=None, table_prefix=table_prefix, key_env=None)
+            delays = tuple(float(d) for d in retry)
+            if any(not (math.isfinite(d) and d >= 0) for d in delays):
+                raise ValueError(f"SQLCacheBackend retry delays must be >= 0, got {delays!r}")
+            if not (math.isfinite(timeout) and timeout > 0):
+                raise ValueError(f"SQLCacheBackend timeout must be > 0 seconds, got {timeout!r}")
+            database = SQLDatabase(
+                target(options),
+                make_tables(options.table_prefix),
+                retry=delays,
+                timeout=float(timeout),
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+            )
+            self._owns_database = True
+        self._db = database
+        self.table_prefix = database.tables.prefix
+        self._t = add_cache_tables(database.tables)
+        database.tables_added()
+        self._display = f"{database.display}#cache"
+
+    def __repr__(self) -> str:
+        return f"<SQLCacheBackend {self._display} prefix={self.table_prefix!r}>"
+
+    def describe(self) -> str:
+        """The URL without password or query, then ``#cache``."""
+        return self._display
+
+    async def aclose(self) -> None:
+        if self._owns_database:
+            await self._db.aclose()
+
+    async def _run(self, what: str, op: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+        return await self._db.run(f"{what} (message cache)", op, display=self._display)
+
+    async def _lock(self, conn: AsyncConnection, account: str) -> Any:
+        """The account's row, made if missing and locked until the transaction ends."""
+        a = self._t.accounts
+        d = conn.dialect.name
+        await conn.execute(upsert(d, a, [{"account": account, **ACCOUNT_DEFAULTS}]))
+        query = sa.select(a).where(a.c.account == account).with_for_update()
+        return (await conn.execute(query)).one()
+
+    async def _ensure_chats(
+        self, conn: AsyncConnection, account: str, chats: Iterable[int]
+    ) -> None:
+        rows = [{"account": account, "chat_id": c, **CHAT_DEFAULTS} for c in sorted(set(chats))]
+        for part in chunks(rows):
+            await conn.execute(upsert(conn.dialect.name, self._t.chats, part))
+
+    def _chat_where(self, account: str, chat_id: int) -> Any:
+        c = self._t.chats.c
+        return sa.and_(c.account == account, c.chat_id == chat_id)
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def put_messages(self, account: str, messages: Sequence[CachedMessage]) -> None:
+        merged: dict[tuple[int, int], CachedMessage] = {}
+        for m in messages:  # one id twice in a batch: the newer (the first on a tie)
+            old = merged.get((m.chat_id, m.id))
+            if old is None or m.version > old.version:
+                merged[(m.chat_id, m.id)] = m
+        if not merged:
+            return
+        batch = list(merged.values())
+        for m in batch:
+            version_key(m.deleted, m.edit_date, m.pts)  # ValueError before any I/O
+        t, o = self._t.messages, self._t.orphans
+
+        async def op(conn: AsyncConnection) -> None:
+            await self._lock(conn, account)
+            d = conn.dialect.name
+            plain = sorted({m.id for m in batch if not is_channel(m.chat_id)})
+            orphans: dict[int, int] = {}
+            for ids in chunks(plain):
+                where = sa.and_(o.c.account == account, o.c.id.in_(ids))
+                found = await conn.execute(sa.select(o.c.id, o.c.pts).where(where))
+                orphans.update((int(i), int(p)) for i, p in found)
+                await conn.execute(sa.delete(o).where(where))
+            rows = []
+            for m in batch:
+                if not is_channel(m.chat_id) and m.id in orphans:
+                    m = m.tombstone(orphans[m.id])
+                rows.append(_message_row(account, m))
+            update = [(c, take(c)) for c in _MESSAGE_COLUMNS]
+            for part in chunks(rows):
+                await conn.execute(
+                    upsert(d, t, part, update=update, newer=lambda new, old: new.ver > old.ver)
+                )
+
+        await self._run("store messages", op)
+
+    async def delete_ids(self, account: str, ids: Iterable[int], pts: int = 0) -> list[int]:
+        wanted = list(dict.fromkeys(int(i) for i in ids))
+        t = self._t.messages
+
+        async def op(conn: AsyncConnection) -> list[int]:
+            if not wanted:
+                return []
+            row = await self._lock(conn, account)
+            held: set[int] = set()
+            found_ids: set[int] = set()
+            for part in chunks(wanted):
+                query = sa.select(t.c.chat_id, t.c.id, t.c.edit_date, t.c.pts, t.c.deleted).where(
+                    t.c.account == account, t.c.id.in_(part), t.c.chat_id > _CHANNEL_MAX
+                )
+                changes = []
+                for chat_id, message_id, edit_date, old_pts, deleted in await conn.execute(query):
+                    held.add(int(chat_id))
+                    found_ids.add(int(message_id))
+                    if not deleted:
+                        new_pts = max(int(old_pts), int(pts))
+                        changes.append(
+                            {
+                                "k_chat": chat_id,
+                                "k_id": message_id,
+                                "pts": new_pts,
+                                "ver": version_key(True, int(edit_date), new_pts),
+                            }
+                        )
+                if changes:
+                    stmt = (
+                        sa.update(t)
+                        .where(
+                            t.c.account == account,
+                            t.c.chat_id == sa.bindparam("k_chat"),
+                            t.c.id == sa.bindparam("k_id"),
+                        )
+                        .values(
+                            deleted=1, body=b"", pts=sa.bindparam("pts"), ver=sa.bindparam("ver")
+                        )
+                    )
+                    await conn.execute(stmt, changes)
+            orphan_ids = [i for i in wanted if i not in found_ids]
+            if orphan_ids:
+                await self._remember_orphans(conn, account, row, orphan_ids, int(pts))
+            return sorted(held)
+
+        return await self._run("delete messages", op)
+
+    async def _remember_orphans(
+        self, conn: AsyncConnection, account: str, row: Any, ids: list[int], pts: int
+    ) -> None:
+        a, o = self._t.accounts, self._t.orphans
+        seq = int(row.orphan_seq)
+        rows = [
+            {"account": account, "id": i, "pts": pts, "seq": seq + n + 1} for n, i in enumerate(ids)
+        ]
+        seq += len(ids)
+        for part in chunks(rows):
+            stmt = upsert(
+                conn.dialect.name, o, part, update=[("pts", take("pts")), ("seq", take("seq"))]
+            )
+            await conn.execute(stmt)
+        await conn.execute(sa.update(a).where(a.c.account == account).values(orphan_seq=seq))
+        # Keep the newest ORPHAN_TOMBSTONES (fewer when some were used up: seqs have holes).
+        await conn.execute(
+            sa.delete(o).where(o.c.account == account, o.c.seq <= seq - ORPHAN_TOMBSTONES)
+        )
+
+    async def get_message(
+        self, account: str, chat_id: int, message_id: int
+    ) -> CachedMessage | None:
+        t = self._t.messages
+
+        async def op(conn: AsyncConnection) -> CachedMessage | None:
+            query = sa.select(t).where(
+                t.c.account == account, t.c.chat_id == chat_id, t.c.id == message_id
+            )
+            row = (await conn.execute(query)).one_or_none()
+            return None if row is None else _message(row)
+
+        return await self._run("read a message", op)
+
+    async def history(
+        self, account: str, chat_id: int, *, below: int | None, limit: int
+    ) -> list[CachedMessage]:
+        if limit <= 0:
+            return []
+        t = self._t.messages
+
+        async def op(conn: AsyncConnection) -> list[CachedMessage]:
+            query = sa.select(t).where(
+                t.c.account == account, t.c.chat_id == chat_id, t.c.deleted == 0
+            )
+            if below is not None:
+                query = query.where(t.c.id < below)
+            query = query.order_by(t.c.id.desc()).limit(limit)
+            return [_message(row) for row in await conn.execute(query)]
+
+        return await self._run("read history", op)
+
+    async def trim(self, account: str, chat_id: int, keep: int) -> int:
+        t, c = self._t.messages, self._t.chats
+        keep = max(0, int(keep))
+
+        async def op(conn: AsyncConnection) -> int:
+            await self._lock(conn, account)
+            live = sa.and_(t.c.account == account, t.c.chat_id == chat_id, t.c.deleted == 0)
+            count = int(await conn.scalar(sa.select(sa.func.count()).where(live)) or 0)
+            if count <= keep:
+                return 0
+            ordered = sa.select(t.c.id).where(live).order_by(t.c.id.desc())
+            if keep > 0:
+                floor = int(await conn.scalar(ordered.offset(keep - 1).limit(1)) or 0)
+            else:
+                floor = int(await conn.scalar(ordered.limit(1)) or 0) + 1
+            await conn.execute(
+                sa.delete(t).where(t.c.account == account, t.c.chat_id == chat_id, t.c.id < floor)
+            )
+            d = conn.dialect.name
+            await conn.execute(
+                sa.update(c)
+                .where(self._chat_where(account, chat_id), c.c.has_span == 1)
+                .values(low=greatest(d, c.c.low, floor), from_start=0)
+            )
+            return count - keep
+
+        return await self._run("trim a chat", op)
+
+    # -- spans -------------------------------------------------------------------------
+
+    async def span(self, account: str, chat_id: int) -> SpanState:
+        a, c = self._t.accounts, self._t.chats
+
+        async def op(conn: AsyncConnection) -> SpanState:
+            epoch = await conn.scalar(sa.select(a.c.epoch).where(a.c.account == account))
+            row = (
+                await conn.execute(sa.select(c).where(self._chat_where(account, chat_id)))
+            ).one_or_none()
+            token = f"{int(epoch or 0)}.{int(row.epoch) if row else 0}"
+            if row is None or not row.has_span:
+                return SpanState(None, token)
+            span = Span(int(row.low), bool(row.from_start), float(row.anchored_at))
+            return SpanState(span, token)
+
+        return await self._run("read a span", op)
+
+    async def set_span(self, account: str, chat_id: int, span: Span, token: str) -> bool:
+        c = self._t.chats
+        values = _span_values(span)
+
+        async def op(conn: AsyncConnection) -> bool:
+            row = await self._lock(conn, account)
+            chat_epoch = await conn.scalar(
+                sa.select(c.c.epoch).where(self._chat_where(account, chat_id))
+            )
+            if f"{int(row.epoch)}.{int(chat_epoch or 0)}" != token:
+                return False
+            await self._ensure_chats(conn, account, [chat_id])
+            await conn.execute(
+                sa.update(c).where(self._chat_where(account, chat_id)).values(**values)
+            )
+            return True
+
+        return await self._run("set a span", op)
+
+    async def end_spans(self, account: str, chat_ids: Iterable[int] | None = None) -> None:
+        a, c = self._t.accounts, self._t.chats
+        chats = None if chat_ids is None else sorted({int(i) for i in chat_ids})
+        ended = {"has_span": 0, "low": 0, "from_start": 0, "anchored_at": 0.0}
+
+        async def op(conn: AsyncConnection) -> None:
+            await self._lock(conn, account)
+            account_values: dict[str, Any] = {
+                "dialog_epoch": a.c.dialog_epoch + 1,
+                "d_span": 0,
+            }
+            if chats is None:
+                account_values["epoch"] = a.c.epoch + 1
+                await conn.execute(sa.update(c).where(c.c.account == account).values(**ended))
+            else:
+                await self._ensure_chats(conn, account, chats)
+                for part in chunks(chats):
+                    await conn.execute(
+                        sa.update(c)
+                        .where(c.c.account == account, c.c.chat_id.in_(part))
+                        .values(epoch=c.c.epoch + 1, **ended)
+                    )
+            await conn.execute(sa.update(a).where(a.c.account == account).values(**account_values))
+
+        await self._run("end spans", op)
+
+    # -- per-chat state ----------------------------------------------------------------
+
+    async def read_marks(self, account: str, chat_id: int) -> ReadMarks:
+        c = self._t.chats
+
+        async def op(conn: AsyncConnection) -> ReadMarks:
+            query = sa.select(c.c.inbox, c.c.outbox).where(self._chat_where(account, chat_id))
+            row = (await conn.execute(query)).one_or_none()
+            return ReadMarks() if row is None else ReadMarks(int(row.inbox), int(row.outbox))
+
+        return await self._run("read read marks", op)
+
+    async def _forward(self, what: str, account: str, chat_id: int, **values: Any) -> None:
+        """Move columns of a chat's row forward (never back)."""
+        c = self._t.chats
+
+        async def op(conn: AsyncConnection) -> None:
+            await self._lock(conn, account)
+            d = conn.dialect.name
+            row = {"account": account, "chat_id": chat_id, **CHAT_DEFAULTS, **values}
+            update = [(k, lambda new, old, k=k: greatest(d, old[k], new[k])) for k in values]
+            await conn.execute(upsert(d, c, [row], update=update))
+
+        await self._run(what, op)
+
+    async def mark_read(
+        self, account: str, chat_id: int, *, inbox_max_id: int = 0, outbox_max_id: int = 0
+    ) -> None:
+        await self._forward(
+            "mark read", account, chat_id, inbox=int(inbox_max_id), outbox=int(outbox_max_id)
+        )
+
+    async def touch(self, account: str, chat_id: int, when: float) -> None:
+        await self._forward("record a read", account, chat_id, last_read=float(when))
+
+    async def chats(self, account: str) -> list[int]:
+        found = await self._usage(account)
+        return sorted(u.chat_id for u in found)
+
+    async def usage(self) -> list[ChatUsage]:
+        return await self._usage(None)
+
+    async def _usage(self, account: str | None) -> list[ChatUsage]:
+        t, c = self._t.messages, self._t.chats
+
+        async def op(conn: AsyncConnection) -> list[ChatUsage]:
+            live = sa.func.sum(sa.case((t.c.deleted == 0, 1), else_=0))
+            counts = sa.select(t.c.account, t.c.chat_id, live).group_by(t.c.account, t.c.chat_id)
+            state = sa.select(c.c.account, c.c.chat_id, c.c.last_read).where(
+                sa.or_(c.c.has_span == 1, c.c.inbox > 0, c.c.outbox > 0, c.c.last_read > 0)
+            )
+            if account is not None:
+                counts = counts.where(t.c.account == account)
+                state = state.where(c.c.account == account)
+            found: dict[tuple[str, int], list[Any]] = {}
+            for name, chat_id, n in await conn.execute(counts):
+                found[(str(name), int(chat_id))] = [int(n or 0), 0.0]
+            for name, chat_id, last_read in await conn.execute(state):
+                found.setdefault((str(name), int(chat_id)), [0, 0.0])[1] = float(last_read)
+            return [ChatUsage(k[0], k[1], v[0], v[1]) for k, v in found.items()]
+
+        return await self._run("read usage", op)
+
+    async def drop_chat(self, account: str, chat_id: int) -> None:
+        a, t, c = self._t.accounts, self._t.messages, self._t.chats
+
+        async def op(conn: AsyncConnection) -> None:
+            await self._lock(conn, account)
+            await conn.execute(sa.delete(t).where(t.c.account == account, t.c.chat_id == chat_id))
+            await self._ensure_chats(conn, account, [chat_id])
+            fresh = {k: v for k, v in CHAT_DEFAULTS.items() if k != "epoch"}
+            await conn.execute(
+                sa.update(c)
+                .where(self._chat_where(account, chat_id))
+                .values(epoch=c.c.epoch + 1, **fresh)
+            )
+            await conn.execute(
+                sa.update(a)
+                .where(a.c.account == account)
+                .values(dialog_epoch=a.c.dialog_epoch + 1, d_span=0)
+            )
+
+        await self._run("drop a chat", op)
+
+    # -- account state -----------------------------------------------------------------
+
+    async def cursor(self, account: str) -> Cursor | None:
+        a, ch = self._t.accounts, self._t.channels
+
+        async def op(conn: AsyncConnection) -> Cursor | None:
+            row = (await conn.execute(sa.select(a).where(a.c.account == account))).one_or_none()
+            if row is None or not row.has_cursor:
+                return None
+            query = sa.select(ch.c.channel_id, ch.c.pts).where(ch.c.account == account)
+            channels = {int(i): int(p) for i, p in await conn.execute(query)}
+            return Cursor(
+                pts=int(row.pts),
+                qts=int(row.qts),
+                date=int(row.date),
+                seq=int(row.seq),
+                channels=channels,
+                current_at=float(row.current_at),
+            )
+
+        return await self._run("read the cursor", op)
+
+    async def set_cursor(self, account: str, cursor: Cursor) -> None:
+        a, ch = self._t.accounts, self._t.channels
+        fields = {
+            "pts": int(cursor.pts),
+            "qts": int(cursor.qts),
+            "date": int(cursor.date),
+            "seq": int(cursor.seq),
+            "current_at": float(cursor.current_at),
+        }
+        channels = [
+            {"account": account, "channel_id": int(k), "pts": int(v)}
+            for k, v in sorted(cursor.channels.items())
+        ]
+
+        async def op(conn: AsyncConnection) -> None:
+            row = await self._lock(conn, account)
+            values: dict[str, Any] = {"has_cursor": 1}
+            for k, v in fields.items():
+                values[k] = v if not row.has_cursor else max(v, getattr(row, k))
+            await conn.execute(sa.update(a).where(a.c.account == account).values(**values))
+            d = conn.dialect.name
+            update = [("pts", lambda new, old: greatest(d, old.pts, new.pts))]
+            for part in chunks(channels):
+                await conn.execute(upsert(d, ch, part, update=update))
+
+        await self._run("store the cursor", op)
+
+    async def dialogs(self, account: str) -> tuple[list[CachedDialog], SpanState]:
+        a, g = self._t.accounts, self._t.dialogs
+
+        async def op(conn: AsyncConnection) -> tuple[list[CachedDialog], SpanState]:
+            row = (await conn.execute(sa.select(a).where(a.c.account == account))).one_or_none()
+            query = (
+                sa.select(g)
+                .where(g.c.account == account)
+                .order_by(g.c.pinned.desc(), g.c.top_date.desc(), g.c.top_id.desc())
+            )
+            dialogs = [
+                CachedDialog(
+                    int(r.chat_id), int(r.top_id), int(r.top_date), bool(r.pinned), bytes(r.body)
+                )
+                for r in await conn.execute(query)
+            ]
+            if row is None:
+                return dialogs, SpanState(None, "0.0")
+            token = f"{int(row.epoch)}.{int(row.dialog_epoch)}"
+            if not row.d_span:
+                return dialogs, SpanState(None, token)
+            span = Span(int(row.d_low), bool(row.d_from_start), float(row.d_anchored_at))
+            return dialogs, SpanState(span, token)
+
+        return await self._run("read dialogs", op)
+
+    async def put_dialogs(
+        self, account: str, dialogs: Sequence[CachedDialog], *, span: Span | None, token: str | None
+    ) -> bool:
+        a, g = self._t.accounts, self._t.dialogs
+        merged: dict[int, CachedDialog] = {}
+        for dialog in dialogs:  # one chat twice: as if put one after the other
+            old = merged.get(dialog.chat_id)
+            if old is None or dialog.top_id >= old.top_id:
+                merged[dialog.chat_id] = dialog
+        rows = [
+            {
+                "account": account,
+                "chat_id": int(x.chat_id),
+                "top_id": int(x.top_id),
+                "top_date": int(x.top_date),
+                "pinned": int(x.pinned),
+                "body": bytes(x.body),
+            }
+            for x in merged.values()
+        ]
+        values = None if span is None else _span_values(span)
+
+        async def op(conn: AsyncConnection) -> bool:
+            row = await self._lock(conn, account)
+            d = conn.dialect.name
+            update = [(k, take(k)) for k in ("top_date", "pinned", "body", "top_id")]
+            for part in chunks(rows):
+                await conn.execute(
+                    upsert(
+                        d, g, part, update=update, newer=lambda new, old: new.top_id >= old.top_id
+                    )
+                )
+            if values is None or token != f"{int(row.epoch)}.{int(row.dialog_epoch)}":
+                return False
+            dialog_values = {
+                "d_span": 1,
+                "d_low": values["low"],
+                "d_from_start": values["from_start"],
+                "d_anchored_at": values["anchored_at"],
+            }
+            await conn.execute(sa.update(a).where(a.c.account == account).values(**dialog_values))
+            return True
+
+        return await self._run("store dialogs", op)
+
+    async def put_entities(self, account: str, entities: Mapping[int, bytes]) -> None:
+        e = self._t.entities
+        rows = [
+            {"account": account, "peer_id": int(k), "body": bytes(v)} for k, v in entities.items()
+        ]
+        if not rows:
+            return
+
+        async def op(conn: AsyncConnection) -> None:
+            for part in chunks(rows):
+                await conn.execute(
+                    upsert(conn.dialect.name, e, part, update=[("body", take("body"))])
+                )
+
+        await self._run("store entities", op)
+
+    async def entities(self, account: str, peer_ids: Iterable[int]) -> dict[int, bytes]:
+        e = self._t.entities
+        wanted = sorted({int(i) for i in peer_ids})
+
+        async def op(conn: AsyncConnection) -> dict[int, bytes]:
+            found: dict[int, bytes] = {}
+            for part in chunks(wanted):
+                query = sa.select(e.c.peer_id, e.c.body).where(
+                    e.c.account == account, e.c.peer_id.in_(part)
+                )
+                found.update((int(i), bytes(b)) for i, b in await conn.execute(query))
+            return found
+
+        return await self._run("read entities", op) if wanted else {}
+
+    async def purge(self, account: str) -> None:
+        t = self._t
+
+        async def op(conn: AsyncConnection) -> None:
+            row = await self._lock(conn, account)
+            for table in (t.messages, t.chats, t.orphans, t.channels, t.dialogs, t.entities):
+                await conn.execute(sa.delete(table).where(table.c.account == account))
+            # The row stays with a new epoch: tokens handed out before stay stale.
+            values = {**ACCOUNT_DEFAULTS, "epoch": int(row.epoch) + 1}
+            values["dialog_epoch"] = int(row.dialog_epoch) + 1
+            await conn.execute(
+                sa.update(t.accounts).where(t.accounts.c.account == account).values(**values)
+            )
+
+        await self._run("purge an account", op)
+
+
+def _message_row(account: str, m: CachedMessage) -> dict[str, Any]:
+    return {
+        "account": account,
+        "chat_id": int(m.chat_id),
+        "id": int(m.id),
+        "date": int(m.date),
+        "edit_date": int(m.edit_date),
+        "pts": int(m.pts),
+        "deleted": int(m.deleted),
+        "ver": version_key(m.deleted, m.edit_date, m.pts),
+        "body": b"" if m.deleted else bytes(m.body),
+    }
+
+
+def _message(row: Any) -> CachedMessage:
+    return CachedMessage(
+        chat_id=int(row.chat_id),
+        id=int(row.id),
+        date=int(row.date),
+        edit_date=int(row.edit_date),
+        pts=int(row.pts),
+        deleted=bool(row.deleted),
+        body=bytes(row.body),
+    )
+
+
+def _span_values(span: Span) -> dict[str, Any]:
+    if not math.isfinite(span.anchored_at):
+        raise ValueError(f"Span.anchored_at must be finite, got {span.anchored_at!r}")
+    return {
+        "has_span": 1,
+        "low": int(span.low),
+        "from_start": int(span.from_start),
+        "anchored_at": float(span.anchored_at),
+    }
