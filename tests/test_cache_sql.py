@@ -17,11 +17,15 @@ import pytest
 import sqlalchemy as sa
 
 from resilient_tg.cache import SQLCacheBackend
-from resilient_tg.testing.cache_contract import CacheBackendContract
+from resilient_tg.stores import SessionData, SQLStore
+from resilient_tg.stores._sql import shared_database
+from resilient_tg.testing.cache_contract import USER, CacheBackendContract, message
 
 PG_URL = os.environ.get("RESILIENT_TG_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get("RESILIENT_TG_TEST_MARIADB", "mariadb://root@127.0.0.1:3306/test")
 BACKENDS = ("sqlite", "postgresql", "mariadb")
+pytestmark = pytest.mark.anyio
+
 RUN = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
 _counter = itertools.count()
 
@@ -65,3 +69,51 @@ class TestSQLCacheBackend(CacheBackendContract):
                     await drop_tables(backend)
             finally:
                 await backend.aclose()
+
+
+# Construction, sharing a store's pool, limits -----------------------------------------
+
+PASSWORD = "Pa55-w0rd-never-shown"
+
+
+def test_describe_and_repr_never_show_the_password() -> None:
+    backend = SQLCacheBackend(f"postgresql://app:{PASSWORD}@db.example:5433/chat?sslmode=require")
+    assert backend.describe() == "postgresql://app@db.example:5433/chat#cache"
+    assert PASSWORD not in repr(backend)
+    assert PASSWORD not in str(backend)
+    assert backend._db.engine is None  # nothing connects before first use
+
+
+def test_bad_options_are_value_errors_naming_them() -> None:
+    for bad, field in (
+        ({"table_prefix": "x; drop"}, "table_prefix"),
+        ({"timeout": 0}, "timeout"),
+        ({"retry": (-1.0,)}, "retry"),
+    ):
+        with pytest.raises(ValueError, match=field):
+            SQLCacheBackend("sqlite:///x.db", **bad)  # type: ignore[arg-type]
+    assert SQLCacheBackend("sqlite:///x.db?table_prefix=gw_").table_prefix == "gw_"
+
+
+async def test_a_backend_made_from_a_store_shares_its_pool_and_prefix(tmp_path: Path) -> None:
+    store = SQLStore(f"sqlite:///{tmp_path}/both.db", name="bot", table_prefix="app_")
+    backend = SQLCacheBackend(store)
+    try:
+        assert backend.table_prefix == "app_"
+        assert backend._db is shared_database(store)
+        await backend.put_messages("bot", [message(USER, 1)])
+        await store.save(SessionData(dc_id=2, server_address="127.0.0.1", port=443))
+        await backend.aclose()  # leaves the store's pool alone
+        assert await store.load() is not None
+        assert await backend.get_message("bot", USER, 1) == message(USER, 1)
+        with pytest.raises(ValueError, match="table_prefix"):
+            SQLCacheBackend(store, table_prefix="other_")
+    finally:
+        await store.aclose()
+
+
+async def test_versions_outside_telegrams_int32_are_refused_before_any_io(tmp_path: Path) -> None:
+    backend = SQLCacheBackend(f"sqlite:///{tmp_path}/c.db")
+    with pytest.raises(ValueError, match="pts"):
+        await backend.put_messages("a", [message(USER, 1, pts=2**31)])
+    assert backend._db.engine is None

@@ -8,8 +8,9 @@ created on first use. Given an SQLStore instead of a URL it shares that store's 
 Every operation is one short transaction. Writes lock the account's row first (``SELECT
 ... FOR UPDATE``; SQLite transactions are ``BEGIN IMMEDIATE``), so the writes of one
 account from racing processes apply one after the other; messages and dialogs merge by
-a conditional upsert (the version compared in SQL), read marks and cursors by GREATEST,
-and spans by compare-and-set on epochs read under that lock.
+a conditional upsert (the version compared in SQL), spans by compare-and-set on epochs
+read under that lock. Read marks and `touch` are one upsert with GREATEST each, atomic
+without the lock.
 """
 
 from __future__ import annotations
@@ -177,11 +178,11 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
         return await self._run("read read marks", op)
 
     async def _forward(self, what: str, account: str, chat_id: int, **values: Any) -> None:
-        """Move columns of a chat's row forward (never back)."""
+        """Move columns of a chat's row forward (never back): one upsert with GREATEST,
+        atomic without the account's lock (`touch` comes with every read)."""
         c = self._t.chats
 
         async def op(conn: AsyncConnection) -> None:
-            await self._lock(conn, account)
             d = conn.dialect.name
             row = {"account": account, "chat_id": chat_id, **CHAT_DEFAULTS, **values}
             update = [(k, lambda new, old, k=k: greatest(d, old[k], new[k])) for k in values]
