@@ -1,6 +1,9 @@
 """resilient_tg.cache: recent messages per account and chat, kept gap-free by updates.
 
-Backends: `MemoryCacheBackend` here; subclass `CacheBackend` to keep the cache elsewhere.
+Backends: `MemoryCacheBackend`; `SQLCacheBackend` (the ``sql`` extra) and
+`RedisCacheBackend` (the ``redis`` extra), imported on first use so that importing this
+package needs neither; subclass `CacheBackend` to keep the cache elsewhere, and check it
+with `resilient_tg.testing.cache_contract`.
 """
 
 from __future__ import annotations
