@@ -141,7 +141,7 @@ async def test_idle_chats_expire_and_retention_drops_old_messages(
         assert await backend.usage()
         await asyncio.sleep(0.1)  # the TTL itself is what is tested: let it pass
         await cache.maintain()
-        assert [u.messages for u in await backend.usage()] == [0]
+        assert [u for u in await backend.usage() if u.messages] == []
 
 
 async def test_auth_lost_purges_the_account(server: MTProtoTestServer) -> None:
