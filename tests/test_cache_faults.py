@@ -8,9 +8,12 @@ read started (no deleted message, no outdated text, nothing missing); at the end
 chat equals the server's history message by message, and history reads after warm-up
 are (at least 90%) served from the cache.
 
-The fault count is ``RESILIENT_TG_CACHE_FAULTS`` (default 50: about 13 s on an idle
-2-core machine; the issue's 100 take about 26 s); ``RESILIENT_TG_CACHE_SEED`` replays a
-run. Intervals are scaled down as in the other fault tests.
+It runs on the memory backend, the local PostgreSQL and the local Redis (a database that
+is not running fails). The fault count is ``RESILIENT_TG_CACHE_FAULTS`` (default 50 on
+memory: about 13 s on a 2-core machine; the issue's 100 take about 26 s) and
+``RESILIENT_TG_CACHE_FAULTS_SHARED`` on PostgreSQL and Redis (default 20);
+``RESILIENT_TG_CACHE_SEED`` replays a run. Intervals are scaled down as in the other
+fault tests.
 """
 
 from __future__ import annotations
@@ -26,14 +29,24 @@ import attrs
 import pytest
 
 from resilient_tg import ConnectionState, KeepalivePolicy, ReconnectPolicy, _compat
+from resilient_tg.cache import (
+    CacheBackend,
+    MemoryCacheBackend,
+    RedisCacheBackend,
+    SQLCacheBackend,
+)
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
 from .cachetools import ChatWorld, assert_cache_equals_server, cached_client
 from .clienttools import Recorder, seeded_store
+from .test_cache_redis import REDIS_URL, delete_prefix
+from .test_cache_redis import unique_prefix as redis_prefix
+from .test_cache_sql import PG_URL, drop_tables, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
 FAULTS = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS", "50"))
+FAULTS_SHARED = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS_SHARED", "20"))
 SEED = int(os.environ.get("RESILIENT_TG_CACHE_SEED", "0")) or random.randrange(1, 10**6)
 KEEPALIVE = KeepalivePolicy(interval=0.3, timeout=0.3)
 RECONNECT = ReconnectPolicy(initial_delay=0.02, max_delay=0.2, connect_timeout=3.0, probe_delay=0.1)
@@ -96,6 +109,7 @@ class Stream:
         """What an answer holds that the log up to pts ``applied`` contradicts."""
         texts: dict[int, set[str]] = {}  # id -> texts it may show (latest known, or newer)
         deleted: set[int] = set()
+        deleted_later: set[int] = set()  # the answer may already know (it is not behind)
         alive: set[int] = set()
         for op in self.log:
             if op.chat != chat:
@@ -108,8 +122,11 @@ class Stream:
                     texts[op.id] = {op.text}
                     if op.kind == "new":
                         alive.add(op.id)
+            elif op.kind == "delete":
+                deleted_later.add(op.id)
             elif op.id in texts or op.kind == "new":
                 texts.setdefault(op.id, set()).add(op.text)
+        alive -= deleted_later
         problems = []
         shown = {m.id for m in messages}
         for message in messages:
@@ -134,8 +151,29 @@ async def world() -> AsyncIterator[tuple[ChatWorld, FaultProxy]]:
         yield ChatWorld(server), proxy
 
 
-async def until_state(rec: Recorder, predicate: Any) -> None:
-    await rec.until(lambda: predicate(rec.client.state), limit=20)
+@pytest.fixture(params=["memory", "postgresql", "redis"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[CacheBackend]:
+    """A fresh backend of each kind (its own tables or key prefix, dropped afterwards)."""
+    if request.param == "memory":
+        yield MemoryCacheBackend()
+        return
+    if request.param == "postgresql":
+        sql = SQLCacheBackend(PG_URL, table_prefix=unique_prefix(), pool_size=1, max_overflow=1)
+        try:
+            yield sql
+        finally:
+            try:
+                await drop_tables(sql)
+            finally:
+                await sql.aclose()
+        return
+    prefix = redis_prefix()
+    redis = RedisCacheBackend(REDIS_URL, prefix=prefix)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+        await delete_prefix(prefix)
 
 
 async def fault(rng: random.Random, proxy: FaultProxy, rec: Recorder) -> str:
@@ -158,9 +196,10 @@ async def fault(rng: random.Random, proxy: FaultProxy, rec: Recorder) -> str:
 
 
 async def test_cache_stays_consistent_through_random_faults(
-    world: tuple[ChatWorld, FaultProxy],
+    world: tuple[ChatWorld, FaultProxy], backend: CacheBackend
 ) -> None:
     w, proxy = world
+    faults = FAULTS if isinstance(backend, MemoryCacheBackend) else FAULTS_SHARED
     rng = random.Random(SEED)
     stream = Stream(w, rng)
     store = seeded_store(w.server, proxy.port, user=w.alice)
@@ -168,7 +207,7 @@ async def test_cache_stays_consistent_through_random_faults(
     problems: list[str] = []
     started = time.monotonic()
     async with cached_client(
-        store, w.server, keepalive=KEEPALIVE, reconnect=RECONNECT, request_timeout=20.0
+        store, w.server, backend, keepalive=KEEPALIVE, reconnect=RECONNECT, request_timeout=20.0
     ) as (client, rec, cache):
         await client.wait_connected(10)
         for chat in w.chats():
@@ -202,7 +241,7 @@ async def test_cache_stays_consistent_through_random_faults(
         async with anyio.create_task_group() as tg:
             tg.start_soon(flow)
             tg.start_soon(read)
-            for _ in range(FAULTS):
+            for _ in range(faults):
                 before = stream.count
                 await rec.until(lambda b=before: stream.count >= b + 5, 20)  # let it flow
                 kind = await fault(rng, proxy, rec)
@@ -214,7 +253,8 @@ async def test_cache_stays_consistent_through_random_faults(
     served = reads["cache"] + reads["telegram"]
     hit_rate = reads["cache"] / served if served else 0.0
     print(
-        f"\ncache faults: {FAULTS} ({kinds}), seed {SEED}, {stream.count} changes, "
+        f"\ncache faults on {backend.describe()}: {faults} ({kinds}), seed {SEED}, "
+        f"{stream.count} changes, "
         f"{served} current reads ({hit_rate:.1%} from the cache), {reads['stale']} stale, "
         f"{len(problems)} stale entries served as current, {elapsed:.1f}s"
     )

@@ -159,10 +159,10 @@ class MessageCache:
             span = (await self._backend.span(account, chat_id)).span
             whole = span is not None and covers(span, records, limit)
             return self._stale(await self._decode(account, records), whole)
-        await self._settle()
+        settled = await self._settle()
         state = await self._backend.span(account, chat_id)
         records = await self._backend.history(account, chat_id, below=below, limit=limit)
-        if not self._broken and state.span is not None and covers(state.span, records, limit):
+        if settled and state.span is not None and covers(state.span, records, limit):
             await self._backend.touch(account, chat_id, time.time())
             return self._current(await self._decode(account, records), Source.CACHE)
         telegram = self._client.telegram
@@ -192,10 +192,8 @@ class MessageCache:
             live = [record] if record is not None and not record.deleted else []
             decoded = await self._decode(account, live)
             return self._stale(decoded[0] if decoded else None, inside or record is not None)
-        await self._settle()
-        span = (await self._backend.span(account, chat_id)).span
-        if self._broken:
-            span = None
+        settled = await self._settle()
+        span = (await self._backend.span(account, chat_id)).span if settled else None
         if span is not None and (span.from_start or message_id >= span.low):
             record = await self._backend.get_message(account, chat_id, message_id)
             await self._backend.touch(account, chat_id, time.time())
@@ -219,10 +217,9 @@ class MessageCache:
         connected = self._connected()
         if not connected:
             self._refuse_if_fresh(fresh)
-        else:
-            await self._settle()
+        settled = connected and await self._settle()
         cached, state = await self._backend.dialogs(account)
-        whole = not self._broken and state.span is not None and state.span.from_start
+        whole = (settled or not connected) and state.span is not None and state.span.from_start
         if whole or not connected:
             entries = []
             for dialog in cached[:limit]:
@@ -328,19 +325,19 @@ class MessageCache:
                 self._wake.clear()
                 continue
             writer = await self._writer_()
-            while self._feed:
-                update, users, chats, pts = self._feed[0]
-                try:
-                    await writer.apply(update, users, chats, pts)
-                except Exception as exc:  # noqa: BLE001 - the backend failed: see _broken
-                    if not self._broken:
-                        log.warning(
-                            "cache: writing an update to %s failed (%s); the account's spans end",
-                            self._backend.describe(),
-                            exc,
-                        )
-                    self._broken = True
-                    self._epoch += 1
+            entries = list(self._feed)
+            try:
+                await writer.apply(entries)
+            except Exception as exc:  # noqa: BLE001 - the backend failed: see _broken
+                if not self._broken:
+                    log.warning(
+                        "cache: writing updates to %s failed (%s); the account's spans end",
+                        self._backend.describe(),
+                        exc,
+                    )
+                self._broken = True
+                self._epoch += 1
+            for _ in entries:
                 self._feed.popleft()
             await self._write_cursor()
             if sum(writer.written.values()) >= _TRIM_AFTER:
@@ -430,11 +427,13 @@ class MessageCache:
     def _connected(self) -> bool:
         return self._client.state is ConnectionState.CONNECTED
 
-    async def _settle(self) -> None:
-        """Let queued updates be written first, so a read sees what the client has seen."""
+    async def _settle(self) -> bool:
+        """Let queued updates be written first, so a read sees what the client has seen.
+        False when they were not written in time: the cache cannot answer as current."""
         if not self._idle.is_set():
             with anyio.move_on_after(_SETTLE):
                 await self._idle.wait()
+        return self._idle.is_set() and not self._broken
 
     def _refuse_if_fresh(self, fresh: bool) -> None:
         if fresh:

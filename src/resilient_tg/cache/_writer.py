@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import attrs
 from telethon import utils
 from telethon.tl import functions, types
 
@@ -54,9 +55,61 @@ class UpdateWriter:
         self._pinned = pinned
         self.written: dict[int, int] = {}  # chat -> messages written since the last trim
 
-    async def apply(
-        self, update: Any, users: Sequence[Any], chats: Sequence[Any], pts: int
-    ) -> None:
+    async def apply(self, entries: Sequence[tuple[Any, Any, Any, int]]) -> None:
+        """Write fed entries in order; consecutive message versions (new, edited, deleted
+        channel messages) go to the backend in one write each for messages, entities and
+        dialogs (the merge by version makes their order inside a batch irrelevant)."""
+        batch = _Batch()
+        for update, users, chats, pts in entries:
+            if not self._collect(batch, update, users, chats, pts):
+                await self._flush(batch)
+                batch = _Batch()
+                await self._apply_one(update, pts)
+        await self._flush(batch)
+
+    def _collect(self, batch: _Batch, update: Any, users: Any, chats: Any, pts: int) -> bool:
+        """Add a message version to the batch; False for anything else."""
+        own_pts = int(getattr(update, "pts", 0) or 0) or pts
+        if isinstance(update, (*_NEW, *_EDIT)):
+            message, new = update.message, isinstance(update, _NEW)
+        elif isinstance(update, (types.UpdateShortMessage, types.UpdateShortChatMessage)):
+            message, new = _short_message(update), True
+        elif isinstance(update, types.UpdateDeleteChannelMessages):
+            chat_id = _channel_chat(update.channel_id)
+            batch.records += [
+                CachedMessage(chat_id, int(i), date=0, pts=own_pts, deleted=True)
+                for i in update.messages
+            ]
+            return True
+        else:
+            return False
+        record = self._codec.record(message, own_pts)
+        if record is None:
+            return True
+        batch.records.append(record)
+        batch.entities.update(self._codec.entities([*users, *chats]))
+        if new:
+            old = batch.dialogs.get(record.chat_id)
+            if old is None or record.id > old.top_id:
+                pinned = self._pinned.get(record.chat_id, False)
+                batch.dialogs[record.chat_id] = CachedDialog(
+                    record.chat_id, record.id, record.date, pinned
+                )
+        return True
+
+    async def _flush(self, batch: _Batch) -> None:
+        backend, account = self._backend, self._account
+        if batch.entities:
+            await backend.put_entities(account, batch.entities)
+        if batch.records:
+            await backend.put_messages(account, batch.records)
+            for record in batch.records:
+                if not record.deleted:
+                    self.written[record.chat_id] = self.written.get(record.chat_id, 0) + 1
+        if batch.dialogs:
+            await backend.put_dialogs(account, list(batch.dialogs.values()), span=None, token=None)
+
+    async def _apply_one(self, update: Any, pts: int) -> None:
         backend, account = self._backend, self._account
         if isinstance(update, _compat.GapMark):
             self._on_break()
@@ -69,25 +122,10 @@ class UpdateWriter:
             await backend.end_spans(account, [_channel_chat(update.channel_id)])
             return
         own_pts = int(getattr(update, "pts", 0) or 0) or pts
-        if isinstance(update, (*_NEW, *_EDIT)):
-            await self._messages(
-                [update.message], users, chats, own_pts, new=isinstance(update, _NEW)
-            )
-        elif isinstance(update, (types.UpdateShortMessage, types.UpdateShortChatMessage)):
-            await self._messages([_short_message(update)], users, chats, own_pts, new=True)
-        elif isinstance(update, types.UpdateShortSentMessage):
+        if isinstance(update, types.UpdateShortSentMessage):
             await self._own_sent(update)
         elif isinstance(update, types.UpdateDeleteMessages):
             await backend.delete_ids(account, list(update.messages), own_pts)
-        elif isinstance(update, types.UpdateDeleteChannelMessages):
-            chat_id = _channel_chat(update.channel_id)
-            await backend.put_messages(
-                account,
-                [
-                    CachedMessage(chat_id, int(i), date=0, pts=own_pts, deleted=True)
-                    for i in update.messages
-                ],
-            )
         elif isinstance(update, types.UpdateReadHistoryInbox):
             chat_id = int(utils.get_peer_id(update.peer))
             await backend.mark_read(account, chat_id, inbox_max_id=update.max_id)
@@ -100,35 +138,6 @@ class UpdateWriter:
         elif isinstance(update, types.UpdateReadChannelOutbox):
             chat_id = _channel_chat(update.channel_id)
             await backend.mark_read(account, chat_id, outbox_max_id=update.max_id)
-
-    async def _messages(
-        self,
-        messages: Sequence[Any],
-        users: Sequence[Any],
-        chats: Sequence[Any],
-        pts: int,
-        *,
-        new: bool,
-    ) -> None:
-        records = [r for r in (self._codec.record(m, pts) for m in messages) if r is not None]
-        if not records:
-            return
-        entities = self._codec.entities([*users, *chats])
-        if entities:
-            await self._backend.put_entities(self._account, entities)
-        await self._backend.put_messages(self._account, records)
-        for record in records:
-            self.written[record.chat_id] = self.written.get(record.chat_id, 0) + 1
-        if new:
-            await self._backend.put_dialogs(
-                self._account,
-                [
-                    CachedDialog(r.chat_id, r.id, r.date, self._pinned.get(r.chat_id, False))
-                    for r in records
-                ],
-                span=None,
-                token=None,
-            )
 
     async def _own_sent(self, update: Any) -> None:
         """updateShortSentMessage names neither the chat nor the text: fetch the message
@@ -143,11 +152,22 @@ class UpdateWriter:
             answer = None
         found = [m for m in getattr(answer, "messages", ()) if isinstance(m, types.Message)]
         if found:
-            await self._messages(found, answer.users, answer.chats, update.pts, new=True)
+            batch = _Batch()
+            for message in found:
+                wrapped = types.UpdateNewMessage(message=message, pts=update.pts, pts_count=0)
+                self._collect(batch, wrapped, answer.users, answer.chats, update.pts)
+            await self._flush(batch)
             return
         self._on_break()
         chats = await self._backend.chats(self._account)
         await self._backend.end_spans(self._account, [c for c in chats if not is_channel(c)])
+
+
+@attrs.define
+class _Batch:
+    records: list[CachedMessage] = attrs.field(factory=list)
+    entities: dict[int, bytes] = attrs.field(factory=dict)
+    dialogs: dict[int, CachedDialog] = attrs.field(factory=dict)
 
 
 def _short_message(update: Any) -> Any:
