@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 import anyio
+import attrs
 from telethon import utils
 
 from .. import _compat
@@ -35,9 +36,9 @@ from .._flag import Flag
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
-from ._backend import CacheBackend, ReadMarks, is_channel
+from ._backend import CacheBackend, Cursor, ReadMarks, is_channel
 from ._bounds import Bounds, enforce
-from ._codec import Codec, peer_ids_of, timestamp
+from ._codec import Codec, load_messages, timestamp
 from ._cursor import box_cursor, loaded_state, restart_breaks
 from ._fetch import (
     HISTORY_PAGE,
@@ -120,6 +121,8 @@ class MessageCache:
         self._last_maintain = time.monotonic()
         self._purged = False
         self._ready_lock = anyio.Lock()
+        self._feed_generation = 0
+        self._stopped = False  # after AUTH_LOST or a log out: nothing more is written
         self._broken = False  # a write failed: spans end before the cursor moves again
         client.cache = self
         client.on_auth_lost(self._on_auth_lost)
@@ -269,6 +272,7 @@ class MessageCache:
     async def purge(self) -> None:
         """Forget everything cached for this account (also done on logout and AUTH_LOST)."""
         self._epoch += 1
+        self._feed_generation += 1  # what was queued belongs to the purged past
         self._feed.clear()
         if self._account is not None:
             await self._backend.purge(self._account)
@@ -304,6 +308,7 @@ class MessageCache:
         if self._client._telegram is not None:
             _compat.set_update_feed(self._client._telegram, None)
         if session is not None and session.logged_out and not self._purged:
+            self._stopped = True
             self._purged = True
             try:
                 await self.purge()
@@ -311,6 +316,8 @@ class MessageCache:
                 log.warning("cache: purge after log out failed: %s", exc)
 
     def _on_update(self, update: Any, users: Any, chats: Any, pts: int) -> None:
+        if self._stopped:
+            return
         self._feed.append((update, users, chats, pts))
         self._idle.clear()
         self._wake.set()
@@ -336,6 +343,8 @@ class MessageCache:
                 await anyio.sleep(1.0)
                 continue
             entries = list(self._feed)
+            cursor = box_cursor(self._client.telegram, 0.0)  # in step with ``entries``
+            generation = self._feed_generation
             try:
                 await writer.apply(entries)
                 await self._trim(writer)
@@ -348,10 +357,12 @@ class MessageCache:
                     )
                 self._broken = True
                 self._epoch += 1
+            if generation != self._feed_generation:
+                continue  # purged meanwhile: the queue was emptied, nothing to cursor
             for _ in entries:
                 self._feed.popleft()
             try:
-                await self._write_cursor()
+                await self._write_cursor(cursor)
             except Exception as exc:  # noqa: BLE001 - the next batch writes it
                 log.info("cache: writing the cursor failed: %s", exc)
 
@@ -367,8 +378,10 @@ class MessageCache:
         if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
             await self.maintain()
 
-    async def _write_cursor(self) -> None:
-        if self._feed or self._account is None:
+    async def _write_cursor(self, cursor: Cursor | None) -> None:
+        """Store ``cursor``: the box's state when the batch just written was taken from the
+        queue (the queue is fed in step with the box, so that batch is all it covers)."""
+        if cursor is None or self._account is None:
             return
         if self._broken:
             try:
@@ -376,13 +389,11 @@ class MessageCache:
             except Exception:  # noqa: BLE001 - still broken: the cursor stays where it was
                 return
             self._broken = False
-        if self._connected():
+        if self._connected() and not self._feed:
             self._current_at = time.time()
-        cursor = box_cursor(self._client.telegram, self._current_at)
-        if cursor is None:
-            return
-        if not self._feed:  # nothing applied meanwhile by the box the cache has not written
-            await self._backend.set_cursor(self._account, cursor)
+        await self._backend.set_cursor(
+            self._account, attrs.evolve(cursor, current_at=self._current_at)
+        )
 
     async def _writer_(self) -> UpdateWriter:
         """The writer, once the account is known (checking the restart on first use)."""
@@ -470,20 +481,9 @@ class MessageCache:
         return CacheAnswer(value, Source.CACHE, True, self._current_at, complete)
 
     async def _decode(self, account: str, records: list[Any]) -> list[Any]:
-        codec = self._codec_()
-        wanted: set[int] = set()
-        for record in records:
-            wanted.add(record.chat_id)
-        stored = await self._backend.entities(account, wanted)
-        messages = []
-        for record in records:
-            message = codec.message(record, stored, self._client.telegram)
-            more = peer_ids_of(message) - stored.keys()
-            if more:
-                stored.update(await self._backend.entities(account, more))
-                message = codec.message(record, stored, self._client.telegram)
-            messages.append(message)
-        return messages
+        return await load_messages(
+            self._backend, account, self._codec_(), records, self._client.telegram
+        )
 
     async def _input_peer(self, account: str, chat_id: int) -> Any:
         """Telethon's input peer for a chat; the cached entity when Telethon knows none."""
@@ -503,6 +503,7 @@ class MessageCache:
         self._client._spawn("cache purge", self._purge_once)
 
     async def _purge_once(self) -> None:
+        self._stopped = True
         if not self._purged:
             self._purged = True
             await self.purge()

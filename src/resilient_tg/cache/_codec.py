@@ -18,9 +18,9 @@ from telethon.tl import types
 
 from .._errors import CacheCorruptError, SessionCorruptError
 from ..stores._encryption import Encryptor
-from ._backend import CachedMessage
+from ._backend import CacheBackend, CachedMessage
 
-__all__ = ["Codec", "peer_ids_of", "timestamp"]
+__all__ = ["Codec", "load_messages", "peer_ids_of", "timestamp"]
 
 _MESSAGES = (types.Message, types.MessageService)
 _ENTITIES = (types.User, types.Chat, types.Channel, types.ChatForbidden, types.ChannelForbidden)
@@ -78,8 +78,8 @@ class Codec:
                 found[int(utils.get_peer_id(entity))] = self._pack(bytes(entity))
         return found
 
-    def message(self, record: CachedMessage, entities: Mapping[int, bytes], client: Any) -> Any:
-        """The Telethon message of a live record, its users and chats filled in."""
+    def parse(self, record: CachedMessage) -> Any:
+        """The Telethon message of a record (users and chats not filled in yet)."""
         message = self._object(record.body)
         if not isinstance(message, _MESSAGES):
             raise CacheCorruptError(
@@ -87,6 +87,11 @@ class Codec:
                 "a message",
                 backend=self._where,
             )
+        return message
+
+    def message(self, record: CachedMessage, entities: Mapping[int, bytes], client: Any) -> Any:
+        """The Telethon message of a live record, its users and chats filled in."""
+        message = self.parse(record)
         known = {peer_id: self._object(body) for peer_id, body in entities.items()}
         message._finish_init(client, known, None)
         return message
@@ -116,3 +121,19 @@ class Codec:
                 f"{self._where}: a cached entry is not valid TL ({type(exc).__name__})",
                 backend=self._where,
             ) from None
+
+
+async def load_messages(
+    backend: CacheBackend, account: str, codec: Codec, records: list[CachedMessage], client: Any
+) -> list[Any]:
+    """Telethon messages of live records, their chats, senders and forward sources filled
+    in from the cached entities (one backend read)."""
+    messages = [codec.parse(record) for record in records]
+    wanted: set[int] = set()
+    for message in messages:
+        wanted |= peer_ids_of(message)
+    stored = await backend.entities(account, wanted) if wanted else {}
+    known = {peer_id: codec.entity(body) for peer_id, body in stored.items()}
+    for message in messages:
+        message._finish_init(client, known, None)
+    return messages
