@@ -225,3 +225,18 @@ async def test_two_accounts_sharing_a_backend_never_see_each_others_messages(
         assert "for carol" not in [m.message for m in mine.value]
         assert "for alice" not in [m.message for m in theirs.value]
         assert (await a.get(w.bob.id, to_carol)).value is None or to_carol == to_alice
+
+
+def test_complete_is_defined_word_for_word_alike_in_the_code_and_the_docs() -> None:
+    import re
+    from pathlib import Path
+
+    from resilient_tg.cache import _cache
+
+    def definition(text: str) -> str:
+        start = text.index("Complete: per account and chat")
+        end = text.index("all others from", start)
+        return re.sub(r"[\s>]+", " ", text[start:end])
+
+    docs = Path(__file__).parent.parent / "docs" / "cache.md"
+    assert definition(_cache.__doc__ or "") == definition(docs.read_text(encoding="utf-8"))

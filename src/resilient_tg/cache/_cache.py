@@ -1,22 +1,26 @@
 """MessageCache: recent messages per account and chat, kept gap-free by updates.
 
-**Complete** (the same definition as in docs/cache.md): per account and chat, the cache
-holds a *span*, ``Span.low`` and up, of message ids; it is anchored by a getHistory answer
-taken while the client was CONNECTED (with the span token read before the request was
-sent, so that a break in between makes `CacheBackend.set_span` refuse it) and extended by
-every update applied since. Anything that can break that chain ends the span: a "too
-long" difference (a channel's; the account's differenceTooLong ends every span of the
-account), a channel Telethon stops following, an own sent message the cache cannot
-fetch, and a start whose persisted update state (the session's pts and channel pts) is
-ahead of the cache's `Cursor` or unknown to it (updates in between never reached the
-cache). Reads inside a span are answered from the cache; reads outside go to Telegram.
+The definition of complete, word for word as in docs/cache.md:
+
+Complete: per account and chat, the cache holds a span of message ids, from `Span.low`
+up. A span is anchored by a `messages.getHistory` answer taken while the client is
+CONNECTED (the span's token is read before the request is sent, so that a break in
+between makes the anchoring fail) and extended by every update applied since. Anything
+that can break that chain ends the span: a "too long" difference (a channel's ends that
+channel's span; the account's differenceTooLong ends every span of the account), a
+channel Telethon stops following, an own sent message the cache cannot fetch, a failed
+backend write, and a start whose persisted update state (the session's pts and channel
+pts) is ahead of the cache's cursor or unknown to it. A range is complete when a span
+covers it: reads of complete ranges are answered from the cache, all others from
+Telegram.
 
 Writes come from Telethon's message box through `_compat.set_update_feed`: every update
 it applies, in the order it applies them (pts order, the catch-up after each reconnect
-included), is queued and written by one task (`UpdateWriter`). The `Cursor` is written
-only when that queue is empty, from the box's state at that moment, so it never claims an
-update the cache has not written; the session's stored update state waits for the same
-queue (its ``update_state_gate``), so a restart does not skip what the cache missed.
+included), is queued and written by one task (`UpdateWriter`). The `Cursor` written
+after a batch is the box's state when the batch was taken from the queue, so it never
+claims an update the cache has not written; the session's stored update state waits for
+the same queue (its ``update_state_gate``), so a restart does not skip what the cache
+missed.
 """
 
 from __future__ import annotations
