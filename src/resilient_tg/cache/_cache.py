@@ -435,7 +435,8 @@ class MessageCache:
         """End the spans whose updates may have passed while the cache was not written:
         the session's persisted state at start is ahead of the cache's cursor."""
         cursor = await self._backend.cursor(account)
-        breaks = restart_breaks(cursor, self._loaded)
+        cached = await self._backend.chats(account)
+        breaks = restart_breaks(cursor, self._loaded, cached)
         if cursor is None or breaks is None:
             self._epoch += 1
             await self._backend.end_spans(account, None)
@@ -443,7 +444,7 @@ class MessageCache:
             return
         account_broke, ended = breaks
         if account_broke:
-            ended += [c for c in await self._backend.chats(account) if not is_channel(c)]
+            ended += [c for c in cached if not is_channel(c)]
         if ended:
             self._epoch += 1
             await self._backend.end_spans(account, ended)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import _compat
-from ._backend import Cursor
+from ._backend import Cursor, is_channel
 from ._codec import timestamp
 
 __all__ = ["box_cursor", "loaded_state", "marked_channel", "restart_breaks"]
@@ -47,18 +47,20 @@ def loaded_state(session: Any) -> tuple[int, dict[int, int]] | None:
 
 
 def restart_breaks(
-    cursor: Cursor | None, loaded: tuple[int, dict[int, int]] | None
+    cursor: Cursor | None, loaded: tuple[int, dict[int, int]] | None, cached: list[int]
 ) -> tuple[bool, list[int]] | None:
     """What a start breaks: None when everything (no cursor, or a session without update
     state); else whether the account's non-channel chats broke (the session's pts is past
-    the cursor's) and which channels did (past it, or unknown to one side: Telethon will
-    not catch up a channel the session does not know)."""
+    the cursor's) and which channels did: past the cursor, or unknown to either side
+    (Telethon does not catch up a channel the session does not follow, so a cached one
+    may have missed anything). ``cached`` are the chats the backend holds."""
     if cursor is None or loaded is None:
         return None
     pts, channels = loaded
+    known = set(channels) | set(cursor.channels) | {c for c in cached if is_channel(c)}
     ended = [
         chat_id
-        for chat_id in sorted(set(channels) | set(cursor.channels))
+        for chat_id in sorted(known)
         if chat_id not in channels or channels[chat_id] > cursor.channels.get(chat_id, 0)
     ]
     return pts > cursor.pts, ended

@@ -78,6 +78,12 @@ class HistoryFetch:
             )
         )
         raw = list(getattr(answer, "messages", ()))
+        channel = channel_of(self.chat_id)
+        if channel is not None:
+            # A span of a channel the box does not follow would miss what a reconnect or
+            # a restart does not fetch: follow it from this answer's pts on.
+            pts = int(getattr(answer, "pts", 0) or 0)
+            _compat.follow_channel(telegram, channel, pts, answer.users, answer.chats)
         entities = peer_entities(answer)
         self.messages = [
             m
