@@ -42,12 +42,13 @@ from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
 from ._backend import CacheBackend, Cursor, ReadMarks, is_channel
 from ._bounds import Bounds, enforce
-from ._codec import Codec, load_messages, timestamp
+from ._codec import Codec, load_messages
 from ._cursor import box_cursor, loaded_state, restart_breaks
 from ._fetch import (
     HISTORY_PAGE,
     HistoryFetch,
     anchored_span,
+    cached_dialogs,
     chat_id_of,
     covers,
     fetch_dialogs,
@@ -228,22 +229,9 @@ class MessageCache:
         cached, state = await self._backend.dialogs(account)
         whole = (settled or not connected) and state.span is not None and state.span.from_start
         if whole or not connected:
-            entries = []
-            for dialog in cached[:limit]:
-                top = await self._backend.history(account, dialog.chat_id, below=None, limit=1)
-                decoded = await self._decode(account, top)
-                entity = await self._entity(account, dialog.chat_id)
-                message = decoded[0] if decoded else None
-                entries.append(
-                    DialogEntry(
-                        dialog.chat_id,
-                        message.id if message is not None else dialog.top_id,
-                        timestamp(message.date) if message is not None else dialog.top_date,
-                        dialog.pinned,
-                        entity,
-                        message,
-                    )
-                )
+            entries = await cached_dialogs(
+                self._backend, account, self._codec_(), cached[:limit], self._client.telegram
+            )
             if not connected:
                 return self._stale(entries, whole)
             return self._current(entries, Source.CACHE)
@@ -420,6 +408,13 @@ class MessageCache:
             return self._account
         async with self._ready_lock:  # one restart check, however many callers
             if self._account is None:
+                if not self._connected():
+                    state = self._client.state.value
+                    raise StaleCacheError(
+                        f"the cache's account is not known yet (no login in the session) "
+                        f"and the client is {state}: pass account= or wait for CONNECTED",
+                        state=state,
+                    )
                 me = await self._client.telegram.get_me(input_peer=True)
                 if me is None:
                     raise RuntimeError(
