@@ -65,6 +65,7 @@ log = logging.getLogger("resilient_tg.cache")
 _SETTLE = 2.0  # how long a read waits for queued updates to be written first
 _MAINTAIN_EVERY = 30.0  # seconds between bound checks (also after _TRIM_AFTER writes)
 _TRIM_AFTER = 200
+_CURSOR_EVERY = 0.2  # seconds between cursor writes while updates keep coming
 
 
 class MessageCache:
@@ -127,6 +128,8 @@ class MessageCache:
         self._purged = False
         self._ready_lock = anyio.Lock()
         self._feed_generation = 0
+        self._pending_cursor: Cursor | None = None  # written at most every _CURSOR_EVERY
+        self._cursor_at = 0.0
         self._stopped = False  # after AUTH_LOST or a log out: nothing more is written
         self._broken = False  # a write failed: spans end before the cursor moves again
         client.cache = self
@@ -266,6 +269,8 @@ class MessageCache:
         self._epoch += 1
         self._feed_generation += 1  # what was queued belongs to the purged past
         self._feed.clear()
+        self._pending_cursor = None
+        self._writer = None  # it remembers what it wrote
         if self._account is not None:
             await self._backend.purge(self._account)
             log.info("cache of account %s purged", self._account)
@@ -319,9 +324,13 @@ class MessageCache:
         feed nobody writes would hold the session's update state back for good)."""
         while True:
             if not self._feed:
+                if self._pending_cursor is not None:
+                    await self._write_cursor()  # before idle: the session waits for it
+                    continue
                 self._idle.set()
                 try:
-                    await self._maybe_maintain()
+                    if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
+                        await self.maintain()
                 except Exception as exc:  # noqa: BLE001 - retried at the next interval
                     log.warning("cache: applying the bounds failed: %s", exc)
                 with anyio.move_on_after(_MAINTAIN_EVERY):
@@ -353,10 +362,9 @@ class MessageCache:
                 continue  # purged meanwhile: the queue was emptied, nothing to cursor
             for _ in entries:
                 self._feed.popleft()
-            try:
-                await self._write_cursor(cursor)
-            except Exception as exc:  # noqa: BLE001 - the next batch writes it
-                log.info("cache: writing the cursor failed: %s", exc)
+            self._pending_cursor = cursor
+            if time.monotonic() - self._cursor_at >= _CURSOR_EVERY:
+                await self._write_cursor()
 
     async def _trim(self, writer: UpdateWriter) -> None:
         """Keep the chats that got many messages at ``per_chat`` (cheaper than `maintain`)."""
@@ -366,26 +374,23 @@ class MessageCache:
             await self._backend.trim(self._account, chat_id, self.bounds.per_chat)
         writer.written.clear()
 
-    async def _maybe_maintain(self) -> None:
-        if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
-            await self.maintain()
-
-    async def _write_cursor(self, cursor: Cursor | None) -> None:
-        """Store ``cursor``: the box's state when the batch just written was taken from the
-        queue (the queue is fed in step with the box, so that batch is all it covers)."""
+    async def _write_cursor(self) -> None:
+        """Store the pending cursor: the box's state when the last batch written was taken
+        from the queue (the queue is fed in step with the box: that is all it covers)."""
+        cursor, self._pending_cursor = self._pending_cursor, None
+        self._cursor_at = time.monotonic()
         if cursor is None or self._account is None:
             return
-        if self._broken:
-            try:
+        try:
+            if self._broken:
                 await self._backend.end_spans(self._account, None)
-            except Exception:  # noqa: BLE001 - still broken: the cursor stays where it was
-                return
-            self._broken = False
-        if self._connected() and not self._feed:
-            self._current_at = time.time()
-        await self._backend.set_cursor(
-            self._account, attrs.evolve(cursor, current_at=self._current_at)
-        )
+                self._broken = False
+            if self._connected() and not self._feed:
+                self._current_at = time.time()
+            cursor = attrs.evolve(cursor, current_at=self._current_at)
+            await self._backend.set_cursor(self._account, cursor)
+        except Exception as exc:  # noqa: BLE001 - still behind: a later batch writes it
+            log.info("cache: writing the cursor to %s failed: %s", self._backend.describe(), exc)
 
     async def _writer_(self) -> UpdateWriter:
         """The writer, once the account is known (checking the restart on first use)."""

@@ -20,10 +20,19 @@ from .._errors import CacheCorruptError, SessionCorruptError
 from ..stores._encryption import Encryptor
 from ._backend import CacheBackend, CachedMessage
 
-__all__ = ["Codec", "load_messages", "peer_ids_of", "timestamp"]
+__all__ = ["Codec", "load_messages", "peer_ids_of", "raw_entities", "timestamp"]
 
 _MESSAGES = (types.Message, types.MessageService)
 _ENTITIES = (types.User, types.Chat, types.Channel, types.ChatForbidden, types.ChannelForbidden)
+
+
+def raw_entities(objects: Iterable[Any]) -> dict[int, bytes]:
+    """Full users and chats (not "min" ones) by marked id, as TL bytes."""
+    found: dict[int, bytes] = {}
+    for entity in objects:
+        if isinstance(entity, _ENTITIES) and not getattr(entity, "min", False):
+            found[int(utils.get_peer_id(entity))] = bytes(entity)
+    return found
 
 
 def timestamp(value: Any) -> int:
@@ -72,11 +81,11 @@ class Codec:
 
     def entities(self, objects: Iterable[Any]) -> dict[int, bytes]:
         """Users and chats by marked id, ready for `CacheBackend.put_entities`."""
-        found: dict[int, bytes] = {}
-        for entity in objects:
-            if isinstance(entity, _ENTITIES) and not getattr(entity, "min", False):
-                found[int(utils.get_peer_id(entity))] = self._pack(bytes(entity))
-        return found
+        return {peer_id: self.pack(raw) for peer_id, raw in raw_entities(objects).items()}
+
+    def pack(self, raw: bytes) -> bytes:
+        """TL bytes as stored: sealed when the cache encrypts."""
+        return self._pack(raw)
 
     def parse(self, record: CachedMessage) -> Any:
         """The Telethon message of a record (users and chats not filled in yet)."""

@@ -19,7 +19,7 @@ from telethon.tl import functions, types
 
 from .. import _compat
 from ._backend import CacheBackend, CachedDialog, CachedMessage, is_channel
-from ._codec import Codec
+from ._codec import Codec, raw_entities
 
 __all__ = ["UpdateWriter"]
 
@@ -54,6 +54,10 @@ class UpdateWriter:
         self._on_break = on_break  # local fetches in flight must not anchor after a break
         self._pinned = pinned
         self.written: dict[int, int] = {}  # chat -> messages written since the last trim
+        # What was last written, to skip rewriting it (most updates repeat their users
+        # and chats): entity TL bytes by peer id, and each dialog's top id.
+        self._entities: dict[int, bytes] = {}
+        self._tops: dict[int, int] = {}
 
     async def apply(self, entries: Sequence[tuple[Any, Any, Any, int]]) -> None:
         """Write fed entries in order; consecutive message versions (new, edited, deleted
@@ -87,8 +91,10 @@ class UpdateWriter:
         if record is None:
             return True
         batch.records.append(record)
-        batch.entities.update(self._codec.entities([*users, *chats]))
-        if new:
+        for peer_id, raw in raw_entities([*users, *chats]).items():
+            if self._entities.get(peer_id) != raw:
+                batch.entities[peer_id] = raw
+        if new and record.id > self._tops.get(record.chat_id, 0):
             old = batch.dialogs.get(record.chat_id)
             if old is None or record.id > old.top_id:
                 pinned = self._pinned.get(record.chat_id, False)
@@ -100,7 +106,11 @@ class UpdateWriter:
     async def _flush(self, batch: _Batch) -> None:
         backend, account = self._backend, self._account
         if batch.entities:
-            await backend.put_entities(account, batch.entities)
+            packed = {p: self._codec.pack(raw) for p, raw in batch.entities.items()}
+            await backend.put_entities(account, packed)
+            if len(self._entities) > 10_000:
+                self._entities.clear()
+            self._entities.update(batch.entities)
         if batch.records:
             await backend.put_messages(account, batch.records)
             for record in batch.records:
@@ -108,6 +118,9 @@ class UpdateWriter:
                     self.written[record.chat_id] = self.written.get(record.chat_id, 0) + 1
         if batch.dialogs:
             await backend.put_dialogs(account, list(batch.dialogs.values()), span=None, token=None)
+            if len(self._tops) > 10_000:
+                self._tops.clear()
+            self._tops.update({d.chat_id: d.top_id for d in batch.dialogs.values()})
 
     async def _apply_one(self, update: Any, pts: int) -> None:
         backend, account = self._backend, self._account
@@ -166,7 +179,7 @@ class UpdateWriter:
 @attrs.define
 class _Batch:
     records: list[CachedMessage] = attrs.field(factory=list)
-    entities: dict[int, bytes] = attrs.field(factory=dict)
+    entities: dict[int, bytes] = attrs.field(factory=dict)  # raw TL bytes
     dialogs: dict[int, CachedDialog] = attrs.field(factory=dict)
 
 
