@@ -180,7 +180,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[CacheBackend]
         yield MemoryCacheBackend()
         return
     if request.param == "postgresql":
-        sql = SQLCacheBackend(PG_URL, table_prefix=unique_prefix(), pool_size=1, max_overflow=1)
+        sql = SQLCacheBackend(PG_URL, table_prefix=unique_prefix(), pool_size=1, max_overflow=2)
         try:
             yield sql
         finally:

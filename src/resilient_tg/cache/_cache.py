@@ -40,10 +40,10 @@ from .._flag import Flag
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
-from ._backend import CacheBackend, Cursor, ReadMarks, is_channel
+from ._backend import CacheBackend, Cursor, ReadMarks
 from ._bounds import Bounds, enforce
 from ._codec import Codec, load_messages
-from ._cursor import box_cursor, loaded_state, restart_breaks
+from ._cursor import box_cursor, end_restart_breaks, loaded_state
 from ._fetch import (
     HISTORY_PAGE,
     HistoryFetch,
@@ -121,6 +121,7 @@ class MessageCache:
         self._applying = False
         self._epoch = 0  # local breaks: a fetch started before one must not anchor
         self._pinned: dict[int, bool] = {}
+        self._touched: dict[int, float] = {}
         self._loaded: tuple[int, dict[int, int]] | None = None  # session state at start
         self._current_at = 0.0
         self._started_at = time.time()
@@ -174,7 +175,7 @@ class MessageCache:
         state = await self._backend.span(account, chat_id)
         records = await self._backend.history(account, chat_id, below=below, limit=limit)
         if settled and state.span is not None and covers(state.span, records, limit):
-            await self._backend.touch(account, chat_id, time.time())
+            await self._touch(account, chat_id)
             return self._current(await self._decode(account, records), Source.CACHE)
         telegram = self._client.telegram
         epoch = self._epoch
@@ -186,7 +187,7 @@ class MessageCache:
             span = anchored_span(fetch, state, time.time())
             if span is not None:
                 await self._backend.set_span(account, chat_id, span, state.token)
-        await self._backend.touch(account, chat_id, time.time())
+        await self._touch(account, chat_id)
         if len(fetch.messages) > self.bounds.per_chat:
             await self._backend.trim(account, chat_id, self.bounds.per_chat)
         return self._current(fetch.messages[:limit], Source.TELEGRAM)
@@ -207,7 +208,7 @@ class MessageCache:
         span = (await self._backend.span(account, chat_id)).span if settled else None
         if span is not None and (span.from_start or message_id >= span.low):
             record = await self._backend.get_message(account, chat_id, message_id)
-            await self._backend.touch(account, chat_id, time.time())
+            await self._touch(account, chat_id)
             live = [record] if record is not None and not record.deleted else []
             decoded = await self._decode(account, live)
             return self._current(decoded[0] if decoded else None, Source.CACHE)
@@ -432,24 +433,9 @@ class MessageCache:
         return self._account
 
     async def _check_restart(self, account: str) -> None:
-        """End the spans whose updates may have passed while the cache was not written:
-        the session's persisted state at start is ahead of the cache's cursor."""
-        cursor = await self._backend.cursor(account)
-        cached = await self._backend.chats(account)
-        breaks = restart_breaks(cursor, self._loaded, cached)
-        if cursor is None or breaks is None:
-            self._epoch += 1
-            await self._backend.end_spans(account, None)
-            log.info("cache of account %s: no cursor to resume from; spans ended", account)
-            return
-        account_broke, ended = breaks
-        if account_broke:
-            ended += [c for c in cached if not is_channel(c)]
-        if ended:
-            self._epoch += 1
-            await self._backend.end_spans(account, ended)
-            log.info("cache of account %s: %d span(s) ended on restart", account, len(ended))
-        self._current_at = cursor.current_at
+        """End the spans whose updates may have passed while the cache was not written."""
+        self._epoch += 1  # (harmless when nothing ended: no fetch is in flight yet)
+        self._current_at = await end_restart_breaks(self._backend, account, self._loaded)
 
     # Helpers ----------------------------------------------------------------------------
 
@@ -489,6 +475,13 @@ class MessageCache:
         return await load_messages(
             self._backend, account, self._codec_(), records, self._client.telegram
         )
+
+    async def _touch(self, account: str, chat_id: int) -> None:
+        """Record a read for the bounds, at most once a second per chat (a write each)."""
+        now = time.time()
+        if now - self._touched.get(chat_id, 0.0) >= 1.0:
+            self._touched[chat_id] = now
+            await self._backend.touch(account, chat_id, now)
 
     async def _input_peer(self, account: str, chat_id: int) -> Any:
         """Telethon's input peer for a chat; the cached entity when Telethon knows none."""
