@@ -398,7 +398,13 @@ class MessageCache:
         if self._writer is None:
             account = await self._ready()
             self._writer = UpdateWriter(
-                self._backend, account, self._codec_(), self._own_fetch, self._break, self._pinned
+                self._backend,
+                account,
+                self._codec_(),
+                self._own_fetch,
+                lambda: _compat.account_state(self._client.telegram),
+                self._break,
+                self._pinned,
             )
         return self._writer
 

@@ -44,6 +44,7 @@ class UpdateWriter:
         account: str,
         codec: Codec,
         fetch: Fetch,
+        state: Callable[[], dict[str, Any]],
         on_break: Callable[[], None],
         pinned: dict[int, bool],
     ) -> None:
@@ -51,6 +52,7 @@ class UpdateWriter:
         self._account = account
         self._codec = codec
         self._fetch = fetch  # a request through the client (own sent messages)
+        self._state = state  # the box's account state (qts and date for getDifference)
         self._on_break = on_break  # local fetches in flight must not anchor after a break
         self._pinned = pinned
         self.written: dict[int, int] = {}  # chat -> messages written since the last trim
@@ -137,6 +139,9 @@ class UpdateWriter:
         own_pts = int(getattr(update, "pts", 0) or 0) or pts
         if isinstance(update, types.UpdateShortSentMessage):
             await self._own_sent(update)
+        elif isinstance(update, types.UpdateDeleteMessages) and not update.messages:
+            if update.pts_count:  # own deleteMessages/readHistory: Telethon drops the ids
+                await self._own_affected(update)
         elif isinstance(update, types.UpdateDeleteMessages):
             await backend.delete_ids(account, list(update.messages), own_pts)
         elif isinstance(update, types.UpdateReadHistoryInbox):
@@ -151,6 +156,44 @@ class UpdateWriter:
         elif isinstance(update, types.UpdateReadChannelOutbox):
             chat_id = _channel_chat(update.channel_id)
             await backend.mark_read(account, chat_id, outbox_max_id=update.max_id)
+
+    async def _own_affected(self, update: Any) -> None:
+        """A change this client made (messages.deleteMessages, readHistory...) whose answer
+        gave only a pts: Telethon stands an id-less updateDeleteMessages in for it. The
+        updates in that pts range are asked for again (updates.getDifference from just
+        before it); if that fails, every private chat and basic group may have missed
+        it, so their spans end."""
+        start = update.pts - update.pts_count
+        state = self._state()
+        try:
+            answer = await self._fetch(
+                functions.updates.GetDifferenceRequest(
+                    pts=start, date=state["date"], qts=state["qts"]
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: end the spans instead
+            log.info("cannot fetch own change at pts %d (%s); ending spans", update.pts, exc)
+            answer = None
+        found = [
+            u
+            for u in getattr(answer, "other_updates", None) or ()
+            if start < int(getattr(u, "pts", 0) or 0) <= update.pts
+        ]
+        if answer is None or not isinstance(
+            answer, (types.updates.Difference, types.updates.DifferenceSlice)
+        ):
+            await self._end_account_spans()
+            return
+        for found_update in found:
+            if not (
+                isinstance(found_update, types.UpdateDeleteMessages) and not found_update.messages
+            ):
+                await self._apply_one(found_update, update.pts)
+
+    async def _end_account_spans(self) -> None:
+        self._on_break()
+        chats = await self._backend.chats(self._account)
+        await self._backend.end_spans(self._account, [c for c in chats if not is_channel(c)])
 
     async def _own_sent(self, update: Any) -> None:
         """updateShortSentMessage names neither the chat nor the text: fetch the message
@@ -171,9 +214,7 @@ class UpdateWriter:
                 self._collect(batch, wrapped, answer.users, answer.chats, update.pts)
             await self._flush(batch)
             return
-        self._on_break()
-        chats = await self._backend.chats(self._account)
-        await self._backend.end_spans(self._account, [c for c in chats if not is_channel(c)])
+        await self._end_account_spans()
 
 
 @attrs.define
