@@ -8,7 +8,7 @@ CONNECTED (the span's token is read before the request is sent, so that a break 
 between makes the anchoring fail) and extended by every update applied since. Anything
 that can break that chain ends the span: a "too long" difference (a channel's ends that
 channel's span; the account's differenceTooLong ends every span of the account), a
-channel Telethon stops following, an own sent message the cache cannot fetch, a failed
+channel Telethon stops following, an own sent or deleted message the cache cannot fetch, a failed
 backend write, and a start whose persisted update state (the session's pts and channel
 pts) is ahead of the cache's cursor or unknown to it. A range is complete when a span
 covers it: reads of complete ranges are answered from the cache, all others from
