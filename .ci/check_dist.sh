@@ -55,8 +55,9 @@ PY
 
 echo "installing the wheel into a fresh venv"
 python3 -m venv "$work/venv"
-# testing: resilient_tg.testing's server; sql: SQLStore, a public name of resilient_tg.stores.
-"$work/venv/bin/pip" install -q --disable-pip-version-check "${wheels[0]}[testing,sql]"
+# testing: resilient_tg.testing's server; sql: SQLStore, a public name of resilient_tg.stores
+# (and SQLCacheBackend); redis: RedisCacheBackend, a public name of resilient_tg.cache.
+"$work/venv/bin/pip" install -q --disable-pip-version-check "${wheels[0]}[testing,sql,redis]"
 # From the temporary directory, so that the checkout's src/ cannot be imported instead.
 (
     cd "$work"
@@ -66,7 +67,7 @@ import sys
 
 failures = []
 count = 0
-for module_name in ("resilient_tg", "resilient_tg.stores", "resilient_tg.testing"):
+for module_name in ("resilient_tg", "resilient_tg.cache", "resilient_tg.stores", "resilient_tg.testing"):
     module = importlib.import_module(module_name)
     if not module.__file__.startswith(sys.prefix):
         sys.exit(f"{module_name} was imported from {module.__file__}, not the installed wheel")
@@ -77,6 +78,7 @@ for module_name in ("resilient_tg", "resilient_tg.stores", "resilient_tg.testing
             failures.append(f"{module_name}.{name}: {type(exc).__name__}: {exc}")
         count += 1
 importlib.import_module("resilient_tg.testing.store_contract")
+importlib.import_module("resilient_tg.testing.cache_contract")
 if failures:
     sys.exit("public names that do not import:\n  " + "\n  ".join(failures))
 print(f"imported {count} public names from the installed wheel")

@@ -12,7 +12,9 @@ import pytest
 import resilient_tg
 
 
-@pytest.mark.parametrize("module", ["resilient_tg", "resilient_tg.fleet", "resilient_tg.testing"])
+@pytest.mark.parametrize(
+    "module", ["resilient_tg", "resilient_tg.cache", "resilient_tg.fleet", "resilient_tg.testing"]
+)
 def test_all_is_sorted_and_every_name_imports(module: str) -> None:
     mod = importlib.import_module(module)
     names = list(mod.__all__)

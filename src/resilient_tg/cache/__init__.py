@@ -1,7 +1,14 @@
 """resilient_tg.cache: recent messages per account and chat, kept gap-free by updates.
 
-Backends: `MemoryCacheBackend` here; subclass `CacheBackend` to keep the cache elsewhere.
+Backends: `MemoryCacheBackend`; `SQLCacheBackend` (the ``sql`` extra) and
+`RedisCacheBackend` (the ``redis`` extra), imported on first use so that importing this
+package needs neither; subclass `CacheBackend` to keep the cache elsewhere, and check it
+with `resilient_tg.testing.cache_contract`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ._backend import (
     CacheBackend,
@@ -15,6 +22,10 @@ from ._backend import (
 )
 from ._memory import MemoryCacheBackend
 
+if TYPE_CHECKING:
+    from ._redis import RedisCacheBackend
+    from ._sql import SQLCacheBackend
+
 __all__ = [
     "CacheBackend",
     "CachedDialog",
@@ -23,6 +34,22 @@ __all__ = [
     "Cursor",
     "MemoryCacheBackend",
     "ReadMarks",
+    "RedisCacheBackend",
+    "SQLCacheBackend",
     "Span",
     "SpanState",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisCacheBackend and SQLCacheBackend import on first use, so that their extras
+    # (redis; sql) are needed only by those who use them.
+    if name == "RedisCacheBackend":
+        from ._redis import RedisCacheBackend
+
+        return RedisCacheBackend
+    if name == "SQLCacheBackend":
+        from ._sql import SQLCacheBackend
+
+        return SQLCacheBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

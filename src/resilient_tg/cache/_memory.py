@@ -35,6 +35,16 @@ class _Chat:
     marks: ReadMarks = attrs.field(factory=ReadMarks)
     last_read: float = 0.0
 
+    @property
+    def held(self) -> bool:
+        """Whether anything is cached (a dropped chat lives on empty, for its epoch)."""
+        return (
+            bool(self.messages)
+            or self.span is not None
+            or self.last_read > 0
+            or (self.marks != ReadMarks())
+        )
+
 
 @attrs.define
 class _Account:
@@ -178,7 +188,7 @@ class MemoryCacheBackend(CacheBackend):
         )
 
     async def chats(self, account: str) -> list[int]:
-        return sorted(self._account(account).chats)
+        return sorted(i for i, chat in self._account(account).chats.items() if chat.held)
 
     async def drop_chat(self, account: str, chat_id: int) -> None:
         acc = self._account(account)
@@ -199,6 +209,7 @@ class MemoryCacheBackend(CacheBackend):
             )
             for name, acc in self._accounts.items()
             for chat_id, chat in acc.chats.items()
+            if chat.held
         ]
 
     async def cursor(self, account: str) -> Cursor | None:

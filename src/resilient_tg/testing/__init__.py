@@ -4,7 +4,8 @@
 ``FaultProxy`` sits between them and breaks the network on command. The pytest
 plugin (installed as an entry point) offers both as fixtures, and
 `resilient_tg.testing.store_contract` is the test suite for your own
-``SessionStore`` subclass. Needs the
+``SessionStore`` subclass, `resilient_tg.testing.cache_contract` the one for your own
+``CacheBackend``. Needs the
 ``testing`` extra: ``pip install 'resilient-tg[testing]'``.
 
 The names are imported on first use, so importing this package (as the pytest plugin
