@@ -67,6 +67,7 @@ from ._links import (
     start_link,
     stop_telethon_keepalive,
     updates_error,
+    watch_dispatch,
     withdraw,
 )
 
@@ -114,5 +115,6 @@ __all__ = [
     "start_link",
     "stop_telethon_keepalive",
     "updates_error",
+    "watch_dispatch",
     "withdraw",
 ]
