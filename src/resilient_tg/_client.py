@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -51,6 +50,7 @@ from ._lease import LeaseKeeper
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._requests import GatedTelegram, build_telegram
 from ._shutdown import shut_down
+from ._signals import wait_for_stop_signal
 from ._state import ConnectionState, Health, StateChange, StateReason
 from ._status import StatusPublisher
 from ._supervisor import LinkSupervisor
@@ -344,11 +344,7 @@ class ResilientClient:
 
     async def run_until_signal(self) -> int:
         """Return the signal number on SIGTERM or SIGINT; leaving the block then shuts down."""
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s; shutting down", signal.Signals(signum).name)
-                return int(signum)
-        return 0  # pragma: no cover - the receiver never ends on its own
+        return await wait_for_stop_signal(log, "shutting down")
 
     # Lifecycle ----------------------------------------------------------------------
 
@@ -370,6 +366,7 @@ class ResilientClient:
             # loaded: a client that never connected knows no newer one.
             self._session.hold_update_state()
             self._telegram = build_telegram(self, self._session)
+            _compat.watch_dispatch(self._telegram)
             self._session.update_state_gate = partial(_compat.handlers_idle, self._telegram)
             if self.cache is not None:
                 await self.cache._start()

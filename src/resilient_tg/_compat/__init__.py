@@ -74,6 +74,7 @@ from ._links import (
     start_link,
     stop_telethon_keepalive,
     updates_error,
+    watch_dispatch,
     withdraw,
 )
 
@@ -128,5 +129,6 @@ __all__ = [
     "start_link",
     "stop_telethon_keepalive",
     "updates_error",
+    "watch_dispatch",
     "withdraw",
 ]
