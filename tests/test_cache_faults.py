@@ -9,11 +9,11 @@ chat equals the server's history message by message, and history reads after war
 are (at least 90%) served from the cache.
 
 It runs on the memory backend, the local PostgreSQL and the local Redis (a database that
-is not running fails). The fault count is ``RESILIENT_TG_CACHE_FAULTS`` (default 50 on
-memory: about 13 s on a 2-core machine; the issue's 100 take about 26 s) and
-``RESILIENT_TG_CACHE_FAULTS_SHARED`` on PostgreSQL and Redis (default 20);
-``RESILIENT_TG_CACHE_SEED`` replays a run. Intervals are scaled down as in the other
-fault tests.
+is not running fails). 100 faults each, as issue 14 asks (about 27 s each on a 2-core
+machine): ``RESILIENT_TG_CACHE_FAULTS`` (memory) and ``RESILIENT_TG_CACHE_FAULTS_SHARED``
+(PostgreSQL and Redis) change that. The fault sequence is seeded (``RESILIENT_TG_CACHE_SEED``,
+default 1; ``random`` picks a new one, printed, to explore). Intervals are scaled down as
+in the other fault tests.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ from .test_cache_sql import PG_URL, drop_tables, unique_prefix
 
 pytestmark = pytest.mark.anyio
 
-FAULTS = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS", "50"))
-FAULTS_SHARED = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS_SHARED", "20"))
-SEED = int(os.environ.get("RESILIENT_TG_CACHE_SEED", "0")) or random.randrange(1, 10**6)
+FAULTS = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS", "100"))
+FAULTS_SHARED = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS_SHARED", "100"))
+_SEED = os.environ.get("RESILIENT_TG_CACHE_SEED", "1")
+SEED = random.randrange(1, 10**6) if _SEED == "random" else int(_SEED)
 KEEPALIVE = KeepalivePolicy(interval=0.3, timeout=0.3)
 RECONNECT = ReconnectPolicy(initial_delay=0.02, max_delay=0.2, connect_timeout=3.0, probe_delay=0.1)
 
@@ -238,10 +239,15 @@ async def test_cache_stays_consistent_through_random_faults(
         for chat in w.chats():  # warm-up: the first read of each chat anchors its span
             await cache.history(chat, limit=20)
 
+        # Pacing of the load, not synchronisation: ~100 changes a second into memory,
+        # ~40 into a shared database (each change is a write there; a busy account's
+        # rate, which a loaded 2-core machine still keeps up with).
+        pace = 0.005 if isinstance(backend, MemoryCacheBackend) else 0.02
+
         async def flow() -> None:
             while True:
                 await stream.step()
-                await anyio.sleep(0.005)  # pacing of the load, not synchronisation
+                await anyio.sleep(pace)
 
         async def read() -> None:
             """Newest pages, older pages (offset_id) and single messages (get)."""

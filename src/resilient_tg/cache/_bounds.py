@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._backend import CacheBackend
 
-__all__ = ["Bounds", "enforce"]
+if TYPE_CHECKING:
+    from ._writer import UpdateWriter
+
+__all__ = ["TRIM_AFTER", "Bounds", "enforce", "trim_written"]
+
+TRIM_AFTER = 200  # messages written before the chats they went to are trimmed
 
 log = logging.getLogger("resilient_tg.cache")
 
@@ -59,3 +65,15 @@ async def enforce(backend: CacheBackend, account: str, bounds: Bounds, *, starte
     if gone:
         log.debug("cache bounds: %d message(s) of account %s dropped", gone, account)
     return gone
+
+
+async def trim_written(
+    backend: CacheBackend, account: str, writer: UpdateWriter, bounds: Bounds
+) -> None:
+    """Keep the chats that got many messages (``writer.written``: chat -> count) at
+    ``per_chat``, between the full `enforce` runs (cheaper than one)."""
+    if sum(writer.written.values()) < TRIM_AFTER:
+        return
+    for chat_id in [c for c, n in writer.written.items() if n]:
+        await backend.trim(account, chat_id, bounds.per_chat)
+    writer.written.clear()

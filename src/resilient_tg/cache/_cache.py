@@ -41,7 +41,7 @@ from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
 from ._backend import CacheBackend, Cursor, ReadMarks
-from ._bounds import Bounds, enforce
+from ._bounds import Bounds, enforce, trim_written
 from ._codec import Codec, load_messages
 from ._cursor import box_cursor, end_restart_breaks, loaded_state
 from ._fetch import (
@@ -64,7 +64,6 @@ log = logging.getLogger("resilient_tg.cache")
 
 _SETTLE = 2.0  # how long a read waits for queued updates to be written first
 _MAINTAIN_EVERY = 30.0  # seconds between bound checks (also after _TRIM_AFTER writes)
-_TRIM_AFTER = 200
 _CURSOR_EVERY = 0.2  # seconds between cursor writes while updates keep coming
 
 
@@ -118,6 +117,8 @@ class MessageCache:
         self._wake = Flag()
         self._idle = Flag()
         self._idle.set()
+        self._fed = self._written = 0  # updates queued and written so far (see _settle)
+        self._progress = Flag()  # set after each batch is written
         self._applying = False
         self._epoch = 0  # local breaks: a fetch started before one must not anchor
         self._pinned: dict[int, bool] = {}
@@ -270,6 +271,7 @@ class MessageCache:
         self._epoch += 1
         self._feed_generation += 1  # what was queued belongs to the purged past
         self._feed.clear()
+        self._written = self._fed
         self._pending_cursor = None
         self._writer = None  # it remembers what it wrote
         if self._account is not None:
@@ -317,6 +319,7 @@ class MessageCache:
         if self._stopped:
             return
         self._feed.append((update, users, chats, pts))
+        self._fed += 1
         self._idle.clear()
         self._wake.set()
 
@@ -349,7 +352,8 @@ class MessageCache:
             generation = self._feed_generation
             try:
                 await writer.apply(entries)
-                await self._trim(writer)
+                if self._account is not None:
+                    await trim_written(self._backend, self._account, writer, self.bounds)
             except Exception as exc:  # noqa: BLE001 - the backend failed: see _broken
                 if not self._broken:
                     log.warning(
@@ -363,17 +367,11 @@ class MessageCache:
                 continue  # purged meanwhile: the queue was emptied, nothing to cursor
             for _ in entries:
                 self._feed.popleft()
+            self._written += len(entries)
+            self._progress.set()
             self._pending_cursor = cursor
             if time.monotonic() - self._cursor_at >= _CURSOR_EVERY:
                 await self._write_cursor()
-
-    async def _trim(self, writer: UpdateWriter) -> None:
-        """Keep the chats that got many messages at ``per_chat`` (cheaper than `maintain`)."""
-        if sum(writer.written.values()) < _TRIM_AFTER or self._account is None:
-            return
-        for chat_id in [c for c, n in writer.written.items() if n]:
-            await self._backend.trim(self._account, chat_id, self.bounds.per_chat)
-        writer.written.clear()
 
     async def _write_cursor(self) -> None:
         """Store the pending cursor: the box's state when the last batch written was taken
@@ -453,12 +451,15 @@ class MessageCache:
         return self._client.state is ConnectionState.CONNECTED
 
     async def _settle(self) -> bool:
-        """Let queued updates be written first, so a read sees what the client has seen.
-        False when they were not written in time: the cache cannot answer as current."""
-        if not self._idle.is_set():
-            with anyio.move_on_after(_SETTLE):
-                await self._idle.wait()
-        return self._idle.is_set() and not self._broken
+        """Let the updates queued before this read be written first, so that it sees what
+        the client had seen (not a wait for an empty queue, which a steady stream never
+        leaves). False when they were not written in time: it cannot answer as current."""
+        target = self._fed
+        with anyio.move_on_after(_SETTLE):
+            while self._written < target:
+                self._progress.clear()
+                await self._progress.wait()
+        return self._written >= target and not self._broken
 
     def _refuse_if_fresh(self, fresh: bool) -> None:
         if fresh:
