@@ -9,9 +9,10 @@ and 5: the same arithmetic, slower).
 - start: 3 workers launched together until every account is CONNECTED and each worker
   is within one of its share (claim throughput = N / that time);
 - rest: 20 s (5 s quick) with nothing happening: database transactions per account per
-  minute (``pg_stat_database.xact_commit`` of the database, all its clients included,
-  so an upper bound; with ``claim_interval`` 1 s each worker runs a round of about three
-  transactions a second, five times the default's rate), CPU per 100 accounts (the
+  minute (``pg_stat_database.xact_commit`` of a database of the benchmark's own,
+  ``rtg_bench``, created when missing, so nothing else on the server is counted; with
+  ``claim_interval`` 1 s each worker runs a round a second, five times the default's
+  rate), CPU per 100 accounts (the
   workers' user+system time; % of one core) and resident memory per worker and per
   account (the workers' RSS / N: the interpreter and libraries included);
 - kill: SIGKILL one worker until all its accounts are CONNECTED on the others, against
@@ -33,6 +34,7 @@ from typing import Any
 
 import anyio
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from resilient_tg.stores import SessionData, SQLStore
@@ -43,32 +45,44 @@ from ._common import OURS, Config, Row, Scenario, bench_server
 NAME = "workers"
 TITLE = "Fleets: 3 worker processes over PostgreSQL"
 GOAL = "a killed worker's accounts CONNECTED elsewhere within lease_ttl + claim_interval + 5 s"
-PG_URL = os.environ.get("RESILIENT_TG_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+BASE_URL = os.environ.get("RESILIENT_TG_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+BENCH_DATABASE = "rtg_bench"  # the workers' own: its transaction count is theirs alone
+PG_URL = make_url(BASE_URL).set(database=BENCH_DATABASE).render_as_string(hide_password=False)
 KEEPALIVE = (2.0, 2.0)
 LEASE_TTL = 8.0
 CLAIM_INTERVAL = 1.0
 SLACK = 5.0
+SETTLE = LEASE_TTL / 2  # after the start: first flushes and renewals are done
 LIMIT = 180.0
 
 
 async def run(cfg: Config) -> Scenario:
     result = Scenario(NAME, TITLE, GOAL)
-    n = cfg.n(300, 60)
+    n = int(os.environ.get("RESILIENT_TG_BENCH_FLEET_ACCOUNTS") or cfg.n(300, 60))
     rest = cfg.n(20, 5)
     prefix = f"rtgbench_{os.getpid()}_"
     async with bench_server(result) as server:
+        await _ensure_database()
+        raw: dict[str, Any] = {"accounts": n, "rest_seconds": rest}
+        result.raw = raw  # filled phase by phase: a run that fails says where and how far
         try:
             await _seed(server, prefix, n)
-            raw = await _measure(server, prefix, n, rest)
+            await _measure(server, prefix, n, rest, raw)
+        except Exception as exc:  # noqa: BLE001 - reported as the scenario's error, with how far it got
+            result.error = (
+                f"{type(exc).__name__} in phase {raw.get('phase')!r} with "
+                f"{raw.get('connected_at_end')} of {n} accounts CONNECTED"
+            )
+            return result
         finally:
             await _drop(prefix)
-    result.raw = raw
     _rows(result, n, raw)
     return result
 
 
-async def _measure(server: MTProtoTestServer, prefix: str, n: int, rest: float) -> dict[str, Any]:
-    raw: dict[str, Any] = {"accounts": n, "rest_seconds": rest}
+async def _measure(
+    server: MTProtoTestServer, prefix: str, n: int, rest: float, raw: dict[str, Any]
+) -> None:
     async with anyio.create_task_group() as group:
         harness = FleetHarness(
             group,
@@ -81,12 +95,14 @@ async def _measure(server: MTProtoTestServer, prefix: str, n: int, rest: float) 
         )
         try:
             started = time.monotonic()
+            raw["phase"] = "start"
             for name in ("w1", "w2", "w3"):
                 await harness.start(name)
             await harness.until(lambda: _balanced(harness, n, 3), LIMIT)
             raw["start_seconds"] = time.monotonic() - started
 
             pids = [w.pid for w in harness.live()]
+            await anyio.sleep(SETTLE)
             xacts, cpu = await _xacts(), _cpu(pids)
             at = time.monotonic()
             await anyio.sleep(rest)
@@ -96,6 +112,7 @@ async def _measure(server: MTProtoTestServer, prefix: str, n: int, rest: float) 
             raw["rss_kib_per_account"] = sum(_rss(p) for p in pids) / n / 1024
             raw["rss_mib_per_worker"] = sum(_rss(p) for p in pids) / len(pids) / 2**20
 
+            raw["phase"] = "kill"
             victim = harness.workers["w3"]
             orphans = set(victim.connected)
             await harness.kill("w3")
@@ -104,6 +121,7 @@ async def _measure(server: MTProtoTestServer, prefix: str, n: int, rest: float) 
             raw["kill_seconds"] = time.monotonic() - killed
             raw["orphans"] = len(orphans)
 
+            raw["phase"] = "join"
             before = harness.connected()
             joined = time.monotonic()
             await harness.start("w4")
@@ -112,10 +130,11 @@ async def _measure(server: MTProtoTestServer, prefix: str, n: int, rest: float) 
             after = harness.connected()
             raw["moved"] = sum(before.get(a) != w for a, w in after.items())
             raw["max_links_per_key"] = server.max_links_per_key()
+            raw["phase"] = "done"
         finally:
+            raw["connected_at_end"] = len(harness.connected())
             await harness.aclose()
             group.cancel_scope.cancel()
-    return raw
 
 
 def _balanced(harness: FleetHarness, n: int, workers: int) -> bool:
@@ -185,6 +204,23 @@ async def _seed(server: MTProtoTestServer, prefix: str, n: int) -> None:
             )
     finally:
         await base.aclose()
+
+
+async def _ensure_database() -> None:
+    """Create the benchmark's database when missing (PostgreSQL cannot in a transaction)."""
+    store = SQLStore(BASE_URL, name="create")
+    engine = create_async_engine(store._database.target.url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            found = await conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": BENCH_DATABASE},
+            )
+            if not found:
+                await conn.execute(sa.text(f"CREATE DATABASE {BENCH_DATABASE}"))
+    finally:
+        await engine.dispose()
+        await store.aclose()
 
 
 async def _drop(prefix: str) -> None:

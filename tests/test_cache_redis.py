@@ -97,6 +97,10 @@ async def test_merges_run_as_cached_scripts_and_a_given_client_is_left_open() ->
         assert after >= before + 2
         await backend.aclose()
         assert await client.ping()
+        decoding = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisCacheBackend(decoding)
+        await decoding.aclose()
     finally:
         await delete_prefix(prefix)
         await client.aclose()

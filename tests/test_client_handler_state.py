@@ -24,15 +24,22 @@ async def stored_pts(store: MemoryStore) -> int:
     return 0 if data is None or data.update_state is None else data.update_state.pts
 
 
+@pytest.mark.parametrize("sequential", [False, True], ids=["tasks", "sequential_updates"])
 async def test_an_update_whose_handler_was_cancelled_by_leaving_comes_again(
-    mtproto_server: MTProtoTestServer,
+    mtproto_server: MTProtoTestServer, sequential: bool
 ) -> None:
     alice = mtproto_server.create_user("+15550001", "Alice")
     bob = mtproto_server.create_user("+15550002", "Bob")
     store = seeded_store(mtproto_server, user=alice)
     seen: list[str] = []
     stuck = asyncio.Event()
-    async with running(store, mtproto_server, flush_interval=0.1, shutdown_timeout=2.0) as (
+    async with running(
+        store,
+        mtproto_server,
+        flush_interval=0.1,
+        shutdown_timeout=2.0,
+        sequential_updates=sequential,
+    ) as (
         client,
         _,
     ):

@@ -186,6 +186,31 @@ async def test_rolling_deploy_hands_the_session_over_and_loses_nothing(
     assert old.messages(), "the old process received nothing"
 
 
+async def test_a_first_process_killed_right_after_connected_leaves_a_pts_to_catch_up_from(
+    mtproto_server: MTProtoTestServer, tmp_path: Path, task_group: anyio.abc.TaskGroup
+) -> None:
+    """A brand-new session (no update state stored yet) stores its pts before CONNECTED:
+    a process killed at once does not leave the next one to start from "now" and skip
+    everything sent in between."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    bob = mtproto_server.create_user("+15550002", "Bob")
+    session = tmp_path / "alice.session"
+    await seed_session(mtproto_server, session, alice)
+    first = await start_worker(task_group, mtproto_server, session)
+    await first.wait_for("READY")
+    first.process.kill()
+    await first.process.wait()
+
+    sent = [f"while down {i}" for i in range(5)]
+    for text in sent:
+        await mtproto_server.send_message(bob.id, alice.id, text)
+    second = await start_worker(task_group, mtproto_server, session)
+    await second.wait_for("READY", limit=STEP_TIMEOUT + 5)  # after the first's lease ran out
+    await second.until(lambda: set(sent) <= set(second.messages()), STEP_TIMEOUT)
+    second.process.kill()
+    await second.process.wait()
+
+
 def _database_idle(path: Path) -> bool:
     """Whether no process holds SQLite's write lock on ``path`` now (every SQLStore
     transaction takes it at BEGIN): a process stopped inside one would keep others out."""

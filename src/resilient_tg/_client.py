@@ -370,6 +370,7 @@ class ResilientClient:
             # loaded: a client that never connected knows no newer one.
             self._session.hold_update_state()
             self._telegram = build_telegram(self, self._session)
+            _compat.watch_dispatch(self._telegram)
             self._session.update_state_gate = partial(_compat.handlers_idle, self._telegram)
             if self.cache is not None:
                 await self.cache._start()

@@ -10,6 +10,7 @@ the auth key is in the store before the first CONNECTED is reported.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -92,6 +93,9 @@ async def run_post_connect(link: LinkView, client: ClientCore, conn: Any, genera
         return
     if client._health.authorized and client._session is not None:
         client._session.release_update_state()  # probed and caught up: the state is learned
+        await _store_first_update_state(client, telegram)
+        if generation != client._generation or client._closing:
+            return
     link.connected_since = time.monotonic()
     link.outage_started = None
     link.attempt = 0
@@ -207,6 +211,26 @@ async def _catch_up(
             return
         fresh = await _compat.send_raw(telegram, functions.updates.GetStateRequest())
         server_pts = fresh.pts
+
+
+async def _store_first_update_state(client: ClientCore, telegram: Telegram) -> None:
+    """An account that never stored an update state (its first connect) stores one
+    before CONNECTED, not at the first periodic flush: a process that dies in between
+    would leave the next one no pts to catch up from, and every message sent meanwhile
+    would be skipped. Like every update-state write, it waits until no handler runs
+    (bounded by connect_timeout; the periodic flush takes over after that)."""
+    session = client._session
+    if session is None or session.knows_update_state:
+        return
+    deadline = time.monotonic() + client.reconnect_policy.connect_timeout
+    while not _compat.handlers_idle(telegram):
+        if time.monotonic() > deadline or client._closing:
+            return
+        await asyncio.sleep(0.01)  # Telethon's handler tasks signal nothing we can await
+    await _compat.save_states(telegram)
+    if session.dirty:
+        with contextlib.suppress(Exception):  # the periodic flush retries, health shows it
+            await session.flush()
 
 
 async def _make_durable(client: ClientCore) -> None:

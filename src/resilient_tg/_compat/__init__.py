@@ -73,6 +73,7 @@ from ._links import (
     start_link,
     stop_telethon_keepalive,
     updates_error,
+    watch_dispatch,
     withdraw,
 )
 
@@ -126,5 +127,6 @@ __all__ = [
     "start_link",
     "stop_telethon_keepalive",
     "updates_error",
+    "watch_dispatch",
     "withdraw",
 ]

@@ -101,6 +101,10 @@ _CLIENT_ATTRIBUTES = (
     "_keepalive_handle",
     "_clean_exported_senders",
     "_mb_entity_cache",
+    "_dispatch_update",  # watch_dispatch (sequential_updates)
+    "_sequential_updates",
+    "_event_handler_tasks",  # handlers_idle
+    "_updates_queue",
 )
 
 

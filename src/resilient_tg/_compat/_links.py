@@ -194,10 +194,33 @@ async def drop_link(client: Any) -> None:
 
 
 def handlers_idle(client: Any) -> bool:
-    """No update waits in Telethon's queue and no event handler task is running."""
+    """No update waits in Telethon's queue and no event handler runs (as a task, or
+    inside the update loop with ``sequential_updates=True``: see `watch_dispatch`)."""
     queue = getattr(client, "_updates_queue", None)
     tasks = getattr(client, "_event_handler_tasks", ())
-    return (queue is None or queue.empty()) and not tasks
+    dispatching = getattr(client, "_rtg_dispatching", 0)
+    return (queue is None or queue.empty()) and not tasks and not dispatching
+
+
+def watch_dispatch(client: Any) -> None:
+    """With ``sequential_updates=True`` Telethon runs each update's handlers inside its
+    update loop (``await self._dispatch_update(...)``, updates.py), not as tasks: count
+    the dispatches under way so that `handlers_idle` sees them. The loop dispatches the
+    updates it has taken back to back, without awaiting anything in between, so no
+    update-state write can slip between two of them."""
+    if not getattr(client, "_sequential_updates", False):
+        return  # handlers run as tasks in _event_handler_tasks: seen already
+    original = client._dispatch_update
+    client._rtg_dispatching = 0
+
+    async def dispatch(update: Any) -> Any:
+        client._rtg_dispatching += 1
+        try:
+            return await original(update)
+        finally:
+            client._rtg_dispatching -= 1
+
+    client._dispatch_update = dispatch
 
 
 def forget_auth_key(client: Any) -> None:

@@ -58,9 +58,11 @@ class RedisCacheBackend(CacheBackend):
             self._owns_client = True
             self._display = f"{_without_password(url)}#{prefix}"
         else:
+            kwargs = url.connection_pool.connection_kwargs
+            if kwargs.get("decode_responses"):
+                raise ValueError("RedisCacheBackend needs a client with decode_responses=False")
             self._redis = url
             self._owns_client = False
-            kwargs = url.connection_pool.connection_kwargs
             where = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
             self._display = f"{where}/{kwargs.get('db', 0)}#{prefix}"
         self._registry = f"{prefix}:accounts"

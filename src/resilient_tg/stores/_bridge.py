@@ -182,6 +182,11 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
     def update_state_held(self) -> bool:
         return self._update_state_held
 
+    @property
+    def knows_update_state(self) -> bool:
+        """Whether an update state (the account's pts) was ever loaded or taken."""
+        return 0 in self._update_states
+
     # Telethon's Session interface -----------------------------------------------------
 
     def set_dc(self, dc_id: int, server_address: str, port: int) -> None:

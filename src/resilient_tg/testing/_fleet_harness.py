@@ -6,7 +6,8 @@ harness's database and test server that prints each fleet event and each incomin
 message as a JSON line (see that module). With `MTProtoTestServer.max_links_per_key`,
 a test proves that no auth key ever had two links open at once whatever the workers
 went through (kill -9, SIGSTOP, a database partition through a `FaultProxy`, a rolling
-restart). Set ``RESILIENT_TG_TEST_FLEET_LOGS=DIR`` to keep each worker's log in
+restart). Set ``RESILIENT_TG_TEST_FLEET_LOGS=DIR`` (and ``RESILIENT_TG_TEST_FLEET_LOG_LEVEL``,
+e.g. INFO) to keep each worker's log in
 ``DIR/<name>.log``.
 """
 
@@ -116,6 +117,9 @@ class FleetHarness:
             **self.cfg,
             **extra,
         }
+        level = os.environ.get("RESILIENT_TG_TEST_FLEET_LOG_LEVEL")  # e.g. INFO, with LOGS
+        if level:
+            cfg.setdefault("log_level", level)
         env = {**os.environ, "FLEET_WORKER_CONFIG": json.dumps(cfg)}
         log_dir = os.environ.get("RESILIENT_TG_TEST_FLEET_LOGS")  # for debugging: a file each
         stderr: Any = None if not log_dir else open(Path(log_dir) / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230
@@ -208,10 +212,13 @@ class FleetHarness:
 
     def story(self, missing: list[tuple[str, str]]) -> str:
         """What each worker printed about the accounts of messages that never arrived."""
-        accounts = {account for account, _ in missing}
-        out = [f"{len(missing)} message(s) never arrived: {missing[:10]}"]
-        for worker in self.workers.values():
-            for at, parts in worker.lines:
-                if len(parts) > 1 and parts[1] in accounts:
-                    out.append(f"  {at:.2f} {worker.name}: {parts}")
-        return "\n".join(out[:80])
+        accounts = sorted({account for account, _ in missing})[:3]
+        out = [f"{len(missing)} message(s) never arrived: {missing[:10]}; the first accounts:"]
+        lines = sorted(
+            (at, worker.name, parts)
+            for worker in self.workers.values()
+            for at, parts in worker.lines
+            if len(parts) > 1 and parts[1] in accounts
+        )
+        out += [f"  {at:.2f} {name}: {parts}" for at, name, parts in lines]
+        return "\n".join(out[:120])
