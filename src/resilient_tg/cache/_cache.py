@@ -316,18 +316,29 @@ class MessageCache:
         self._wake.set()
 
     async def _run(self) -> None:
+        """The writer task: write what the box fed, in order; never dies of a failure (a
+        feed nobody writes would hold the session's update state back for good)."""
         while True:
             if not self._feed:
                 self._idle.set()
-                await self._maybe_maintain()
+                try:
+                    await self._maybe_maintain()
+                except Exception as exc:  # noqa: BLE001 - retried at the next interval
+                    log.warning("cache: applying the bounds failed: %s", exc)
                 with anyio.move_on_after(_MAINTAIN_EVERY):
                     await self._wake.wait()
                 self._wake.clear()
                 continue
-            writer = await self._writer_()
+            try:
+                writer = await self._writer_()
+            except Exception as exc:  # noqa: BLE001 - e.g. no link for get_me: retry
+                log.info("cache: cannot start writing yet (%s); retrying", exc)
+                await anyio.sleep(1.0)
+                continue
             entries = list(self._feed)
             try:
                 await writer.apply(entries)
+                await self._trim(writer)
             except Exception as exc:  # noqa: BLE001 - the backend failed: see _broken
                 if not self._broken:
                     log.warning(
@@ -339,12 +350,18 @@ class MessageCache:
                 self._epoch += 1
             for _ in entries:
                 self._feed.popleft()
-            await self._write_cursor()
-            if sum(writer.written.values()) >= _TRIM_AFTER:
-                for chat_id, count in list(writer.written.items()):
-                    if count:
-                        await self._backend.trim(self._account or "", chat_id, self.bounds.per_chat)
-                writer.written.clear()
+            try:
+                await self._write_cursor()
+            except Exception as exc:  # noqa: BLE001 - the next batch writes it
+                log.info("cache: writing the cursor failed: %s", exc)
+
+    async def _trim(self, writer: UpdateWriter) -> None:
+        """Keep the chats that got many messages at ``per_chat`` (cheaper than `maintain`)."""
+        if sum(writer.written.values()) < _TRIM_AFTER or self._account is None:
+            return
+        for chat_id in [c for c, n in writer.written.items() if n]:
+            await self._backend.trim(self._account, chat_id, self.bounds.per_chat)
+        writer.written.clear()
 
     async def _maybe_maintain(self) -> None:
         if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
