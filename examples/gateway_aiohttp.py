@@ -33,8 +33,9 @@ Endpoints:
 The cache's backend is ``--cache URL`` [GATEWAY_CACHE]: ``memory`` (the default: this
 process only, empty after a restart), ``redis://...`` (the ``redis`` extra; keys under
 ``--cache-prefix``) or an SQL URL as for SQLStore (``sqlite:///path``,
-``postgresql://user@host/db``, ``mariadb://...``; the ``sql`` extra), which several
-gateways of one account can share.
+``postgresql://user@host/db``, ``mariadb://...``; the ``sql``, ``postgres`` or
+``mysql`` extra; a pool of at most 3 connections), which several gateways of one
+account can share.
 
 The client lives exactly as long as the app: ``make_app(client)`` enters it in an
 aiohttp ``cleanup_ctx``, so the server starts serving (503) while Telegram is still
