@@ -14,6 +14,8 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from telethon import utils
+from telethon.tl import types
 
 from resilient_tg import ResilientClient
 from resilient_tg.cache import CacheBackend, MemoryCacheBackend
@@ -336,3 +338,37 @@ async def test_the_cache_backend_comes_from_the_command_line_or_the_environment(
     finally:
         await redis.aclose()
         await sql.aclose()
+
+
+async def test_chat_messages_of_a_basic_group_and_a_supergroup_by_their_marked_ids(
+    mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
+) -> None:
+    server = mtproto_server
+    alice = server.create_user("+15550001", "Alice")
+    bob = server.create_user("+15550002", "Bob")
+    group = server.create_group(bob.id, "Group", [alice.id])
+    room = server.create_channel(bob.id, "Room", megagroup=True, members=[alice.id])
+    chats = {
+        int(utils.get_peer_id(types.PeerChat(group.id))): group.id,
+        int(utils.get_peer_id(types.PeerChannel(room.id))): room.id,
+    }
+    client = gateway_client(server, fault_proxy.port, alice)
+    rec = Recorder(client)
+    async with serving(client) as gw:
+        rec.watch_messages()
+        await gw.until_status("/health", 200)
+        for marked, chat in chats.items():
+            await server.post(chat, bob.id, f"first in {marked}")
+            await rec.all_messages([f"first in {marked}"])
+            path = f"/chats/{marked}/messages?limit=5"
+            status, headers, body = await gw.fetch(path)
+            assert status == 200, body
+            assert headers["X-Resilient-Source"] == "telegram"
+            assert texts_of(body)[0] == f"first in {marked}"
+            await server.post(chat, bob.id, f"second in {marked}")
+            await rec.all_messages([f"second in {marked}"])
+            server.clear_requests()
+            status, headers, body = await gw.fetch(path)
+            assert headers["X-Resilient-Source"] == "cache"
+            assert texts_of(body)[:2] == [f"second in {marked}", f"first in {marked}"]
+            assert server.requests_for("messages.getHistory") == []
