@@ -105,11 +105,13 @@ class Stream:
             await w.delete(handle)
             self.log.append(Op(chat, ident, "delete", "", self.pts(chat)))
 
-    def stale_entries(self, chat: int, applied: int, messages: list[Any]) -> list[str]:
-        """What an answer holds that the log up to pts ``applied`` contradicts."""
-        texts: dict[int, set[str]] = {}  # id -> texts it may show (latest known, or newer)
+    def facts(self, chat: int, applied: int) -> tuple[dict[int, set[str]], set[int], set[int]]:
+        """From the log up to pts ``applied``: the texts each id may show (its latest, or a
+        newer one), the ids deleted, and the ids alive (not deleted later either: an
+        answer may already know a newer deletion)."""
+        texts: dict[int, set[str]] = {}
         deleted: set[int] = set()
-        deleted_later: set[int] = set()  # the answer may already know (it is not behind)
+        deleted_later: set[int] = set()
         alive: set[int] = set()
         for op in self.log:
             if op.chat != chat:
@@ -126,7 +128,16 @@ class Stream:
                 deleted_later.add(op.id)
             elif op.id in texts or op.kind == "new":
                 texts.setdefault(op.id, set()).add(op.text)
-        alive -= deleted_later
+        return texts, deleted, alive - deleted_later
+
+    def stale_entries(
+        self, chat: int, applied: int, messages: list[Any], below: int = 0, limit: int = 20
+    ) -> list[str]:
+        """What a history answer (ids under ``below``, 0: all) holds that the log up to pts
+        ``applied`` contradicts: a deleted message, an outdated text, a missing message."""
+        texts, deleted, alive = self.facts(chat, applied)
+        if below:
+            alive = {i for i in alive if i < below}
         problems = []
         shown = {m.id for m in messages}
         for message in messages:
@@ -136,10 +147,21 @@ class Stream:
                 problems.append(f"{message.id} shows {message.message!r}")
         low = min(shown, default=0)
         missing = sorted(i for i in alive if i >= low and i not in shown)
-        if messages and len(messages) < 20:
+        if len(messages) < limit:
             missing = sorted(i for i in alive if i not in shown)
         problems += [f"{i} missing" for i in missing]
         return problems
+
+    def stale_one(self, chat: int, applied: int, ident: int, message: Any) -> list[str]:
+        """What a `get` answer shows that the log up to pts ``applied`` contradicts."""
+        texts, deleted, alive = self.facts(chat, applied)
+        if message is None:
+            return [f"{ident} missing"] if ident in alive else []
+        if ident in deleted:
+            return [f"{ident} deleted"]
+        if ident in texts and message.message not in texts[ident]:
+            return [f"{ident} shows {message.message!r}"]
+        return []
 
 
 @pytest.fixture
@@ -158,7 +180,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[CacheBackend]
         yield MemoryCacheBackend()
         return
     if request.param == "postgresql":
-        sql = SQLCacheBackend(PG_URL, table_prefix=unique_prefix(), pool_size=1, max_overflow=1)
+        sql = SQLCacheBackend(PG_URL, table_prefix=unique_prefix(), pool_size=1, max_overflow=2)
         try:
             yield sql
         finally:
@@ -222,18 +244,28 @@ async def test_cache_stays_consistent_through_random_faults(
                 await anyio.sleep(0.005)  # pacing of the load, not synchronisation
 
         async def read() -> None:
+            """Newest pages, older pages (offset_id) and single messages (get)."""
             reader_rng = random.Random(SEED + 1)
             while True:
                 chat = reader_rng.choice(w.chats())
-                if client.state is ConnectionState.CONNECTED:
+                ids = [op.id for op in stream.log if op.chat == chat and op.kind == "new"]
+                if client.state is ConnectionState.CONNECTED and ids:
                     channel = w.room.id if chat == w.room_id else None
                     applied = _compat.box_pts(client.telegram, channel)
-                    answer = await cache.history(chat, limit=20)
+                    roll = reader_rng.random()
+                    ident = reader_rng.choice(ids[-40:])
+                    if roll < 0.2:
+                        one = await cache.get(chat, ident)
+                        found = stream.stale_one(chat, applied, ident, one.value)
+                        answer: Any = one
+                    else:
+                        below = ident if roll < 0.4 else 0
+                        answer = await cache.history(chat, limit=20, offset_id=below)
+                        found = stream.stale_entries(chat, applied, answer.value, below)
                     if answer.stale:
                         reads["stale"] += 1
                     else:
                         reads[answer.source.value] += 1
-                        found = stream.stale_entries(chat, applied, answer.value)
                         problems.extend(f"chat {chat}: {p}" for p in found)
                 await anyio.sleep(0.01)  # pacing of the reads
 

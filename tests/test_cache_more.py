@@ -13,7 +13,7 @@ from resilient_tg.cache import MemoryCacheBackend, Source
 from resilient_tg.cache._codec import Codec
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
-from .cachetools import ChatWorld, cached_client
+from .cachetools import ChatWorld, assert_cache_equals_server, cached_client
 from .clienttools import seeded_store
 from .conftest import login, telethon_client
 
@@ -225,3 +225,40 @@ async def test_two_accounts_sharing_a_backend_never_see_each_others_messages(
         assert "for carol" not in [m.message for m in mine.value]
         assert "for alice" not in [m.message for m in theirs.value]
         assert (await a.get(w.bob.id, to_carol)).value is None or to_carol == to_alice
+
+
+def test_complete_is_defined_word_for_word_alike_in_the_code_and_the_docs() -> None:
+    import re
+    from pathlib import Path
+
+    from resilient_tg.cache import _cache
+
+    def definition(text: str) -> str:
+        start = text.index("Complete: per account and chat")
+        end = text.index("all others from", start)
+        return re.sub(r"[\s>]+", " ", text[start:end])
+
+    docs = Path(__file__).parent.parent / "docs" / "cache.md"
+    assert definition(_cache.__doc__ or "") == definition(docs.read_text(encoding="utf-8"))
+
+
+async def test_own_deletions_and_reads_reach_the_cache(server: MTProtoTestServer) -> None:
+    """Telethon hides which ids an own messages.deleteMessages removed (an id-less
+    update stands in for it): the cache asks the server for that pts range again, so the
+    deleted message leaves the cache and the span stays."""
+    w = ChatWorld(server)
+    store = seeded_store(server, user=w.alice)
+    async with cached_client(store, server) as (client, _rec, cache):
+        await client.wait_connected(10)
+        _, doomed = await w.send(w.private_id, "to delete")
+        await w.send(w.private_id, "to keep")
+        await w.caught_up(client)
+        assert (await cache.history(w.private_id, limit=5)).source is Source.TELEGRAM
+        await client.telegram.delete_messages(w.bob.id, [doomed])
+        await client.telegram.send_read_acknowledge(w.bob.id)
+        await w.caught_up(client)
+        answer = await cache.history(w.private_id, limit=5)
+        assert answer.source is Source.CACHE
+        assert "to delete" not in [m.message for m in answer.value]
+        assert (await cache.get(w.private_id, doomed)).value is None
+        await assert_cache_equals_server(client, [w.private_id])

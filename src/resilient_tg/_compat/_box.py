@@ -204,6 +204,15 @@ def box_pts(client: Any, channel_id: int | None) -> int:
     return int(getattr(entry, "pts", 0) or 0)
 
 
+def follow_channel(client: Any, channel_id: int, pts: int, users: Any, chats: Any) -> None:
+    """Make the box follow a channel from ``pts`` (a history answer's) if it does not yet,
+    as Telethon's get_dialogs does: its later updates, and after a reconnect its
+    difference, are then fetched. ``users``/``chats`` give the box the access hashes."""
+    client._mb_entity_cache.extend(users, chats)
+    if pts > 0:
+        client._message_box.try_set_channel_state(channel_id, pts)
+
+
 def box_state(client: Any) -> tuple[dict[str, Any], dict[int, int]] | None:
     """The box's applied state (account pts/qts/date/seq, channel id -> pts), or None."""
     box = client._message_box

@@ -153,6 +153,7 @@ _BOX_METHODS = (
     "end_difference",
     "end_channel_difference",
     "process_updates",
+    "try_set_channel_state",
 )
 
 

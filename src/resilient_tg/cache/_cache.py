@@ -1,22 +1,26 @@
 """MessageCache: recent messages per account and chat, kept gap-free by updates.
 
-**Complete** (the same definition as in docs/cache.md): per account and chat, the cache
-holds a *span*, ``Span.low`` and up, of message ids; it is anchored by a getHistory answer
-taken while the client was CONNECTED (with the span token read before the request was
-sent, so that a break in between makes `CacheBackend.set_span` refuse it) and extended by
-every update applied since. Anything that can break that chain ends the span: a "too
-long" difference (a channel's; the account's differenceTooLong ends every span of the
-account), a channel Telethon stops following, an own sent message the cache cannot
-fetch, and a start whose persisted update state (the session's pts and channel pts) is
-ahead of the cache's `Cursor` or unknown to it (updates in between never reached the
-cache). Reads inside a span are answered from the cache; reads outside go to Telegram.
+The definition of complete, word for word as in docs/cache.md:
+
+Complete: per account and chat, the cache holds a span of message ids, from `Span.low`
+up. A span is anchored by a `messages.getHistory` answer taken while the client is
+CONNECTED (the span's token is read before the request is sent, so that a break in
+between makes the anchoring fail) and extended by every update applied since. Anything
+that can break that chain ends the span: a "too long" difference (a channel's ends that
+channel's span; the account's differenceTooLong ends every span of the account), a
+channel Telethon stops following, an own sent or deleted message the cache cannot fetch, a failed
+backend write, and a start whose persisted update state (the session's pts and channel
+pts) is ahead of the cache's cursor or unknown to it. A range is complete when a span
+covers it: reads of complete ranges are answered from the cache, all others from
+Telegram.
 
 Writes come from Telethon's message box through `_compat.set_update_feed`: every update
 it applies, in the order it applies them (pts order, the catch-up after each reconnect
-included), is queued and written by one task (`UpdateWriter`). The `Cursor` is written
-only when that queue is empty, from the box's state at that moment, so it never claims an
-update the cache has not written; the session's stored update state waits for the same
-queue (its ``update_state_gate``), so a restart does not skip what the cache missed.
+included), is queued and written by one task (`UpdateWriter`). The `Cursor` written
+after a batch is the box's state when the batch was taken from the queue, so it never
+claims an update the cache has not written; the session's stored update state waits for
+the same queue (its ``update_state_gate``), so a restart does not skip what the cache
+missed.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from typing import Any
 
 import anyio
+import attrs
 from telethon import utils
 
 from .. import _compat
@@ -35,14 +40,15 @@ from .._flag import Flag
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
-from ._backend import CacheBackend, ReadMarks, is_channel
+from ._backend import CacheBackend, Cursor, ReadMarks
 from ._bounds import Bounds, enforce
-from ._codec import Codec, peer_ids_of, timestamp
-from ._cursor import box_cursor, loaded_state, restart_breaks
+from ._codec import Codec, load_messages
+from ._cursor import box_cursor, end_restart_breaks, loaded_state
 from ._fetch import (
     HISTORY_PAGE,
     HistoryFetch,
     anchored_span,
+    cached_dialogs,
     chat_id_of,
     covers,
     fetch_dialogs,
@@ -59,6 +65,7 @@ log = logging.getLogger("resilient_tg.cache")
 _SETTLE = 2.0  # how long a read waits for queued updates to be written first
 _MAINTAIN_EVERY = 30.0  # seconds between bound checks (also after _TRIM_AFTER writes)
 _TRIM_AFTER = 200
+_CURSOR_EVERY = 0.2  # seconds between cursor writes while updates keep coming
 
 
 class MessageCache:
@@ -114,12 +121,17 @@ class MessageCache:
         self._applying = False
         self._epoch = 0  # local breaks: a fetch started before one must not anchor
         self._pinned: dict[int, bool] = {}
+        self._touched: dict[int, float] = {}
         self._loaded: tuple[int, dict[int, int]] | None = None  # session state at start
         self._current_at = 0.0
         self._started_at = time.time()
         self._last_maintain = time.monotonic()
         self._purged = False
         self._ready_lock = anyio.Lock()
+        self._feed_generation = 0
+        self._pending_cursor: Cursor | None = None  # written at most every _CURSOR_EVERY
+        self._cursor_at = 0.0
+        self._stopped = False  # after AUTH_LOST or a log out: nothing more is written
         self._broken = False  # a write failed: spans end before the cursor moves again
         client.cache = self
         client.on_auth_lost(self._on_auth_lost)
@@ -163,7 +175,7 @@ class MessageCache:
         state = await self._backend.span(account, chat_id)
         records = await self._backend.history(account, chat_id, below=below, limit=limit)
         if settled and state.span is not None and covers(state.span, records, limit):
-            await self._backend.touch(account, chat_id, time.time())
+            await self._touch(account, chat_id)
             return self._current(await self._decode(account, records), Source.CACHE)
         telegram = self._client.telegram
         epoch = self._epoch
@@ -175,7 +187,7 @@ class MessageCache:
             span = anchored_span(fetch, state, time.time())
             if span is not None:
                 await self._backend.set_span(account, chat_id, span, state.token)
-        await self._backend.touch(account, chat_id, time.time())
+        await self._touch(account, chat_id)
         if len(fetch.messages) > self.bounds.per_chat:
             await self._backend.trim(account, chat_id, self.bounds.per_chat)
         return self._current(fetch.messages[:limit], Source.TELEGRAM)
@@ -196,7 +208,7 @@ class MessageCache:
         span = (await self._backend.span(account, chat_id)).span if settled else None
         if span is not None and (span.from_start or message_id >= span.low):
             record = await self._backend.get_message(account, chat_id, message_id)
-            await self._backend.touch(account, chat_id, time.time())
+            await self._touch(account, chat_id)
             live = [record] if record is not None and not record.deleted else []
             decoded = await self._decode(account, live)
             return self._current(decoded[0] if decoded else None, Source.CACHE)
@@ -221,22 +233,9 @@ class MessageCache:
         cached, state = await self._backend.dialogs(account)
         whole = (settled or not connected) and state.span is not None and state.span.from_start
         if whole or not connected:
-            entries = []
-            for dialog in cached[:limit]:
-                top = await self._backend.history(account, dialog.chat_id, below=None, limit=1)
-                decoded = await self._decode(account, top)
-                entity = await self._entity(account, dialog.chat_id)
-                message = decoded[0] if decoded else None
-                entries.append(
-                    DialogEntry(
-                        dialog.chat_id,
-                        message.id if message is not None else dialog.top_id,
-                        timestamp(message.date) if message is not None else dialog.top_date,
-                        dialog.pinned,
-                        entity,
-                        message,
-                    )
-                )
+            entries = await cached_dialogs(
+                self._backend, account, self._codec_(), cached[:limit], self._client.telegram
+            )
             if not connected:
                 return self._stale(entries, whole)
             return self._current(entries, Source.CACHE)
@@ -269,7 +268,10 @@ class MessageCache:
     async def purge(self) -> None:
         """Forget everything cached for this account (also done on logout and AUTH_LOST)."""
         self._epoch += 1
+        self._feed_generation += 1  # what was queued belongs to the purged past
         self._feed.clear()
+        self._pending_cursor = None
+        self._writer = None  # it remembers what it wrote
         if self._account is not None:
             await self._backend.purge(self._account)
             log.info("cache of account %s purged", self._account)
@@ -304,6 +306,7 @@ class MessageCache:
         if self._client._telegram is not None:
             _compat.set_update_feed(self._client._telegram, None)
         if session is not None and session.logged_out and not self._purged:
+            self._stopped = True
             self._purged = True
             try:
                 await self.purge()
@@ -311,6 +314,8 @@ class MessageCache:
                 log.warning("cache: purge after log out failed: %s", exc)
 
     def _on_update(self, update: Any, users: Any, chats: Any, pts: int) -> None:
+        if self._stopped:
+            return
         self._feed.append((update, users, chats, pts))
         self._idle.clear()
         self._wake.set()
@@ -320,9 +325,13 @@ class MessageCache:
         feed nobody writes would hold the session's update state back for good)."""
         while True:
             if not self._feed:
+                if self._pending_cursor is not None:
+                    await self._write_cursor()  # before idle: the session waits for it
+                    continue
                 self._idle.set()
                 try:
-                    await self._maybe_maintain()
+                    if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
+                        await self.maintain()
                 except Exception as exc:  # noqa: BLE001 - retried at the next interval
                     log.warning("cache: applying the bounds failed: %s", exc)
                 with anyio.move_on_after(_MAINTAIN_EVERY):
@@ -336,6 +345,8 @@ class MessageCache:
                 await anyio.sleep(1.0)
                 continue
             entries = list(self._feed)
+            cursor = box_cursor(self._client.telegram, 0.0)  # in step with ``entries``
+            generation = self._feed_generation
             try:
                 await writer.apply(entries)
                 await self._trim(writer)
@@ -348,12 +359,13 @@ class MessageCache:
                     )
                 self._broken = True
                 self._epoch += 1
+            if generation != self._feed_generation:
+                continue  # purged meanwhile: the queue was emptied, nothing to cursor
             for _ in entries:
                 self._feed.popleft()
-            try:
+            self._pending_cursor = cursor
+            if time.monotonic() - self._cursor_at >= _CURSOR_EVERY:
                 await self._write_cursor()
-            except Exception as exc:  # noqa: BLE001 - the next batch writes it
-                log.info("cache: writing the cursor failed: %s", exc)
 
     async def _trim(self, writer: UpdateWriter) -> None:
         """Keep the chats that got many messages at ``per_chat`` (cheaper than `maintain`)."""
@@ -363,33 +375,36 @@ class MessageCache:
             await self._backend.trim(self._account, chat_id, self.bounds.per_chat)
         writer.written.clear()
 
-    async def _maybe_maintain(self) -> None:
-        if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
-            await self.maintain()
-
     async def _write_cursor(self) -> None:
-        if self._feed or self._account is None:
+        """Store the pending cursor: the box's state when the last batch written was taken
+        from the queue (the queue is fed in step with the box: that is all it covers)."""
+        cursor, self._pending_cursor = self._pending_cursor, None
+        self._cursor_at = time.monotonic()
+        if cursor is None or self._account is None:
             return
-        if self._broken:
-            try:
+        try:
+            if self._broken:
                 await self._backend.end_spans(self._account, None)
-            except Exception:  # noqa: BLE001 - still broken: the cursor stays where it was
-                return
-            self._broken = False
-        if self._connected():
-            self._current_at = time.time()
-        cursor = box_cursor(self._client.telegram, self._current_at)
-        if cursor is None:
-            return
-        if not self._feed:  # nothing applied meanwhile by the box the cache has not written
+                self._broken = False
+            if self._connected() and not self._feed:
+                self._current_at = time.time()
+            cursor = attrs.evolve(cursor, current_at=self._current_at)
             await self._backend.set_cursor(self._account, cursor)
+        except Exception as exc:  # noqa: BLE001 - still behind: a later batch writes it
+            log.info("cache: writing the cursor to %s failed: %s", self._backend.describe(), exc)
 
     async def _writer_(self) -> UpdateWriter:
         """The writer, once the account is known (checking the restart on first use)."""
         if self._writer is None:
             account = await self._ready()
             self._writer = UpdateWriter(
-                self._backend, account, self._codec_(), self._own_fetch, self._break, self._pinned
+                self._backend,
+                account,
+                self._codec_(),
+                self._own_fetch,
+                lambda: _compat.account_state(self._client.telegram),
+                self._break,
+                self._pinned,
             )
         return self._writer
 
@@ -405,6 +420,13 @@ class MessageCache:
             return self._account
         async with self._ready_lock:  # one restart check, however many callers
             if self._account is None:
+                if not self._connected():
+                    state = self._client.state.value
+                    raise StaleCacheError(
+                        f"the cache's account is not known yet (no login in the session) "
+                        f"and the client is {state}: pass account= or wait for CONNECTED",
+                        state=state,
+                    )
                 me = await self._client.telegram.get_me(input_peer=True)
                 if me is None:
                     raise RuntimeError(
@@ -417,23 +439,9 @@ class MessageCache:
         return self._account
 
     async def _check_restart(self, account: str) -> None:
-        """End the spans whose updates may have passed while the cache was not written:
-        the session's persisted state at start is ahead of the cache's cursor."""
-        cursor = await self._backend.cursor(account)
-        breaks = restart_breaks(cursor, self._loaded)
-        if cursor is None or breaks is None:
-            self._epoch += 1
-            await self._backend.end_spans(account, None)
-            log.info("cache of account %s: no cursor to resume from; spans ended", account)
-            return
-        account_broke, ended = breaks
-        if account_broke:
-            ended += [c for c in await self._backend.chats(account) if not is_channel(c)]
-        if ended:
-            self._epoch += 1
-            await self._backend.end_spans(account, ended)
-            log.info("cache of account %s: %d span(s) ended on restart", account, len(ended))
-        self._current_at = cursor.current_at
+        """End the spans whose updates may have passed while the cache was not written."""
+        self._epoch += 1  # (harmless when nothing ended: no fetch is in flight yet)
+        self._current_at = await end_restart_breaks(self._backend, account, self._loaded)
 
     # Helpers ----------------------------------------------------------------------------
 
@@ -470,20 +478,16 @@ class MessageCache:
         return CacheAnswer(value, Source.CACHE, True, self._current_at, complete)
 
     async def _decode(self, account: str, records: list[Any]) -> list[Any]:
-        codec = self._codec_()
-        wanted: set[int] = set()
-        for record in records:
-            wanted.add(record.chat_id)
-        stored = await self._backend.entities(account, wanted)
-        messages = []
-        for record in records:
-            message = codec.message(record, stored, self._client.telegram)
-            more = peer_ids_of(message) - stored.keys()
-            if more:
-                stored.update(await self._backend.entities(account, more))
-                message = codec.message(record, stored, self._client.telegram)
-            messages.append(message)
-        return messages
+        return await load_messages(
+            self._backend, account, self._codec_(), records, self._client.telegram
+        )
+
+    async def _touch(self, account: str, chat_id: int) -> None:
+        """Record a read for the bounds, at most once a second per chat (a write each)."""
+        now = time.time()
+        if now - self._touched.get(chat_id, 0.0) >= 1.0:
+            self._touched[chat_id] = now
+            await self._backend.touch(account, chat_id, now)
 
     async def _input_peer(self, account: str, chat_id: int) -> Any:
         """Telethon's input peer for a chat; the cached entity when Telethon knows none."""
@@ -503,6 +507,7 @@ class MessageCache:
         self._client._spawn("cache purge", self._purge_once)
 
     async def _purge_once(self) -> None:
+        self._stopped = True
         if not self._purged:
             self._purged = True
             await self.purge()

@@ -18,12 +18,21 @@ from telethon.tl import types
 
 from .._errors import CacheCorruptError, SessionCorruptError
 from ..stores._encryption import Encryptor
-from ._backend import CachedMessage
+from ._backend import CacheBackend, CachedMessage
 
-__all__ = ["Codec", "peer_ids_of", "timestamp"]
+__all__ = ["Codec", "load_messages", "peer_ids_of", "raw_entities", "timestamp"]
 
 _MESSAGES = (types.Message, types.MessageService)
 _ENTITIES = (types.User, types.Chat, types.Channel, types.ChatForbidden, types.ChannelForbidden)
+
+
+def raw_entities(objects: Iterable[Any]) -> dict[int, bytes]:
+    """Full users and chats (not "min" ones) by marked id, as TL bytes."""
+    found: dict[int, bytes] = {}
+    for entity in objects:
+        if isinstance(entity, _ENTITIES) and not getattr(entity, "min", False):
+            found[int(utils.get_peer_id(entity))] = bytes(entity)
+    return found
 
 
 def timestamp(value: Any) -> int:
@@ -72,14 +81,14 @@ class Codec:
 
     def entities(self, objects: Iterable[Any]) -> dict[int, bytes]:
         """Users and chats by marked id, ready for `CacheBackend.put_entities`."""
-        found: dict[int, bytes] = {}
-        for entity in objects:
-            if isinstance(entity, _ENTITIES) and not getattr(entity, "min", False):
-                found[int(utils.get_peer_id(entity))] = self._pack(bytes(entity))
-        return found
+        return {peer_id: self.pack(raw) for peer_id, raw in raw_entities(objects).items()}
 
-    def message(self, record: CachedMessage, entities: Mapping[int, bytes], client: Any) -> Any:
-        """The Telethon message of a live record, its users and chats filled in."""
+    def pack(self, raw: bytes) -> bytes:
+        """TL bytes as stored: sealed when the cache encrypts."""
+        return self._pack(raw)
+
+    def parse(self, record: CachedMessage) -> Any:
+        """The Telethon message of a record (users and chats not filled in yet)."""
         message = self._object(record.body)
         if not isinstance(message, _MESSAGES):
             raise CacheCorruptError(
@@ -87,6 +96,11 @@ class Codec:
                 "a message",
                 backend=self._where,
             )
+        return message
+
+    def message(self, record: CachedMessage, entities: Mapping[int, bytes], client: Any) -> Any:
+        """The Telethon message of a live record, its users and chats filled in."""
+        message = self.parse(record)
         known = {peer_id: self._object(body) for peer_id, body in entities.items()}
         message._finish_init(client, known, None)
         return message
@@ -116,3 +130,19 @@ class Codec:
                 f"{self._where}: a cached entry is not valid TL ({type(exc).__name__})",
                 backend=self._where,
             ) from None
+
+
+async def load_messages(
+    backend: CacheBackend, account: str, codec: Codec, records: list[CachedMessage], client: Any
+) -> list[Any]:
+    """Telethon messages of live records, their chats, senders and forward sources filled
+    in from the cached entities (one backend read)."""
+    messages = [codec.parse(record) for record in records]
+    wanted: set[int] = set()
+    for message in messages:
+        wanted |= peer_ids_of(message)
+    stored = await backend.entities(account, wanted) if wanted else {}
+    known = {peer_id: codec.entity(body) for peer_id, body in stored.items()}
+    for message in messages:
+        message._finish_init(client, known, None)
+    return messages

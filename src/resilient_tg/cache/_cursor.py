@@ -3,13 +3,22 @@ behind the session means for the spans."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import _compat
-from ._backend import Cursor
+from ._backend import CacheBackend, Cursor, is_channel
 from ._codec import timestamp
 
-__all__ = ["box_cursor", "loaded_state", "marked_channel", "restart_breaks"]
+__all__ = [
+    "box_cursor",
+    "end_restart_breaks",
+    "loaded_state",
+    "marked_channel",
+    "restart_breaks",
+]
+
+log = logging.getLogger("resilient_tg.cache")
 
 
 def marked_channel(channel_id: int) -> int:
@@ -47,18 +56,42 @@ def loaded_state(session: Any) -> tuple[int, dict[int, int]] | None:
 
 
 def restart_breaks(
-    cursor: Cursor | None, loaded: tuple[int, dict[int, int]] | None
+    cursor: Cursor | None, loaded: tuple[int, dict[int, int]] | None, cached: list[int]
 ) -> tuple[bool, list[int]] | None:
     """What a start breaks: None when everything (no cursor, or a session without update
     state); else whether the account's non-channel chats broke (the session's pts is past
-    the cursor's) and which channels did (past it, or unknown to one side: Telethon will
-    not catch up a channel the session does not know)."""
+    the cursor's) and which channels did: past the cursor, or unknown to either side
+    (Telethon does not catch up a channel the session does not follow, so a cached one
+    may have missed anything). ``cached`` are the chats the backend holds."""
     if cursor is None or loaded is None:
         return None
     pts, channels = loaded
+    known = set(channels) | set(cursor.channels) | {c for c in cached if is_channel(c)}
     ended = [
         chat_id
-        for chat_id in sorted(set(channels) | set(cursor.channels))
+        for chat_id in sorted(known)
         if chat_id not in channels or channels[chat_id] > cursor.channels.get(chat_id, 0)
     ]
     return pts > cursor.pts, ended
+
+
+async def end_restart_breaks(
+    backend: CacheBackend, account: str, loaded: tuple[int, dict[int, int]] | None
+) -> float:
+    """On the first use after a start: end the spans whose updates may have passed while
+    the cache was not written (see `restart_breaks`). Returns when the cache was last
+    known current (the cursor's ``current_at``; 0.0 without one)."""
+    cursor = await backend.cursor(account)
+    cached = await backend.chats(account)
+    breaks = restart_breaks(cursor, loaded, cached)
+    if cursor is None or breaks is None:
+        await backend.end_spans(account, None)
+        log.info("cache of account %s: no cursor to resume from; spans ended", account)
+        return 0.0 if cursor is None else cursor.current_at
+    account_broke, ended = breaks
+    if account_broke:
+        ended += [c for c in cached if not is_channel(c)]
+    if ended:
+        await backend.end_spans(account, ended)
+        log.info("cache of account %s: %d span(s) ended on restart", account, len(ended))
+    return cursor.current_at

@@ -19,13 +19,15 @@ from telethon import utils
 from telethon.tl import functions, types
 
 from .. import _compat
+from ._answer import DialogEntry
 from ._backend import CacheBackend, CachedDialog, CachedMessage, Span, SpanState, is_channel
-from ._codec import Codec
+from ._codec import Codec, load_messages, timestamp
 
 __all__ = [
     "HISTORY_PAGE",
     "HistoryFetch",
     "anchored_span",
+    "cached_dialogs",
     "channel_of",
     "chat_id_of",
     "covers",
@@ -78,6 +80,12 @@ class HistoryFetch:
             )
         )
         raw = list(getattr(answer, "messages", ()))
+        channel = channel_of(self.chat_id)
+        if channel is not None:
+            # A span of a channel the box does not follow would miss what a reconnect or
+            # a restart does not fetch: follow it from this answer's pts on.
+            pts = int(getattr(answer, "pts", 0) or 0)
+            _compat.follow_channel(telegram, channel, pts, answer.users, answer.chats)
         entities = peer_entities(answer)
         self.messages = [
             m
@@ -235,3 +243,27 @@ def chat_id_of(chat: Any) -> int:
     if isinstance(chat, int) and not isinstance(chat, bool):
         return chat
     return int(utils.get_peer_id(chat))
+
+
+async def cached_dialogs(
+    backend: CacheBackend, account: str, codec: Codec, dialogs: list[CachedDialog], client: Any
+) -> list[DialogEntry]:
+    """Dialog entries from the cache: each chat's newest live message and its entity."""
+    entries = []
+    for dialog in dialogs:
+        top = await backend.history(account, dialog.chat_id, below=None, limit=1)
+        messages = await load_messages(backend, account, codec, top, client)
+        stored = await backend.entities(account, [dialog.chat_id])
+        entity = codec.entity(stored[dialog.chat_id]) if dialog.chat_id in stored else None
+        message = messages[0] if messages else None
+        entries.append(
+            DialogEntry(
+                dialog.chat_id,
+                message.id if message is not None else dialog.top_id,
+                timestamp(message.date) if message is not None else dialog.top_date,
+                dialog.pinned,
+                entity,
+                message,
+            )
+        )
+    return entries

@@ -19,7 +19,7 @@ from telethon.tl import functions, types
 
 from .. import _compat
 from ._backend import CacheBackend, CachedDialog, CachedMessage, is_channel
-from ._codec import Codec
+from ._codec import Codec, raw_entities
 
 __all__ = ["UpdateWriter"]
 
@@ -44,6 +44,7 @@ class UpdateWriter:
         account: str,
         codec: Codec,
         fetch: Fetch,
+        state: Callable[[], dict[str, Any]],
         on_break: Callable[[], None],
         pinned: dict[int, bool],
     ) -> None:
@@ -51,9 +52,14 @@ class UpdateWriter:
         self._account = account
         self._codec = codec
         self._fetch = fetch  # a request through the client (own sent messages)
+        self._state = state  # the box's account state (qts and date for getDifference)
         self._on_break = on_break  # local fetches in flight must not anchor after a break
         self._pinned = pinned
         self.written: dict[int, int] = {}  # chat -> messages written since the last trim
+        # What was last written, to skip rewriting it (most updates repeat their users
+        # and chats): entity TL bytes by peer id, and each dialog's top id.
+        self._entities: dict[int, bytes] = {}
+        self._tops: dict[int, int] = {}
 
     async def apply(self, entries: Sequence[tuple[Any, Any, Any, int]]) -> None:
         """Write fed entries in order; consecutive message versions (new, edited, deleted
@@ -87,8 +93,10 @@ class UpdateWriter:
         if record is None:
             return True
         batch.records.append(record)
-        batch.entities.update(self._codec.entities([*users, *chats]))
-        if new:
+        for peer_id, raw in raw_entities([*users, *chats]).items():
+            if self._entities.get(peer_id) != raw:
+                batch.entities[peer_id] = raw
+        if new and record.id > self._tops.get(record.chat_id, 0):
             old = batch.dialogs.get(record.chat_id)
             if old is None or record.id > old.top_id:
                 pinned = self._pinned.get(record.chat_id, False)
@@ -100,7 +108,11 @@ class UpdateWriter:
     async def _flush(self, batch: _Batch) -> None:
         backend, account = self._backend, self._account
         if batch.entities:
-            await backend.put_entities(account, batch.entities)
+            packed = {p: self._codec.pack(raw) for p, raw in batch.entities.items()}
+            await backend.put_entities(account, packed)
+            if len(self._entities) > 10_000:
+                self._entities.clear()
+            self._entities.update(batch.entities)
         if batch.records:
             await backend.put_messages(account, batch.records)
             for record in batch.records:
@@ -108,6 +120,9 @@ class UpdateWriter:
                     self.written[record.chat_id] = self.written.get(record.chat_id, 0) + 1
         if batch.dialogs:
             await backend.put_dialogs(account, list(batch.dialogs.values()), span=None, token=None)
+            if len(self._tops) > 10_000:
+                self._tops.clear()
+            self._tops.update({d.chat_id: d.top_id for d in batch.dialogs.values()})
 
     async def _apply_one(self, update: Any, pts: int) -> None:
         backend, account = self._backend, self._account
@@ -124,6 +139,9 @@ class UpdateWriter:
         own_pts = int(getattr(update, "pts", 0) or 0) or pts
         if isinstance(update, types.UpdateShortSentMessage):
             await self._own_sent(update)
+        elif isinstance(update, types.UpdateDeleteMessages) and not update.messages:
+            if update.pts_count:  # own deleteMessages/readHistory: Telethon drops the ids
+                await self._own_affected(update)
         elif isinstance(update, types.UpdateDeleteMessages):
             await backend.delete_ids(account, list(update.messages), own_pts)
         elif isinstance(update, types.UpdateReadHistoryInbox):
@@ -138,6 +156,44 @@ class UpdateWriter:
         elif isinstance(update, types.UpdateReadChannelOutbox):
             chat_id = _channel_chat(update.channel_id)
             await backend.mark_read(account, chat_id, outbox_max_id=update.max_id)
+
+    async def _own_affected(self, update: Any) -> None:
+        """A change this client made (messages.deleteMessages, readHistory...) whose answer
+        gave only a pts: Telethon stands an id-less updateDeleteMessages in for it. The
+        updates in that pts range are asked for again (updates.getDifference from just
+        before it); if that fails, every private chat and basic group may have missed
+        it, so their spans end."""
+        start = update.pts - update.pts_count
+        state = self._state()
+        try:
+            answer = await self._fetch(
+                functions.updates.GetDifferenceRequest(
+                    pts=start, date=state["date"], qts=state["qts"]
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure: end the spans instead
+            log.info("cannot fetch own change at pts %d (%s); ending spans", update.pts, exc)
+            answer = None
+        found = [
+            u
+            for u in getattr(answer, "other_updates", None) or ()
+            if start < int(getattr(u, "pts", 0) or 0) <= update.pts
+        ]
+        if answer is None or not isinstance(
+            answer, (types.updates.Difference, types.updates.DifferenceSlice)
+        ):
+            await self._end_account_spans()
+            return
+        for found_update in found:
+            if not (
+                isinstance(found_update, types.UpdateDeleteMessages) and not found_update.messages
+            ):
+                await self._apply_one(found_update, update.pts)
+
+    async def _end_account_spans(self) -> None:
+        self._on_break()
+        chats = await self._backend.chats(self._account)
+        await self._backend.end_spans(self._account, [c for c in chats if not is_channel(c)])
 
     async def _own_sent(self, update: Any) -> None:
         """updateShortSentMessage names neither the chat nor the text: fetch the message
@@ -158,15 +214,13 @@ class UpdateWriter:
                 self._collect(batch, wrapped, answer.users, answer.chats, update.pts)
             await self._flush(batch)
             return
-        self._on_break()
-        chats = await self._backend.chats(self._account)
-        await self._backend.end_spans(self._account, [c for c in chats if not is_channel(c)])
+        await self._end_account_spans()
 
 
 @attrs.define
 class _Batch:
     records: list[CachedMessage] = attrs.field(factory=list)
-    entities: dict[int, bytes] = attrs.field(factory=dict)
+    entities: dict[int, bytes] = attrs.field(factory=dict)  # raw TL bytes
     dialogs: dict[int, CachedDialog] = attrs.field(factory=dict)
 
 
