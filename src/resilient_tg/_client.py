@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -51,6 +50,7 @@ from ._lease import LeaseKeeper
 from ._policy import KeepalivePolicy, ReconnectPolicy
 from ._requests import GatedTelegram, build_telegram
 from ._shutdown import shut_down
+from ._signals import wait_for_stop_signal
 from ._state import ConnectionState, Health, StateChange, StateReason
 from ._status import StatusPublisher
 from ._supervisor import LinkSupervisor
@@ -344,11 +344,7 @@ class ResilientClient:
 
     async def run_until_signal(self) -> int:
         """Return the signal number on SIGTERM or SIGINT; leaving the block then shuts down."""
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s; shutting down", signal.Signals(signum).name)
-                return int(signum)
-        return 0  # pragma: no cover - the receiver never ends on its own
+        return await wait_for_stop_signal(log, "shutting down")
 
     # Lifecycle ----------------------------------------------------------------------
 

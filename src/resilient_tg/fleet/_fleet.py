@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import anyio.abc
 from .._client import ResilientClient
 from .._errors import FleetError
 from .._policy import KeepalivePolicy, ReconnectPolicy
+from .._signals import wait_for_stop_signal
 from ..stores import SQLStore
 from ..stores._base import default_holder
 from ._db import FleetDatabase, fleet_database
@@ -267,11 +267,7 @@ class Fleet:
 
     async def run_until_signal(self) -> int:
         """Return the signal number on SIGTERM or SIGINT; leaving the block then drains."""
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s; draining", signal.Signals(signum).name)
-                return int(signum)
-        return 0  # pragma: no cover - the receiver never ends on its own
+        return await wait_for_stop_signal(log, "draining")
 
     async def drain(self) -> None:
         """Stop claiming and release every account, one after another (at most
