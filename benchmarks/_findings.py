@@ -27,7 +27,7 @@ was added with `--only cache` on the same day.
 | 5 | no event-loop stall over 5 ms during saves | **not measurable here**: this VM's idle loop alone stalls 3.3-4.9 ms; three runs put single stores' worst stall at 3.3-10.6 ms, a different store each time |
 | 6 | soak: RSS < 5 MB, fds and tasks back | **met** (1,000 cycles: +0.0 MB, 15 -> 15 fds, 18 -> 18 tasks) |
 | 7 | fleets, 3 workers x 300 accounts over PostgreSQL: a killed worker's accounts CONNECTED elsewhere within lease_ttl + claim_interval + 5 s; one link per key | **met**: 100 accounts in 8.8 s of 14 s; 1 link per key. 600 accounts: 9.4 s; 1,000 did not even out on 2 cores (see Workers) |
-| 8 | message cache, 1,000 history reads over 10 chats after warm-up: >= 90% answered from the cache, no request to the server | **met** on memory, PostgreSQL and Redis: 100% hits, 0 requests (1,000 getHistory saved per backend); reads/s memory 1,575.8 vs 558.6 through the test server (2.8x), Redis 596.7 vs 593.3 (1.0x), PostgreSQL 82.3 vs 358.4 (0.23x) |
+| 8 | message cache, 1,000 history reads over 10 chats after warm-up: >= 90% answered from the cache, no request to the server | **met** on memory, PostgreSQL and Redis: 100% hits, 0 requests (1,000 getHistory saved per backend); reads/s memory 3,047.2 vs 658.4 through the test server (4.6x), Redis 475.4 vs 301.7 (1.6x), PostgreSQL 110.7 vs 316.9 (0.35x) |
 """
 
 FINDINGS: dict[str, str] = {
@@ -184,20 +184,22 @@ reached the server, while the same 1,000 reads through Telethon's `get_messages`
 that arrived during the reads (one every 25 reads of either side) were applied as
 updates and did not end a span.
 
-Speed is another matter. Against an in-process test server on loopback, a Telegram read
-costs 1.7-2.8 ms; the memory backend answers in 0.63 ms (1,575.8 reads/s against 558.6,
-2.8x), Redis in 1.68 ms (596.7 against 593.3, 1.0x), PostgreSQL in 12.2 ms (82.3 against
-358.4, 0.23x). A cache read makes four backend calls one after the other (the span, the
-messages, a "touch" that records the read for the idle TTL and the least-recently-read
-bound, and the entities), and then decodes 20 TL messages. A separate profiled run put
-those calls at about 0.002 ms each in memory, 0.2-0.45 ms each on Redis and 1.8-2.9 ms
-each on PostgreSQL, where every call is a transaction of its own and the touch is a
-committed write per read. Decoding is most of the memory backend's 0.63 ms.
+Speed depends on the backend. Against an in-process test server on loopback a Telegram
+read cost 1.5-3.3 ms; the memory backend answered in 0.33 ms (3,047.2 reads/s against
+658.4, 4.6x), Redis in 2.1 ms (475.4 against 301.7, 1.6x) and PostgreSQL in 9.0 ms
+(110.7 against 316.9, 0.35x). The machine was shared with other test runs (load average
+2-4 on 2 cores), which is why the Telegram side differs between backends: each ratio
+compares reads interleaved in blocks of 50 on one client. A cache read makes three
+backend calls one after the other (the span, the messages, the entities), plus a
+"touch" recording the read for the idle TTL and the least-recently-read bound at most
+once a second per chat, then decodes 20 TL messages. A separate profiled run put the
+calls at about 0.01 ms each in memory, 1 ms each on Redis and 3-3.5 ms each on
+PostgreSQL, where each call is a transaction of its own (a touch, a committed write,
+about 9 ms).
 
 So against real Telegram (20-200 ms a round trip, and FLOOD_WAIT under load) every
-backend is far faster and saves every request; against a local server only the memory
-backend wins on time. The PostgreSQL figure is the one to improve: one transaction per
-read, and a touch that is batched rather than written on every read, would remove most
-of it.
+backend is far faster and saves every request; against a local server PostgreSQL is
+slower. Reading the span, messages and entities in one transaction (one Redis
+pipeline) would remove most of the difference.
 """,
 }
