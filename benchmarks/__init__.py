@@ -25,6 +25,7 @@ _ORDER = (
     "fleet",
     "memory",
     "workers",
+    "cache",
 )
 
 

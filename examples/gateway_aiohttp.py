@@ -4,6 +4,7 @@
     python examples/gateway_aiohttp.py --store file:///var/lib/gw/session.json \
         --api-id 12345 --api-hash 0123abcd...        # or TG_STORE, TG_API_ID, TG_API_HASH
     python examples/gateway_aiohttp.py --test-server   # offline: a local MTProtoTestServer
+    python examples/gateway_aiohttp.py --test-server --cache redis://127.0.0.1:6379/0
 
 Endpoints:
 
@@ -16,6 +17,25 @@ Endpoints:
 - ``GET /metrics``: Prometheus text from ``resilient_tg.metrics`` (501 if that module
   or ``prometheus-client`` is missing).
 - ``GET /messages``: the last ``--keep`` incoming messages, newest last, as JSON.
+- ``GET /chats/{id}/messages?limit=N&offset_id=M``: the chat's newest ``N`` (1-100,
+  default 20) messages below id ``M`` (0: the newest), newest first, as a JSON list of
+  ``{id, date, text, out, edit_date, sender_id}`` (dates ISO 8601, ``edit_date`` null
+  when never edited), read through a ``resilient_tg.cache.MessageCache``: from the
+  cache when it can prove the range complete, else from Telegram (then stored, so the
+  next read is a hit). ``{id}`` is a marked peer id (a user's id; ``-100...`` for a
+  channel; ``-N`` for a basic group). Headers: ``X-Resilient-Source: cache`` or
+  ``telegram``; ``X-Resilient-As-Of`` (Unix time the answer was last known current);
+  while the link is down the cache answers anyway with ``X-Resilient-Stale: 1`` (and
+  ``X-Resilient-Complete: 0`` when it cannot prove it holds the whole range), unless
+  ``?fresh=1`` asks for current data only: then 503. 400 for bad parameters, 404 for
+  a chat the account does not know, 502 when Telegram refuses the read.
+
+The cache's backend is ``--cache URL`` [GATEWAY_CACHE]: ``memory`` (the default: this
+process only, empty after a restart), ``redis://...`` (the ``redis`` extra; keys under
+``--cache-prefix``) or an SQL URL as for SQLStore (``sqlite:///path``,
+``postgresql://user@host/db``, ``mariadb://...``; the ``sql``, ``postgres`` or
+``mysql`` extra; a pool of at most 3 connections), which several gateways of one
+account can share.
 
 The client lives exactly as long as the app: ``make_app(client)`` enters it in an
 aiohttp ``cleanup_ctx``, so the server starts serving (503) while Telegram is still
@@ -36,22 +56,40 @@ from typing import Any
 
 from aiohttp import web
 from telethon import events
+from telethon.errors import RPCError
 
 from resilient_tg import KeepalivePolicy, ResilientClient
+from resilient_tg.cache import (
+    CacheAnswer,
+    CacheBackend,
+    MemoryCacheBackend,
+    MessageCache,
+    StaleCacheError,
+)
 
 log = logging.getLogger("gateway")
 
 CLIENT = web.AppKey("client", ResilientClient)
+CACHE = web.AppKey("cache", MessageCache)
 RECENT = web.AppKey("recent", collections.deque)
 METRICS = web.AppKey("metrics", object)  # a prometheus CollectorRegistry, or None
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def make_app(client: ResilientClient, *, keep: int = 100) -> web.Application:
-    """The gateway for ``client`` (not yet entered: the app enters and leaves it)."""
+def make_app(
+    client: ResilientClient, *, keep: int = 100, cache: CacheBackend | None = None
+) -> web.Application:
+    """The gateway for ``client`` (not yet entered: the app enters and leaves it).
+
+    Its MessageCache keeps its messages in ``cache`` (default: a MemoryCacheBackend);
+    the caller closes that backend after the app is done. A client that already has a
+    MessageCache (``client.cache``) keeps it.
+    """
     app = web.Application()
     app[CLIENT] = client
+    # Before the client is entered: entering starts the cache, which must see every update.
+    app[CACHE] = client.cache or MessageCache(client, cache or MemoryCacheBackend())
     app[RECENT] = collections.deque(maxlen=keep)
     app[METRICS] = _instrument(client)  # before entering, so the first transitions count
     app.cleanup_ctx.append(_client_lifetime)
@@ -59,6 +97,7 @@ def make_app(client: ResilientClient, *, keep: int = 100) -> web.Application:
     app.router.add_get("/live", live)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/messages", messages)
+    app.router.add_get("/chats/{id}/messages", chat_messages)
     return app
 
 
@@ -122,7 +161,74 @@ async def messages(request: web.Request) -> web.Response:
     return web.json_response(list(request.app[RECENT]))
 
 
+async def chat_messages(request: web.Request) -> web.Response:
+    try:
+        chat_id = int(request.match_info["id"])
+        limit = int(request.query.get("limit", "20"))
+        offset_id = int(request.query.get("offset_id", "0"))
+    except ValueError:
+        return _error(400, "id, limit and offset_id must be integers")
+    if not 1 <= limit <= 100 or offset_id < 0:
+        return _error(400, "limit must be 1-100 and offset_id 0 or a message id")
+    fresh = request.query.get("fresh", "").lower() in ("1", "true", "yes")
+    try:
+        answer = await request.app[CACHE].history(
+            chat_id, limit=limit, offset_id=offset_id, fresh=fresh
+        )
+    except StaleCacheError as exc:  # fresh=1 while the link is down
+        return _error(503, str(exc), state=exc.state, as_of=exc.as_of)
+    except ValueError as exc:  # Telethon knows no such peer (nor does the cache)
+        return _error(404, f"unknown chat {chat_id}: {exc}")
+    except RPCError as exc:  # e.g. CHANNEL_PRIVATE, PEER_ID_INVALID
+        return _error(502, f"Telegram refused the read: {exc.message}")
+    body = [_message_json(m) for m in answer.value]
+    return web.json_response(body, headers=source_headers(answer))
+
+
+def source_headers(answer: CacheAnswer[Any]) -> dict[str, str]:
+    """Where an answer came from and how fresh it is, as response headers."""
+    headers = {
+        "X-Resilient-Source": answer.source.value,
+        "X-Resilient-As-Of": f"{answer.as_of:.3f}",
+    }
+    if answer.stale:
+        headers["X-Resilient-Stale"] = "1"
+        if not answer.complete:
+            headers["X-Resilient-Complete"] = "0"
+    return headers
+
+
+def _message_json(message: Any) -> dict[str, Any]:
+    edit_date = getattr(message, "edit_date", None)
+    return {
+        "id": message.id,
+        "date": message.date.isoformat() if message.date else None,
+        "text": getattr(message, "message", None) or "",  # a service message has none
+        "out": bool(message.out),
+        "edit_date": edit_date.isoformat() if edit_date else None,
+        "sender_id": message.sender_id,
+    }
+
+
+def _error(status: int, text: str, **more: Any) -> web.Response:
+    return web.json_response({"error": text, **more}, status=status)
+
+
 # Running it -------------------------------------------------------------------------
+
+
+def cache_backend(url: str, *, prefix: str = "gateway:cache") -> CacheBackend:
+    """The MessageCache backend for ``--cache``: ``memory``, ``redis://...`` (keys under
+    ``prefix``) or an SQL URL (``sqlite:///...``, ``postgresql://...``, ``mariadb://...``)."""
+    if url == "memory":
+        return MemoryCacheBackend()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from resilient_tg.cache import RedisCacheBackend
+
+        return RedisCacheBackend(url, prefix=prefix)
+    from resilient_tg.cache import SQLCacheBackend
+
+    return SQLCacheBackend(url, pool_size=2, max_overflow=1)  # a gateway reads one by one
 
 
 def status_file(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,6 +252,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(env("GATEWAY_PORT", "8080")))
     parser.add_argument("--keep", type=int, default=100, help="recent messages kept")
     parser.add_argument(
+        "--cache",
+        default=env("GATEWAY_CACHE", "memory"),
+        help="MessageCache backend: memory, redis://... or an SQL URL [GATEWAY_CACHE]",
+    )
+    parser.add_argument(
+        "--cache-prefix",
+        default=env("GATEWAY_CACHE_PREFIX", "gateway:cache"),
+        help="Redis key prefix of the cache [GATEWAY_CACHE_PREFIX]",
+    )
+    parser.add_argument(
         "--test-server",
         action="store_true",
         help="run against a local MTProtoTestServer; a second user sends a message every 5 s",
@@ -164,7 +280,8 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        print(f"gateway on http://{host}:{port}/health  /metrics  /messages", flush=True)
+        paths = "/health  /metrics  /messages  /chats/{id}/messages"
+        print(f"gateway on http://{host}:{port}{paths}", flush=True)
         await app[CLIENT].run_until_signal()  # SIGTERM/SIGINT
     finally:
         await runner.cleanup()  # leaves the client: flush, release the lease
@@ -174,10 +291,19 @@ async def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("telethon").setLevel(logging.WARNING)
     args = parse_args(argv)
+    backend = cache_backend(args.cache, prefix=args.cache_prefix)
+    try:
+        await _main(args, backend)
+    finally:
+        await backend.aclose()  # the backend's pool or connections (memory: nothing)
+    return 0
+
+
+async def _main(args: argparse.Namespace, backend: CacheBackend) -> None:
     if not args.test_server:
         client = ResilientClient(args.store, args.api_id, args.api_hash, **status_file(args))
-        await serve(make_app(client, keep=args.keep), args.host, args.port)
-        return 0
+        await serve(make_app(client, keep=args.keep, cache=backend), args.host, args.port)
+        return
 
     from resilient_tg.stores import MemoryStore, SessionData
     from resilient_tg.testing import MTProtoTestServer
@@ -208,14 +334,14 @@ async def main(argv: list[str] | None = None) -> int:
                 n += 1
                 await server.send_message(bob.id, alice.id, f"hello #{n} from Bob")
 
+        print(f"Bob's chat with Alice: /chats/{bob.id}/messages", flush=True)
         task = asyncio.create_task(chatter())
         try:
-            await serve(make_app(client, keep=args.keep), args.host, args.port)
+            await serve(make_app(client, keep=args.keep, cache=backend), args.host, args.port)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    return 0
 
 
 if __name__ == "__main__":
