@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,22 @@ async def start_worker(
         [sys.executable, str(WORKER)], env=env, stderr=None, stdout=-1
     )
     worker = Worker(process)
+    _STARTED.append(process)
     tg.start_soon(worker.pump)
     return worker
+
+
+_STARTED: list[Process] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left_behind() -> Iterator[None]:
+    """A test that fails halfway leaves no worker running (they do not watch for us)."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.returncode is None:
+            process.kill()
 
 
 async def seed_session(server: MTProtoTestServer, path: Path, user: TestUser) -> None:
