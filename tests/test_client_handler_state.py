@@ -5,13 +5,16 @@ update whose handler was cancelled by leaving is delivered again on the next sta
 from __future__ import annotations
 
 import asyncio
+import datetime
 
 import anyio
 import pytest
 from telethon import events
+from telethon.tl import types
 
+from resilient_tg import ConnectionState, _compat
 from resilient_tg.stores import MemoryStore
-from resilient_tg.testing import MTProtoTestServer
+from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
 from .clienttools import running, seeded_store
 from .conftest import STEP_TIMEOUT, wait_until
@@ -71,3 +74,55 @@ async def test_an_update_whose_handler_was_cancelled_by_leaving_comes_again(
         await wait_until(lambda: "stuck" in again)
         await client.telegram.get_me()  # a round trip: a late "first" would be here by now
     assert again == ["stuck"]
+
+
+async def test_an_update_its_update_loop_took_but_never_dispatched_is_handled_after_reconnect(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """Telethon's update loop applies a batch to the message box (the pts moves), keeps
+    the updates in a local deque and only then dispatches them; a link that goes down in
+    between ends the loop with updates taken and never dispatched. Such an update holds
+    the stored update state back, and is handed to the handlers on the next link."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    bob = mtproto_server.create_user("+15550002", "Bob")
+    seen: list[str] = []
+    async with (
+        FaultProxy(mtproto_server.host, mtproto_server.port) as proxy,
+        running(seeded_store(mtproto_server, proxy.port, user=alice), mtproto_server) as (
+            client,
+            rec,
+        ),
+    ):
+
+        @client.telegram.on(events.NewMessage(incoming=True))
+        async def handler(event: events.NewMessage.Event) -> None:
+            seen.append(event.raw_text)
+
+        await client.wait_connected(STEP_TIMEOUT)
+        telegram = client.telegram
+        update = types.UpdateNewMessage(
+            message=types.Message(
+                id=10_000,
+                peer_id=types.PeerUser(bob.id),
+                from_id=types.PeerUser(bob.id),
+                date=datetime.datetime.now(tz=datetime.timezone.utc),
+                message="taken, never dispatched",
+            ),
+            pts=0,
+            pts_count=0,
+        )
+
+        async def a_loop_that_ends_before_dispatching() -> None:
+            await telegram._preprocess_updates([update], [], [])
+
+        async with anyio.create_task_group() as group:  # the "loop" ends here
+            group.start_soon(a_loop_that_ends_before_dispatching)
+        assert not _compat.handlers_idle(telegram)  # the stored pts may not pass it
+        assert "taken, never dispatched" not in seen
+
+        proxy.reset()  # the next link hands it over
+        await rec.left(ConnectionState.CONNECTED)
+        await client.wait_connected(STEP_TIMEOUT)
+        await wait_until(lambda: "taken, never dispatched" in seen)
+        await wait_until(lambda: _compat.handlers_idle(telegram))
+    assert seen.count("taken, never dispatched") == 1

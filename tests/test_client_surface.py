@@ -32,6 +32,7 @@ PUBLIC_MEMBERS = {
 }
 # ...and the settings given to the constructor, readable as attributes.
 PUBLIC_SETTINGS = {
+    "cache",  # the MessageCache made for this client (None without one)
     "flood_sleep_threshold",
     "flush_interval",
     "holder",

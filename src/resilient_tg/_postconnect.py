@@ -56,6 +56,9 @@ async def run_post_connect(link: LinkView, client: ClientCore, conn: Any, genera
         if generation != client._generation or not client._leases.check():
             return  # (a lease lost meanwhile takes the link down)
         link.carry(True)
+        orphans = _compat.dispatch_orphans(telegram)
+        if orphans:  # taken by the last link's update loop, never handed to the handlers
+            log.info("handing %d update(s) the last link took to the handlers now", orphans)
         state = await _probe(link, client, telegram, timeout)
         if state is None:
             return

@@ -101,7 +101,8 @@ _CLIENT_ATTRIBUTES = (
     "_keepalive_handle",
     "_clean_exported_senders",
     "_mb_entity_cache",
-    "_dispatch_update",  # watch_dispatch (sequential_updates)
+    "_dispatch_update",  # watch_dispatch
+    "_preprocess_updates",
     "_sequential_updates",
     "_event_handler_tasks",  # handlers_idle
     "_updates_queue",

@@ -194,33 +194,70 @@ async def drop_link(client: Any) -> None:
 
 
 def handlers_idle(client: Any) -> bool:
-    """No update waits in Telethon's queue and no event handler runs (as a task, or
-    inside the update loop with ``sequential_updates=True``: see `watch_dispatch`)."""
+    """No update waits in Telethon's queue, none was taken without being handed to its
+    handlers yet, and no event handler runs (as a task, or inside the update loop with
+    ``sequential_updates=True``): see `watch_dispatch`."""
     queue = getattr(client, "_updates_queue", None)
     tasks = getattr(client, "_event_handler_tasks", ())
-    dispatching = getattr(client, "_rtg_dispatching", 0)
-    return (queue is None or queue.empty()) and not tasks and not dispatching
+    return (
+        (queue is None or queue.empty())
+        and not tasks
+        and not getattr(client, "_rtg_dispatching", 0)
+        and not getattr(client, "_rtg_undispatched", None)
+    )
 
 
 def watch_dispatch(client: Any) -> None:
-    """With ``sequential_updates=True`` Telethon runs each update's handlers inside its
-    update loop (``await self._dispatch_update(...)``, updates.py), not as tasks: count
-    the dispatches under way so that `handlers_idle` sees them. The loop dispatches the
-    updates it has taken back to back, without awaiting anything in between, so no
-    update-state write can slip between two of them."""
-    if not getattr(client, "_sequential_updates", False):
-        return  # handlers run as tasks in _event_handler_tasks: seen already
-    original = client._dispatch_update
-    client._rtg_dispatching = 0
+    """Follow every update from the moment Telethon's update loop takes it (the message
+    box's pts moves then) until its handlers have run, so that `handlers_idle` covers the
+    whole way.
 
-    async def dispatch(update: Any) -> Any:
+    The loop (updates.py ``_update_loop``) applies a batch to the message box, keeps the
+    updates in a local deque (after ``_preprocess_updates``) and only then hands each to
+    ``_dispatch_update``: as a task, or awaited in the loop with ``sequential_updates``.
+    A link that goes down in between ends the loop (``while self.is_connected()``) with
+    updates taken but never dispatched, although the box counts them as applied: a
+    stored pts would then skip them for good, and so would the next link's catch-up.
+    They are remembered here (with the loop that took them) until dispatched;
+    `dispatch_orphans` hands those of a loop that has ended to the handlers."""
+    preprocess, original = client._preprocess_updates, client._dispatch_update
+    client._rtg_dispatching = 0
+    client._rtg_undispatched = {}  # id(update) -> (update, the loop task that took it)
+
+    async def take(updates: Any, users: Any, chats: Any) -> Any:
+        taken = await preprocess(updates, users, chats)
+        loop_task = asyncio.current_task()
+        for update in taken:
+            client._rtg_undispatched[id(update)] = (update, loop_task)
+        return taken
+
+    async def run(update: Any) -> Any:
         client._rtg_dispatching += 1
         try:
             return await original(update)
         finally:
             client._rtg_dispatching -= 1
 
+    def dispatch(update: Any) -> Any:
+        client._rtg_undispatched.pop(id(update), None)  # called as the loop hands it on
+        return run(update)
+
+    client._preprocess_updates = take
     client._dispatch_update = dispatch
+
+
+def dispatch_orphans(client: Any) -> int:
+    """Hand to the handlers (as tasks, like Telethon's default) the updates an update loop
+    took but had not dispatched when it ended; return how many."""
+    undispatched = getattr(client, "_rtg_undispatched", None)
+    if not undispatched:
+        return 0
+    orphans = [u for u, task in list(undispatched.values()) if task is None or task.done()]
+    for update in orphans:
+        task = asyncio.get_running_loop().create_task(client._dispatch_update(update))
+        client._event_handler_tasks.add(task)
+        task.add_done_callback(client._event_handler_tasks.discard)
+    return len(orphans)
 
 
 def forget_auth_key(client: Any) -> None:
