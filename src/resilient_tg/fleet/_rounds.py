@@ -329,11 +329,15 @@ class Rounds:
     async def _purge_if_removed(self, account: Account) -> None:
         fleet = self.fleet
         if not account.removed:
+            # A removal fences the client: its save or lease renewal may be refused
+            # before a round sees the row gone. Reported as the removal it is.
             try:
-                with anyio.fail_after(max(2.0, fleet.lease_ttl / 3)):
+                with anyio.fail_after(min(2.0, fleet.lease_ttl / 3)):
                     account.removed = not await fleet.db.exists(account.name)
             except Exception as exc:  # noqa: BLE001 - kept: a cache is purged on removal only
                 log.warning("could not tell whether %s was removed: %s", account.name, exc)
+            if account.removed:
+                account.why, account.lost = "removed from the fleet", False
         if account.removed:
             await fleet.purge_cache(account.name)
 
