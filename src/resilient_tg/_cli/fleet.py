@@ -23,7 +23,14 @@ from typing import Any
 from ..cache import CacheBackend
 from ..fleet import AccountInfo, AccountStatus, Balance, FleetAdmin, WorkerInfo
 from . import fleet_add
-from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, CliError
+from ._common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_STORE,
+    EXIT_UNHEALTHY,
+    EXIT_USAGE,
+    CliError,
+)
 from ._fleet_db import DB_ENV, admin_errors, common_options, open_admin
 from ._prompt import Prompter
 
@@ -339,7 +346,17 @@ async def _remove(
                         f"Remove the account {name!r} ({info.status.value}) with its session "
                         f"from {admin.describe()}? The session cannot be recovered. [y/N] "
                     )
-                await admin.remove(name, cache=cache)
+                await admin.remove(name)
+            if cache is not None:
+                try:
+                    await cache.purge(name)
+                except Exception as exc:  # noqa: BLE001 - the removal itself is done
+                    raise CliError(
+                        f"removed the account {name!r}, but purging its message cache in "
+                        f"{cache.describe()} failed ({type(exc).__name__}: {exc}); once "
+                        f"it is reachable, purge it with `await backend.purge({name!r})`",
+                        EXIT_STORE,
+                    ) from None
     finally:
         if cache is not None:
             await cache.aclose()
