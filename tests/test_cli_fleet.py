@@ -17,12 +17,15 @@ import sqlalchemy as sa
 from anyio.abc import Process
 
 from resilient_tg import LeaseLostError, ResilientClient
+from resilient_tg.cache import RedisCacheBackend
 from resilient_tg.fleet import AccountSettings, AccountStatus, FleetAdmin
 from resilient_tg.fleet._db import fleet_database
 from resilient_tg.stores import FileStore, SQLStore
 from resilient_tg.testing import MTProtoTestServer
+from resilient_tg.testing.cache_contract import USER, message
 
 from .conftest import STEP_TIMEOUT, wait_until
+from .test_cache_redis import REDIS_URL, delete_prefix
 from .test_store_sql import PG_URL, RUN, _counter, raw_engine, sample
 
 pytestmark = pytest.mark.anyio
@@ -353,6 +356,27 @@ async def test_remove_fences_a_store_that_holds_the_lease(
     status, _, err = await run(prefix, "remove", "gone", "--yes", env=env)
     assert status == 3
     assert "no account 'gone'" in err
+
+
+async def test_remove_with_cache_purges_the_accounts_cached_messages(
+    admin: FleetAdmin, db: str, prefix: str
+) -> None:
+    await admin.add("gone", sample(2, key=bytes([2]) * 256))
+    cache_prefix = f"rtgcli:{os.getpid()}:{next(_counter)}"
+    backend = RedisCacheBackend(REDIS_URL, prefix=cache_prefix)
+    try:
+        await backend.put_messages("gone", [message(USER, 1)])
+        await backend.put_messages("kept", [message(USER, 1)])
+        env = fleet_env(db, prefix)
+        args = ("remove", "gone", "--yes", "--cache", REDIS_URL, "--cache-prefix", cache_prefix)
+        status, out, err = await run(prefix, *args, env=env)
+        assert status == 0, err
+        assert f"purged its message cache in {backend.describe()}" in out
+        assert await backend.chats("gone") == []
+        assert await backend.chats("kept") == [USER]
+    finally:
+        await backend.aclose()
+        await delete_prefix(cache_prefix)
 
 
 async def test_disable_and_enable_change_the_status_an_auth_lost_account_included(

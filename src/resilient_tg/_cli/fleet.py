@@ -20,9 +20,17 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from ..cache import CacheBackend
 from ..fleet import AccountInfo, AccountStatus, Balance, FleetAdmin, WorkerInfo
 from . import fleet_add
-from ._common import EXIT_CODES_HELP, EXIT_OK, EXIT_UNHEALTHY, EXIT_USAGE, CliError
+from ._common import (
+    EXIT_CODES_HELP,
+    EXIT_OK,
+    EXIT_STORE,
+    EXIT_UNHEALTHY,
+    EXIT_USAGE,
+    CliError,
+)
 from ._fleet_db import DB_ENV, admin_errors, common_options, open_admin
 from ._prompt import Prompter
 
@@ -93,6 +101,18 @@ def register(subparsers: Any) -> None:
     )
     remove.add_argument("name", metavar="NAME")
     remove.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    remove.add_argument(
+        "--cache",
+        metavar="URL",
+        help="also purge the account's message cache: the fleet's cache backend, "
+        "redis://... or an SQL URL (?table_prefix=... as the workers use it)",
+    )
+    remove.add_argument(
+        "--cache-prefix",
+        default="resilient_tg:cache",
+        metavar="PREFIX",
+        help="the Redis key prefix of --cache (default: %(default)s)",
+    )
     remove.set_defaults(run=_run_remove)
 
     disable = actions.add_parser(
@@ -290,23 +310,56 @@ def _one_line(text: str) -> str:
 
 def _run_remove(args: argparse.Namespace) -> int:
     admin = open_admin(args)
-    holder = asyncio.run(_remove(admin, args.name, ask=not args.yes))
+    cache = None if args.cache is None else _cache_backend(args.cache, args.cache_prefix)
+    holder = asyncio.run(_remove(admin, args.name, ask=not args.yes, cache=cache))
     print(f"removed the account {args.name!r} (its session and lease) from {admin.describe()}")
+    if cache is not None:
+        print(f"purged its message cache in {cache.describe()}")
     if holder:
         print(f"{holder} was running it; it is fenced off and stops it", file=sys.stderr)
     return EXIT_OK
 
 
-async def _remove(admin: FleetAdmin, name: str, *, ask: bool) -> str:
-    async with admin:
-        with admin_errors(admin):
-            info = await admin.account(name)  # an unknown name is said before asking
-            if ask:
-                await _confirm(
-                    f"Remove the account {name!r} ({info.status.value}) with its session from "
-                    f"{admin.describe()}? The session cannot be recovered. [y/N] "
-                )
-            await admin.remove(name)
+def _cache_backend(url: str, prefix: str) -> CacheBackend:
+    """The cache backend of ``--cache``: Redis for redis://, rediss://, unix://, else SQL."""
+    try:
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            from ..cache import RedisCacheBackend
+
+            return RedisCacheBackend(url, prefix=prefix)
+        from ..cache import SQLCacheBackend
+
+        return SQLCacheBackend(url, pool_size=1, max_overflow=0)
+    except (ImportError, ValueError) as exc:
+        raise CliError(f"--cache: {exc}", EXIT_USAGE) from None
+
+
+async def _remove(
+    admin: FleetAdmin, name: str, *, ask: bool, cache: CacheBackend | None = None
+) -> str:
+    try:
+        async with admin:
+            with admin_errors(admin):
+                info = await admin.account(name)  # an unknown name is said before asking
+                if ask:
+                    await _confirm(
+                        f"Remove the account {name!r} ({info.status.value}) with its session "
+                        f"from {admin.describe()}? The session cannot be recovered. [y/N] "
+                    )
+                await admin.remove(name)
+            if cache is not None:
+                try:
+                    await cache.purge(name)
+                except Exception as exc:  # noqa: BLE001 - the removal itself is done
+                    raise CliError(
+                        f"removed the account {name!r}, but purging its message cache in "
+                        f"{cache.describe()} failed ({type(exc).__name__}: {exc}); once "
+                        f"it is reachable, purge it with `await backend.purge({name!r})`",
+                        EXIT_STORE,
+                    ) from None
+    finally:
+        if cache is not None:
+            await cache.aclose()
     return info.holder
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +30,9 @@ from ._overview import AccountInfo, Balance, WorkerInfo, WorkerShare
 from ._plan import fair_targets
 from ._sources import read_source
 from ._tables import MAX_REASON
+
+if TYPE_CHECKING:
+    from ..cache import CacheBackend
 
 __all__ = [
     "DEFAULT_WORKER_TTL",
@@ -322,12 +325,17 @@ class FleetAdmin:
 
         await self._run("set an account's settings", op)
 
-    async def remove(self, name: str) -> None:
+    async def remove(self, name: str, *, cache: CacheBackend | None = None) -> None:
         """Delete the account and its session in one transaction, and leave its lease to
         a tombstone holder for ``2 * worker_ttl``: a worker still running it is fenced
         (its next save or lease renewal is refused with LeaseLostError, and it cannot
         take the lease back), and the workers stop it. The name can be added again at
-        once; it is claimed when the tombstone expires. UnknownAccountError if none."""
+        once; it is claimed when the tombstone expires. UnknownAccountError if none.
+
+        ``cache``: the fleet's message cache backend; the account's cached messages are
+        purged once the rows are gone, so a removal purges even when no worker runs the
+        account (a worker that does purges again after it stopped it). The backend is
+        not closed."""
         check_name(name)
 
         async def op(conn: AsyncConnection) -> None:
@@ -336,6 +344,8 @@ class FleetAdmin:
             await self._delete_rows(conn, name)
 
         await self._run("remove an account", op)
+        if cache is not None:
+            await cache.purge(name)
 
     # Lifecycle ------------------------------------------------------------------
 

@@ -262,6 +262,19 @@ class FleetDatabase:
 
         await self._run("set an account's status", op)
 
+    async def exists(self, name: str) -> bool:
+        """Whether the fleet still has ``name`` (its session row or its account row)."""
+        t = self.tables
+
+        async def op(conn: AsyncConnection) -> bool:
+            for table in (t.sessions, t.accounts):
+                if await conn.scalar(sa.select(table.c.name).where(table.c.name == name)):
+                    return True
+            return False
+
+        found: bool = await self._run("check that an account exists", op)
+        return found
+
     async def settings_blob(self, name: str) -> bytes | None:
         accounts = self.tables.accounts
 

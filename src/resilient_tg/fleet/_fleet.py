@@ -11,12 +11,13 @@ survivors only after its links are closed.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from .._client import ResilientClient
 from .._errors import FleetError
 from .._policy import KeepalivePolicy, ReconnectPolicy
 from .._signals import wait_for_stop_signal
+from ..cache import CacheBackend, MessageCache
 from ..stores import SQLStore
 from ..stores._base import default_holder
 from ._db import FleetDatabase, fleet_database
@@ -75,6 +77,15 @@ class Fleet:
     the event's ``account`` attribute names the account it came from. Callbacks
     (`on_claimed`, `on_connected`, `on_disconnected`, `on_released`, `on_lost`) get a
     `FleetEvent`.
+
+    ``cache``: a `CacheBackend` shared by the workers (`SQLCacheBackend` or
+    `RedisCacheBackend`; `MemoryCacheBackend` only for a one-worker fleet) gives every
+    account's client a `MessageCache` keyed by the account's name, so
+    ``fleet.client(name).cache`` reads it and the cache moves with the account from
+    worker to worker. ``cache_options`` go to each MessageCache (``per_chat``,
+    ``retention``, ``key``...). A worker purges an account's cache when it stopped the
+    account because it was removed from the fleet; AUTH_LOST purges it too (the cache
+    does). The fleet never closes the backend: its owner does, after leaving the fleet.
     """
 
     def __init__(
@@ -97,6 +108,8 @@ class Fleet:
         encryption_key_env: str | None = None,
         reconnect: ReconnectPolicy | None = None,
         keepalive: KeepalivePolicy | None = None,
+        cache: CacheBackend | None = None,
+        cache_options: Mapping[str, Any] | None = None,
         **client_options: Any,
     ) -> None:
         if not isinstance(api_id, int) or isinstance(api_id, bool) or api_id <= 0:
@@ -143,6 +156,7 @@ class Fleet:
         for owned in ("holder", "lease_ttl"):
             if owned in client_options:
                 raise TypeError(f"Fleet sets {owned!r} for its clients; do not pass it")
+        self.cache_backend, self._cache_options = _check_cache(cache, cache_options)
         # Each client's exit is bounded by this; with drain_timeout it fits a 30 s grace.
         client_options.setdefault("shutdown_timeout", 5.0)
 
@@ -353,11 +367,12 @@ class Fleet:
         self._callbacks.emit(FleetEvent(kind, account, self.worker_id, detail, change))
 
     def make_client(self, store: SQLStore, options: dict[str, Any]) -> ResilientClient:
-        """The ResilientClient of one account (per-account settings in ``options``)."""
+        """The ResilientClient of one account (per-account settings in ``options``),
+        with its MessageCache when the fleet has a cache (``store.name`` is the account)."""
         kwargs = {**self._client_options, **options}
         api_id = kwargs.pop("api_id", None) or self.api_id
         api_hash = kwargs.pop("api_hash", None) or self._api_hash
-        return ResilientClient(
+        client = ResilientClient(
             store,
             api_id,
             api_hash,
@@ -367,7 +382,45 @@ class Fleet:
             keepalive=self.keepalive_policy,
             **kwargs,
         )
+        if self.cache_backend is not None:
+            MessageCache(client, self.cache_backend, account=store.name, **self._cache_options)
+        return client
+
+    @property
+    def has_cache(self) -> bool:
+        return self.cache_backend is not None
+
+    async def purge_cache(self, account: str) -> None:
+        """Forget ``account``'s cached messages (no-op without a cache); bounded, and
+        a failure is logged, never raised: the removal it follows has happened."""
+        backend = self.cache_backend
+        if backend is None:
+            return
+        try:
+            with anyio.fail_after(max(5.0, self.lease_ttl / 3)):
+                await backend.purge(account)
+            log.info("purged the cache of the removed account %s", account)
+        except Exception as exc:  # noqa: BLE001 - logged: an operator can purge again
+            log.warning("could not purge the cache of the removed account %s: %s", account, exc)
 
     @property
     def pid(self) -> int:
         return os.getpid()
+
+
+def _check_cache(
+    cache: CacheBackend | None, options: Mapping[str, Any] | None
+) -> tuple[CacheBackend | None, dict[str, Any]]:
+    """Check ``cache`` and ``cache_options`` at construction, not per account later."""
+    if cache is not None and not isinstance(cache, CacheBackend):
+        raise TypeError(f"cache must be a CacheBackend, got {type(cache).__name__}")
+    opts = dict(options or {})
+    if opts and cache is None:
+        raise ValueError("cache_options without cache: give the fleet a CacheBackend")
+    if "account" in opts:
+        raise TypeError("Fleet keys each cache by the account's name; do not pass 'account'")
+    try:
+        inspect.signature(MessageCache).bind(None, cache, **opts)
+    except TypeError as exc:
+        raise TypeError(f"cache_options: {exc}") from None
+    return cache, opts

@@ -49,6 +49,7 @@ class Account:
         "handover",
         "lost",
         "name",
+        "removed",
         "scope",
         "stop_event",
         "why",
@@ -64,6 +65,7 @@ class Account:
         self.why = ""
         self.lost = False
         self.handover = False
+        self.removed = False  # stopped because its row was deleted: purge its cache
 
     @property
     def stopping(self) -> bool:
@@ -232,6 +234,7 @@ class Rounds:
         for name, account in list(self.accounts.items()):
             row = rows.get(name)
             if row is None:
+                account.removed = True
                 account.stop("removed from the fleet")
             elif row.status is not AccountStatus.ACTIVE:
                 account.stop(f"status is {row.status.value}: {row.reason}".rstrip(": "))
@@ -307,6 +310,11 @@ class Rounds:
             account.lost = True
             log.warning("account %s stopped: %s", name, account.why)
         finally:
+            # The client has left (nothing writes the cache any more): a removed
+            # account's cache goes too. A fenced removal may look like a lost lease.
+            if fleet.has_cache and (account.removed or account.lost):
+                with anyio.CancelScope(shield=True):
+                    await self._purge_if_removed(account)
             if self.accounts.get(name) is account:
                 del self.accounts[name]
             account.done.set()
@@ -317,6 +325,21 @@ class Rounds:
                 kind = "lost" if account.lost else "released"
                 log.info("%s %s: %s", kind, name, account.why)
                 fleet.emit(kind, name, account.why)
+
+    async def _purge_if_removed(self, account: Account) -> None:
+        fleet = self.fleet
+        if not account.removed:
+            # A removal fences the client: its save or lease renewal may be refused
+            # before a round sees the row gone. Reported as the removal it is.
+            try:
+                with anyio.fail_after(min(2.0, fleet.lease_ttl / 3)):
+                    account.removed = not await fleet.db.exists(account.name)
+            except Exception as exc:  # noqa: BLE001 - kept: a cache is purged on removal only
+                log.warning("could not tell whether %s was removed: %s", account.name, exc)
+            if account.removed:
+                account.why, account.lost = "removed from the fleet", False
+        if account.removed:
+            await fleet.purge_cache(account.name)
 
     def _options(self, name: str, blob: bytes | None) -> dict[str, Any]:
         """The account's own settings (as the claim round read them) as client keyword
