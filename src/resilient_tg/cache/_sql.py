@@ -114,8 +114,9 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
         peers: Iterable[int] = (),
         touch: float | None = None,
     ) -> HistoryRead:
-        """One SELECT (see `._sql_reads`: one snapshot) and, with ``touch``, the read's
-        upsert after it, in one transaction on one connection."""
+        """One SELECT (see `._sql_reads`: one snapshot), in autocommit (no BEGIN and
+        COMMIT round trips); with ``touch``, the read's upsert after it, in one
+        transaction on one connection."""
         wanted = sorted({int(p) for p in peers})
         extra, wanted = wanted[CHUNK:], wanted[:CHUNK]
         query = history_read(self._t, account, chat_id, below, limit, wanted)
@@ -130,7 +131,7 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
                 await self._forward_in(conn, account, chat_id, last_read=float(touch))
             return found
 
-        read = await self._run("read history", op)
+        read = await self._run("read history", op, single=touch is None)
         if extra:  # more peers than one IN (...) holds: the rest in a read of their own
             read.entities.update(await self.entities(account, extra))
         return read
