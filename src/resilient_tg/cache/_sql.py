@@ -114,8 +114,8 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
         peers: Iterable[int] = (),
         touch: float | None = None,
     ) -> HistoryRead:
-        """One SELECT (see `._sql_reads`: one snapshot), in autocommit (no BEGIN and
-        COMMIT round trips); with ``touch``, the read's upsert after it, in one
+        """One SELECT (see `._sql_reads`: one snapshot), on PostgreSQL in autocommit (no
+        BEGIN and COMMIT round trips); with ``touch``, the read's upsert after it, in one
         transaction on one connection."""
         wanted = sorted({int(p) for p in peers})
         extra, wanted = wanted[CHUNK:], wanted[:CHUNK]

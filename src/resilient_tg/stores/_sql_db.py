@@ -94,9 +94,10 @@ class SQLDatabase:
     ) -> _T:
         """Run ``op`` in one transaction; retry it while the database is unreachable, then
         raise ConnectionError naming ``display`` and ``what`` could not be done. With
-        ``single`` (``op`` runs one statement), PostgreSQL and MariaDB/MySQL run it in
-        autocommit: no BEGIN and COMMIT round trips (one statement is its own
-        transaction); SQLite keeps its transaction."""
+        ``single`` (``op`` runs one statement), PostgreSQL runs it in autocommit: no BEGIN
+        and COMMIT round trips (one statement is its own transaction; asyncpg's autocommit
+        is a flag, while MariaDB's drivers would pay a round trip to set and one to reset
+        it, and SQLite's BEGIN IMMEDIATE must stay), so the others keep the transaction."""
         attempt = 0
         while True:
             attempt += 1
@@ -104,7 +105,7 @@ class SQLDatabase:
                 # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
                 # arrives as the operation completes.
                 with anyio.fail_after(self.timeout):
-                    return await self._attempt(op, single and self.backend != "sqlite")
+                    return await self._attempt(op, single and self.backend == "postgresql")
             except Exception as exc:
                 if not transient(exc):
                     raise
