@@ -36,6 +36,7 @@ __all__ = [
     "CachedMessage",
     "ChatUsage",
     "Cursor",
+    "HistoryRead",
     "ReadMarks",
     "Span",
     "SpanState",
@@ -97,6 +98,16 @@ class SpanState:
 
     span: Span | None
     token: str
+
+
+@attrs.frozen
+class HistoryRead:
+    """What `CacheBackend.read_history` answers: the chat's span state, its live messages
+    (newest first) and the stored entities among the peers asked for."""
+
+    state: SpanState
+    messages: list[CachedMessage]
+    entities: dict[int, bytes]
 
 
 @attrs.frozen
@@ -177,6 +188,30 @@ class CacheBackend(abc.ABC):
     async def trim(self, account: str, chat_id: int, keep: int) -> int:
         """Keep the newest ``keep`` live messages of a chat; raise its span's ``low`` to the
         oldest one kept (``from_start`` off when anything went). Return how many went."""
+
+    async def read_history(
+        self,
+        account: str,
+        chat_id: int,
+        *,
+        below: int | None,
+        limit: int,
+        peers: Iterable[int] = (),
+        touch: float | None = None,
+    ) -> HistoryRead:
+        """A cached history read in one go: the chat's span state, then `history` (``below``,
+        ``limit``), the stored `entities` among ``peers``, and with ``touch`` a `touch` at
+        that time. The span must be read in the same snapshot as the messages or before
+        them, never after (a span anchored after the messages were read could claim ids
+        they miss). Optional: this default makes those calls one after the other; a shared
+        backend overrides it to make one round trip."""
+        state = await self.span(account, chat_id)
+        messages = await self.history(account, chat_id, below=below, limit=limit)
+        wanted = list(peers)
+        found = await self.entities(account, wanted) if wanted else {}
+        if touch is not None:
+            await self.touch(account, chat_id, touch)
+        return HistoryRead(state, messages, found)
 
     # -- spans -------------------------------------------------------------------------
 

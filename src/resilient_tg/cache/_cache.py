@@ -32,7 +32,6 @@ from typing import Any
 
 import anyio
 import attrs
-from telethon import utils
 
 from .. import _compat
 from .._errors import StaleCacheError
@@ -42,7 +41,7 @@ from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
 from ._backend import CacheBackend, Cursor, ReadMarks
 from ._bounds import Bounds, enforce, trim_written
-from ._codec import Codec, load_messages
+from ._codec import Codec, PeerHints, load_messages, load_read
 from ._cursor import box_cursor, end_restart_breaks, loaded_state
 from ._fetch import (
     HISTORY_PAGE,
@@ -53,6 +52,7 @@ from ._fetch import (
     covers,
     fetch_dialogs,
     fetch_message,
+    input_peer,
     sorted_dialogs,
 )
 from ._host import CacheHost
@@ -123,6 +123,7 @@ class MessageCache:
         self._epoch = 0  # local breaks: a fetch started before one must not anchor
         self._pinned: dict[int, bool] = {}
         self._touched: dict[int, float] = {}
+        self._hints = PeerHints()  # the entities each chat's last read wanted
         self._loaded: tuple[int, dict[int, int]] | None = None  # session state at start
         self._current_at = 0.0
         self._started_at = time.time()
@@ -165,30 +166,39 @@ class MessageCache:
             raise ValueError("offset_id must be 0 (the newest) or a message id")
         chat_id = chat_id_of(chat)
         account = await self._ready()
-        below = offset_id or None
-        if not self._connected():
+        connected = self._connected()
+        if not connected:
             self._refuse_if_fresh(fresh)
-            records = await self._backend.history(account, chat_id, below=below, limit=limit)
-            span = (await self._backend.span(account, chat_id)).span
-            whole = span is not None and covers(span, records, limit)
-            return self._stale(await self._decode(account, records), whole)
-        settled = await self._settle()
-        state = await self._backend.span(account, chat_id)
-        records = await self._backend.history(account, chat_id, below=below, limit=limit)
-        if settled and state.span is not None and covers(state.span, records, limit):
-            await self._touch(account, chat_id)
-            return self._current(await self._decode(account, records), Source.CACHE)
+        settled = connected and await self._settle()
+        # One backend call: the span (read with the messages or before them), the
+        # messages, the entities their last read wanted, and the read's touch when due.
+        asked = self._hints.get(chat_id)
+        touch = self._touch_due(chat_id) if connected else None
+        read = await self._backend.read_history(
+            account, chat_id, below=offset_id or None, limit=limit, peers=asked, touch=touch
+        )
+        state = read.state
+        whole = state.span is not None and covers(state.span, read.messages, limit)
+        if not connected or (settled and whole):
+            found, wanted = await load_read(
+                self._backend, account, self._codec_(), read, asked, self._client.telegram
+            )
+            self._hints.remember(chat_id, wanted)
+            if not connected:
+                return self._stale(found, whole)
+            return self._current(found, Source.CACHE)
         telegram = self._client.telegram
         epoch = self._epoch
         fetch = HistoryFetch(
             self._backend, account, self._codec_(), chat_id, offset_id, HISTORY_PAGE
         )
-        await fetch.run(telegram, await self._input_peer(account, chat_id))
+        await fetch.run(
+            telegram, await input_peer(telegram, self._backend, account, self._codec_(), chat_id)
+        )
         if self._connected() and epoch == self._epoch:
             span = anchored_span(fetch, state, time.time())
             if span is not None:
                 await self._backend.set_span(account, chat_id, span, state.token)
-        await self._touch(account, chat_id)
         if len(fetch.messages) > self.bounds.per_chat:
             await self._backend.trim(account, chat_id, self.bounds.per_chat)
         return self._current(fetch.messages[:limit], Source.TELEGRAM)
@@ -484,25 +494,17 @@ class MessageCache:
         )
 
     async def _touch(self, account: str, chat_id: int) -> None:
-        """Record a read for the bounds, at most once a second per chat (a write each)."""
+        if (when := self._touch_due(chat_id)) is not None:
+            await self._backend.touch(account, chat_id, when)
+
+    def _touch_due(self, chat_id: int) -> float | None:
+        """Now, when a read of the chat is to be recorded for the bounds (at most once a
+        second per chat: a write each), else None."""
         now = time.time()
-        if now - self._touched.get(chat_id, 0.0) >= 1.0:
-            self._touched[chat_id] = now
-            await self._backend.touch(account, chat_id, now)
-
-    async def _input_peer(self, account: str, chat_id: int) -> Any:
-        """Telethon's input peer for a chat; the cached entity when Telethon knows none."""
-        try:
-            return await self._client.telegram.get_input_entity(chat_id)
-        except ValueError:
-            entity = await self._entity(account, chat_id)
-            if entity is None:
-                raise
-            return utils.get_input_peer(entity)
-
-    async def _entity(self, account: str, chat_id: int) -> Any:
-        found = await self._backend.entities(account, [chat_id])
-        return self._codec_().entity(found[chat_id]) if chat_id in found else None
+        if now - self._touched.get(chat_id, 0.0) < 1.0:
+            return None
+        self._touched[chat_id] = now
+        return now
 
     def _on_auth_lost(self, change: StateChange) -> None:
         self._client._spawn("cache purge", self._purge_once)

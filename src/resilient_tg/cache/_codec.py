@@ -9,6 +9,7 @@ chats). With a key, bodies and entities are sealed with the stores' AES-GCM `Enc
 from __future__ import annotations
 
 import datetime as dt
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,9 +19,17 @@ from telethon.tl import types
 
 from .._errors import CacheCorruptError, SessionCorruptError
 from ..stores._encryption import Encryptor
-from ._backend import CacheBackend, CachedMessage
+from ._backend import CacheBackend, CachedMessage, HistoryRead
 
-__all__ = ["Codec", "load_messages", "peer_ids_of", "raw_entities", "timestamp"]
+__all__ = [
+    "Codec",
+    "PeerHints",
+    "load_messages",
+    "load_read",
+    "peer_ids_of",
+    "raw_entities",
+    "timestamp",
+]
 
 _MESSAGES = (types.Message, types.MessageService)
 _ENTITIES = (types.User, types.Chat, types.Channel, types.ChatForbidden, types.ChannelForbidden)
@@ -138,10 +147,61 @@ async def load_messages(
     """Telethon messages of live records, their chats, senders and forward sources filled
     in from the cached entities (one backend read)."""
     messages = [codec.parse(record) for record in records]
+    wanted = _wanted(messages)
+    stored = await backend.entities(account, wanted) if wanted else {}
+    return _finish(codec, messages, stored, client)
+
+
+async def load_read(
+    backend: CacheBackend,
+    account: str,
+    codec: Codec,
+    read: HistoryRead,
+    asked: Iterable[int],
+    client: Any,
+) -> tuple[list[Any], set[int]]:
+    """`load_messages` for a `HistoryRead` whose entities are those among ``asked``: only
+    the peers not asked for are read (another backend call); also the peers wanted."""
+    messages = [codec.parse(record) for record in read.messages]
+    wanted = _wanted(messages)
+    missing = wanted.difference(asked)
+    stored = {k: v for k, v in read.entities.items() if k in wanted}
+    if missing:
+        stored.update(await backend.entities(account, missing))
+    return _finish(codec, messages, stored, client), wanted
+
+
+class PeerHints:
+    """The peers each chat's messages referred to on its last read (the chat itself when
+    never read): asked for with the next read, so that it needs no entities call of its
+    own. Bounded: the least recently read chats are forgotten first."""
+
+    def __init__(self, chats: int = 1000, peers: int = 200) -> None:
+        self._chats, self._peers = chats, peers
+        self._hints: OrderedDict[int, frozenset[int]] = OrderedDict()
+
+    def get(self, chat_id: int) -> frozenset[int]:
+        return self._hints.get(chat_id) or frozenset({chat_id})
+
+    def remember(self, chat_id: int, wanted: set[int]) -> None:
+        if len(wanted) > self._peers:
+            wanted = set(sorted(wanted)[: self._peers])
+        self._hints[chat_id] = frozenset(wanted | {chat_id})
+        self._hints.move_to_end(chat_id)
+        while len(self._hints) > self._chats:
+            self._hints.popitem(last=False)
+
+
+def _wanted(messages: list[Any]) -> set[int]:
     wanted: set[int] = set()
     for message in messages:
         wanted |= peer_ids_of(message)
-    stored = await backend.entities(account, wanted) if wanted else {}
+    return wanted
+
+
+def _finish(
+    codec: Codec, messages: list[Any], stored: Mapping[int, bytes], client: Any
+) -> list[Any]:
     known = {peer_id: codec.entity(body) for peer_id, body in stored.items()}
     for message in messages:
         message._finish_init(client, known, None)

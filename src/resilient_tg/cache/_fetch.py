@@ -31,6 +31,7 @@ __all__ = [
     "channel_of",
     "chat_id_of",
     "covers",
+    "input_peer",
     "peer_entities",
 ]
 
@@ -117,6 +118,19 @@ class HistoryFetch:
             if c.id >= self.low and c.id not in present and c.pts <= pts
         ]
         await backend.put_messages(account, [*records, *gone])
+
+
+async def input_peer(
+    telegram: Any, backend: CacheBackend, account: str, codec: Codec, chat_id: int
+) -> Any:
+    """Telethon's input peer for a chat; the cached entity when Telethon knows none."""
+    try:
+        return await telegram.get_input_entity(chat_id)
+    except ValueError:
+        found = await backend.entities(account, [chat_id])
+        if chat_id not in found:
+            raise
+        return utils.get_input_peer(codec.entity(found[chat_id]))
 
 
 def anchored_span(fetch: HistoryFetch, state: SpanState, now: float) -> Span | None:

@@ -29,6 +29,7 @@ from ._backend import (
     CachedMessage,
     ChatUsage,
     Cursor,
+    HistoryRead,
     ReadMarks,
     Span,
     SpanState,
@@ -128,6 +129,31 @@ class RedisCacheBackend(CacheBackend):
         top = "+inf" if below is None else f"({int(below)}"
         found = await self._run("history", account, int(chat_id), top, int(limit))
         return [_message(chat_id, int(found[i]), found[i + 1]) for i in range(0, len(found), 2)]
+
+    async def read_history(
+        self,
+        account: str,
+        chat_id: int,
+        *,
+        below: int | None,
+        limit: int,
+        peers: Iterable[int] = (),
+        touch: float | None = None,
+    ) -> HistoryRead:
+        """One script: span, messages, entities and the touch in one atomic snapshot."""
+        top = "+inf" if below is None else f"({int(below)}"
+        when = "" if touch is None else repr(float(touch))
+        wanted = sorted({int(p) for p in peers})
+        extra, wanted = wanted[_BATCH:], wanted[:_BATCH]  # Lua's unpack() has a limit
+        args = [int(chat_id), top, max(0, int(limit)), when, *wanted]
+        span, found, entities = await self._run("read_history", account, *args)
+        if limit <= 0:
+            found = []
+        messages = [_message(chat_id, int(found[i]), found[i + 1]) for i in range(0, len(found), 2)]
+        stored = {int(entities[i]): _bytes(entities[i + 1]) for i in range(0, len(entities), 2)}
+        if extra:
+            stored.update(await self.entities(account, extra))
+        return HistoryRead(_span_state(span), messages, stored)
 
     async def trim(self, account: str, chat_id: int, keep: int) -> int:
         return int(await self._run("trim", account, int(chat_id), max(0, int(keep))))

@@ -138,6 +138,42 @@ end
 return out
 """
 
+# ARGV: account, chat, below, limit, touch ("" for none), then peer ids. One snapshot
+# (a script runs alone): the span as _SPAN, the messages as _HISTORY, the entities among
+# the peers (id, value pairs), and a read recorded as _FORWARD's "lr".
+_READ_HISTORY = r"""
+local chat = ARGV[2]
+local ep = redis.call('GET', B .. ':epoch') or '0'
+local s = redis.call('HMGET', chat_key(chat, 's'), 'ep', 'sp', 'lo', 'fs', 'at')
+local span = {ep .. '.' .. (s[1] or '0'), s[2] or '0', s[3] or '0', s[4] or '0', s[5] or '0'}
+local messages = {}
+local ids = redis.call('ZREVRANGEBYSCORE', chat_key(chat, 'live'), ARGV[3], '-inf',
+  'LIMIT', 0, tonumber(ARGV[4]))
+if #ids > 0 then
+  local values = redis.call('HMGET', chat_key(chat, 'm'), unpack(ids))
+  for i, id in ipairs(ids) do
+    if values[i] then table.insert(messages, id); table.insert(messages, values[i]) end
+  end
+end
+local entities = {}
+if #ARGV >= 6 then
+  local peers = {unpack(ARGV, 6)}
+  local values = redis.call('HMGET', B .. ':ent', unpack(peers))
+  for i, peer in ipairs(peers) do
+    if values[i] then table.insert(entities, peer); table.insert(entities, values[i]) end
+  end
+end
+if ARGV[5] ~= '' then
+  register()
+  local state = chat_key(chat, 's')
+  if tonumber(ARGV[5]) > num(redis.call('HGET', state, 'lr')) then
+    redis.call('HSET', state, 'lr', ARGV[5])
+  end
+  redis.call('SADD', B .. ':known', chat)
+end
+return {span, messages, entities}
+"""
+
 # ARGV: account, chat, keep
 _TRIM = r"""
 local chat, keep = ARGV[2], tonumber(ARGV[3])
@@ -309,6 +345,7 @@ SCRIPTS = {
         "put": _PUT,
         "delete": _DELETE,
         "history": _HISTORY,
+        "read_history": _READ_HISTORY,
         "trim": _TRIM,
         "span": _SPAN,
         "set_span": _SET_SPAN,

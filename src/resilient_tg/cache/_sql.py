@@ -34,12 +34,14 @@ from ._backend import (
     CachedDialog,
     ChatUsage,
     Cursor,
+    HistoryRead,
     ReadMarks,
     Span,
     SpanState,
 )
 from ._sql_messages import SQLMessages
-from ._sql_ops import chunks, greatest, take, upsert
+from ._sql_ops import CHUNK, chunks, greatest, take, upsert
+from ._sql_reads import history_read, read_result
 from ._sql_schema import ACCOUNT_DEFAULTS, CHAT_DEFAULTS, add_cache_tables
 
 __all__ = ["SQLCacheBackend"]
@@ -101,6 +103,38 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
     async def aclose(self) -> None:
         if self._owns_database:
             await self._db.aclose()
+
+    async def read_history(
+        self,
+        account: str,
+        chat_id: int,
+        *,
+        below: int | None,
+        limit: int,
+        peers: Iterable[int] = (),
+        touch: float | None = None,
+    ) -> HistoryRead:
+        """One SELECT (see `._sql_reads`: one snapshot), on PostgreSQL in autocommit (no
+        BEGIN and COMMIT round trips); with ``touch``, the read's upsert after it, in one
+        transaction on one connection."""
+        wanted = sorted({int(p) for p in peers})
+        extra, wanted = wanted[CHUNK:], wanted[:CHUNK]
+        query = history_read(self._t, account, chat_id, below, limit, wanted)
+
+        async def op(conn: AsyncConnection) -> HistoryRead:
+            found = read_result(chat_id, await conn.execute(query))
+            if touch is not None:
+                if conn.dialect.name == "postgresql":
+                    # A lost touch only makes a chat look read less recently: this
+                    # commit need not wait for the WAL to reach the disk.
+                    await conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
+                await self._forward_in(conn, account, chat_id, last_read=float(touch))
+            return found
+
+        read = await self._run("read history", op, single=touch is None)
+        if extra:  # more peers than one IN (...) holds: the rest in a read of their own
+            read.entities.update(await self.entities(account, extra))
+        return read
 
     # -- spans -------------------------------------------------------------------------
 
@@ -180,15 +214,19 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
     async def _forward(self, what: str, account: str, chat_id: int, **values: Any) -> None:
         """Move columns of a chat's row forward (never back): one upsert with GREATEST,
         atomic without the account's lock (`touch` comes with every read)."""
-        c = self._t.chats
 
         async def op(conn: AsyncConnection) -> None:
-            d = conn.dialect.name
-            row = {"account": account, "chat_id": chat_id, **CHAT_DEFAULTS, **values}
-            update = [(k, lambda new, old, k=k: greatest(d, old[k], new[k])) for k in values]
-            await conn.execute(upsert(d, c, [row], update=update))
+            await self._forward_in(conn, account, chat_id, **values)
 
         await self._run(what, op)
+
+    async def _forward_in(
+        self, conn: AsyncConnection, account: str, chat_id: int, **values: Any
+    ) -> None:
+        c, d = self._t.chats, conn.dialect.name
+        row = {"account": account, "chat_id": chat_id, **CHAT_DEFAULTS, **values}
+        update = [(k, lambda new, old, k=k: greatest(d, old[k], new[k])) for k in values]
+        await conn.execute(upsert(d, c, [row], update=update))
 
     async def mark_read(
         self, account: str, chat_id: int, *, inbox_max_id: int = 0, outbox_max_id: int = 0

@@ -24,8 +24,12 @@ class SQLCore:
     _t: CacheTables
     _display: str
 
-    async def _run(self, what: str, op: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
-        return await self._db.run(f"{what} (message cache)", op, display=self._display)
+    async def _run(
+        self, what: str, op: Callable[[AsyncConnection], Awaitable[_T]], *, single: bool = False
+    ) -> _T:
+        return await self._db.run(
+            f"{what} (message cache)", op, display=self._display, single=single
+        )
 
     async def _lock(self, conn: AsyncConnection, account: str) -> Any:
         """The account's row, made if missing and locked until the transaction ends."""

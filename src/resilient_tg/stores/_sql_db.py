@@ -85,10 +85,19 @@ class SQLDatabase:
         self._schema_ready = False
 
     async def run(
-        self, what: str, op: Callable[[AsyncConnection], Awaitable[_T]], *, display: str
+        self,
+        what: str,
+        op: Callable[[AsyncConnection], Awaitable[_T]],
+        *,
+        display: str,
+        single: bool = False,
     ) -> _T:
         """Run ``op`` in one transaction; retry it while the database is unreachable, then
-        raise ConnectionError naming ``display`` and ``what`` could not be done."""
+        raise ConnectionError naming ``display`` and ``what`` could not be done. With
+        ``single`` (``op`` runs one statement), PostgreSQL runs it in autocommit: no BEGIN
+        and COMMIT round trips (one statement is its own transaction; asyncpg's autocommit
+        is a flag, while MariaDB's drivers would pay a round trip to set and one to reset
+        it, and SQLite's BEGIN IMMEDIATE must stay), so the others keep the transaction."""
         attempt = 0
         while True:
             attempt += 1
@@ -96,7 +105,7 @@ class SQLDatabase:
                 # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
                 # arrives as the operation completes.
                 with anyio.fail_after(self.timeout):
-                    return await self._attempt(op)
+                    return await self._attempt(op, single and self.backend == "postgresql")
             except Exception as exc:
                 if not transient(exc):
                     raise
@@ -116,8 +125,14 @@ class SQLDatabase:
                 )
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, op: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+    async def _attempt(
+        self, op: Callable[[AsyncConnection], Awaitable[_T]], autocommit: bool = False
+    ) -> _T:
         engine = await self.ready()
+        if autocommit:
+            async with engine.connect() as conn:
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await op(conn)
         async with engine.begin() as conn:
             return await op(conn)
 

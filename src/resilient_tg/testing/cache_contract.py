@@ -44,6 +44,9 @@ They check every rule of `resilient_tg.cache.CacheBackend` (see its module docs)
 - spans change by compare-and-set only: a token read before `end_spans` (of that chat
   or of the whole account), `drop_chat` or `purge` fails afterwards, tokens of other
   chats survive a per-chat end, and every end also ends the dialog list's span;
+- `read_history` answers exactly what the calls it stands for answer (`span`, then
+  `history`, `entities` and `touch`), on empty, filled, spanned, trimmed, ended,
+  dropped and purged chats;
 - read marks and cursors (common and per-channel pts) only move forward; dialogs are
   ordered pinned first, then by top message, and merge by ``top_id``; entities; usage;
 - accounts never mix (names with ``:`` included), and `purge` forgets one account only;
@@ -76,6 +79,7 @@ from ._cache_data import (
     message_streams,
 )
 from ._cache_message_rules import MessageRules
+from ._cache_read_rules import ReadRules
 
 __all__ = ["CHANNEL", "GROUP", "USER", "CacheBackendContract", "message", "message_streams"]
 
@@ -89,7 +93,7 @@ _PROPERTY = settings(
 
 
 @pytest.mark.anyio
-class CacheBackendContract(MessageRules):
+class CacheBackendContract(MessageRules, ReadRules):
     """Subclass with a ``backend`` fixture yielding an empty backend; see the module docs.
 
     ``property_examples`` is how many random streams the hypothesis test applies (lower
