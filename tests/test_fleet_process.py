@@ -25,7 +25,8 @@ from resilient_tg.testing import FaultProxy, FleetHarness, MTProtoTestServer, Te
 
 from .fleettools import PG_URL, drop_fleet_tables, seed_accounts, unique_prefix
 
-pytestmark = pytest.mark.anyio
+# Heavy (hundreds of clients in worker processes): one xdist worker runs them in turn.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("heavy")]
 
 ACCOUNTS = int(os.environ.get("RESILIENT_TG_TEST_FLEET_ACCOUNTS", "300"))
 # The server drops a link silent for 4 s (interval + timeout); the lease outlasts that
