@@ -14,7 +14,7 @@ from benchmarks._common import OURS, TELETHON_DEFAULT, TELETHON_FOREVER
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("heavy")]  # never beside another heavy test
+pytestmark = pytest.mark.slow
 
 
 def test_quick_mode_writes_every_scenario_and_prints_the_table(tmp_path: Path) -> None:

@@ -22,8 +22,7 @@ from resilient_tg.testing import FleetHarness, MTProtoTestServer, TestUser
 from .fleettools import database_url, drop_fleet_tables, seed_accounts, unique_prefix
 from .test_fleet_process import CLAIM_INTERVAL, KEEPALIVE, LEASE_TTL, SLACK, Sender
 
-# Never beside another heavy test (xdist_group, see test_fleet_process).
-pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.xdist_group("heavy")]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ACCOUNTS = 60
 LIMIT = 60.0
