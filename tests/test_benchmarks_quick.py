@@ -23,7 +23,7 @@ def test_quick_mode_writes_every_scenario_and_prints_the_table(tmp_path: Path) -
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=480,  # a safety net: a smoke run on a busy machine takes minutes
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
