@@ -420,8 +420,10 @@ async def test_a_backlog_after_a_late_loop_is_released_one_gap_apart_not_in_a_bu
     assert len(admitted) == 60
     gaps = [b - a for a, b in itertools.pairwise(sorted(admitted))]
     # The planned places (72 ms in all) have all passed by the time the loop runs again:
-    # still each start is a gap after the one before.
-    assert min(gaps) >= MAX_GAP * 0.95
+    # still each start is about a gap after the one before, not all at once. The times
+    # are taken when each waiting task resumes, which jitters by a fraction of a gap on a
+    # busy machine; a burst would put them microseconds apart.
+    assert min(gaps) >= MAX_GAP * 0.5
     assert busiest_100ms([(t, t) for t in admitted]) <= 0.1 / MAX_GAP + 1
 
 
