@@ -79,7 +79,7 @@ class ChatWorld:
                 if (
                     _compat.box_pts(telegram, None) >= state.pts
                     and (room == 0 or room >= self.server.channel_pts(self.room.id))
-                    and cache._idle.is_set()
+                    and cache._queue.idle.is_set()
                 ):
                     return
                 await asyncio.sleep(0.02)  # polling a condition (no event to await)

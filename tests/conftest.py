@@ -15,6 +15,8 @@ from telethon.sessions import MemorySession
 
 from resilient_tg.testing import MTProtoTestServer, TestBot, TestUser
 
+pytest_plugins = ["tests.exclusive"]
+
 # Bounds every network step of a test; a hang fails the test instead of blocking CI.
 STEP_TIMEOUT = 20.0
 

@@ -43,7 +43,7 @@ from .test_cache_redis import REDIS_URL, delete_prefix
 from .test_cache_redis import unique_prefix as redis_prefix
 from .test_cache_sql import PG_URL, drop_tables, unique_prefix
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.exclusive]
 
 FAULTS = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS", "100"))
 FAULTS_SHARED = int(os.environ.get("RESILIENT_TG_CACHE_FAULTS_SHARED", "100"))

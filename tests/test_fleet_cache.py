@@ -59,9 +59,7 @@ def redis_prefix() -> str:
     return f"rtgfc:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-# Redis is left out for now: it timed out once of two idle CI runs (a TimeoutError not yet
-# understood; see the issue 14 note). The contract suite and the fault test cover Redis.
-@pytest.fixture(params=["postgresql"])
+@pytest.fixture(params=["redis", "postgresql"])
 async def shared_cache(request: pytest.FixtureRequest) -> AsyncIterator[CacheBackend]:
     """One backend both workers use (the fleet never closes it: this fixture does)."""
     if request.param == "redis":
@@ -118,7 +116,7 @@ async def caught_up(client: ResilientClient) -> None:
 
     async def done() -> bool:
         state = await client.telegram(functions.updates.GetStateRequest())
-        return _compat.box_pts(client.telegram, None) >= state.pts and cache._idle.is_set()
+        return _compat.box_pts(client.telegram, None) >= state.pts and cache._queue.idle.is_set()
 
     await until(done)
 

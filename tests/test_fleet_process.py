@@ -25,7 +25,7 @@ from resilient_tg.testing import FaultProxy, FleetHarness, MTProtoTestServer, Te
 
 from .fleettools import PG_URL, drop_fleet_tables, seed_accounts, unique_prefix
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(900), pytest.mark.exclusive]
 
 ACCOUNTS = int(os.environ.get("RESILIENT_TG_TEST_FLEET_ACCOUNTS", "300"))
 # The server drops a link silent for 4 s (interval + timeout); the lease outlasts that

@@ -22,7 +22,7 @@ from resilient_tg.testing import FleetHarness, MTProtoTestServer, TestUser
 from .fleettools import database_url, drop_fleet_tables, seed_accounts, unique_prefix
 from .test_fleet_process import CLAIM_INTERVAL, KEEPALIVE, LEASE_TTL, SLACK, Sender
 
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.exclusive]
 
 ACCOUNTS = 60
 LIMIT = 60.0

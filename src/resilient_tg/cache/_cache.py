@@ -25,7 +25,6 @@ missed.
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from typing import Any
@@ -35,7 +34,6 @@ import attrs
 
 from .. import _compat
 from .._errors import StaleCacheError
-from .._flag import Flag
 from .._state import ConnectionState, StateChange
 from ..stores._encryption import resolve_key
 from ._answer import CacheAnswer, DialogEntry, Source
@@ -56,6 +54,7 @@ from ._fetch import (
     sorted_dialogs,
 )
 from ._host import CacheHost
+from ._queue import UpdateQueue
 from ._writer import UpdateWriter
 
 __all__ = ["MessageCache"]
@@ -113,13 +112,7 @@ class MessageCache:
         self._key = resolve_key(key, key_env)
         self._codec: Codec | None = None
         self._writer: UpdateWriter | None = None
-        self._feed: collections.deque[tuple[Any, Any, Any, int]] = collections.deque()
-        self._wake = Flag()
-        self._idle = Flag()
-        self._idle.set()
-        self._fed = self._written = 0  # updates queued and written so far (see _settle)
-        self._progress = Flag()  # set after each batch is written
-        self._applying = False
+        self._queue = UpdateQueue()
         self._epoch = 0  # local breaks: a fetch started before one must not anchor
         self._pinned: dict[int, bool] = {}
         self._touched: dict[int, float] = {}
@@ -130,7 +123,6 @@ class MessageCache:
         self._last_maintain = time.monotonic()
         self._purged = False
         self._ready_lock = anyio.Lock()
-        self._feed_generation = 0
         self._pending_cursor: Cursor | None = None  # written at most every _CURSOR_EVERY
         self._cursor_at = 0.0
         self._stopped = False  # after AUTH_LOST or a log out: nothing more is written
@@ -279,9 +271,7 @@ class MessageCache:
     async def purge(self) -> None:
         """Forget everything cached for this account (also done on logout and AUTH_LOST)."""
         self._epoch += 1
-        self._feed_generation += 1  # what was queued belongs to the purged past
-        self._feed.clear()
-        self._written = self._fed
+        self._queue.drop()
         self._pending_cursor = None
         self._writer = None  # it remembers what it wrote
         if self._account is not None:
@@ -302,15 +292,15 @@ class MessageCache:
         self._loaded = loaded_state(session)
         _compat.set_update_feed(telegram, self._on_update)
         gate = session.update_state_gate
-        session.update_state_gate = lambda: self._idle.is_set() and (gate is None or gate())
+        session.update_state_gate = lambda: self._queue.idle.is_set() and (gate is None or gate())
         client._spawn("cache", self._run)
 
     async def _quiesce(self, limit: float) -> None:
         """Leaving: write what is queued (bounded), and the cursor if all of it was."""
         with anyio.move_on_after(limit):
-            await self._idle.wait()
-        if not self._idle.is_set():
-            log.info("cache: %d update(s) not written on the way out", len(self._feed))
+            await self._queue.idle.wait()
+        if not self._queue.idle.is_set():
+            log.info("cache: %d update(s) not written on the way out", len(self._queue))
 
     async def _close(self) -> None:
         """After the client's tasks ended: purge after a logout, unhook the feed."""
@@ -326,30 +316,27 @@ class MessageCache:
                 log.warning("cache: purge after log out failed: %s", exc)
 
     def _on_update(self, update: Any, users: Any, chats: Any, pts: int) -> None:
-        if self._stopped:
-            return
-        self._feed.append((update, users, chats, pts))
-        self._fed += 1
-        self._idle.clear()
-        self._wake.set()
+        if not self._stopped:
+            self._queue.put((update, users, chats, pts))
 
     async def _run(self) -> None:
         """The writer task: write what the box fed, in order; never dies of a failure (a
         feed nobody writes would hold the session's update state back for good)."""
+        queue = self._queue
         while True:
-            if not self._feed:
+            if not queue:
                 if self._pending_cursor is not None:
                     await self._write_cursor()  # before idle: the session waits for it
                     continue
-                self._idle.set()
+                queue.idle.set()
                 try:
                     if time.monotonic() - self._last_maintain >= _MAINTAIN_EVERY:
                         await self.maintain()
                 except Exception as exc:  # noqa: BLE001 - retried at the next interval
                     log.warning("cache: applying the bounds failed: %s", exc)
                 with anyio.move_on_after(_MAINTAIN_EVERY):
-                    await self._wake.wait()
-                self._wake.clear()
+                    await queue.wake.wait()
+                queue.wake.clear()
                 continue
             try:
                 writer = await self._writer_()
@@ -357,9 +344,8 @@ class MessageCache:
                 log.info("cache: cannot start writing yet (%s); retrying", exc)
                 await anyio.sleep(1.0)
                 continue
-            entries = list(self._feed)
+            entries, generation = queue.take()
             cursor = box_cursor(self._client.telegram, 0.0)  # in step with ``entries``
-            generation = self._feed_generation
             try:
                 await writer.apply(entries)
                 if self._account is not None:
@@ -373,12 +359,8 @@ class MessageCache:
                     )
                 self._broken = True
                 self._epoch += 1
-            if generation != self._feed_generation:
+            if not queue.done(entries, generation):
                 continue  # purged meanwhile: the queue was emptied, nothing to cursor
-            for _ in entries:
-                self._feed.popleft()
-            self._written += len(entries)
-            self._progress.set()
             self._pending_cursor = cursor
             if time.monotonic() - self._cursor_at >= _CURSOR_EVERY:
                 await self._write_cursor()
@@ -394,7 +376,7 @@ class MessageCache:
             if self._broken:
                 await self._backend.end_spans(self._account, None)
                 self._broken = False
-            if self._connected() and not self._feed:
+            if self._connected() and not self._queue:
                 self._current_at = time.time()
             cursor = attrs.evolve(cursor, current_at=self._current_at)
             await self._backend.set_cursor(self._account, cursor)
@@ -464,12 +446,7 @@ class MessageCache:
         """Let the updates queued before this read be written first, so that it sees what
         the client had seen (not a wait for an empty queue, which a steady stream never
         leaves). False when they were not written in time: it cannot answer as current."""
-        target = self._fed
-        with anyio.move_on_after(_SETTLE):
-            while self._written < target:
-                self._progress.clear()
-                await self._progress.wait()
-        return self._written >= target and not self._broken
+        return await self._queue.settle(_SETTLE) and not self._broken
 
     def _refuse_if_fresh(self, fresh: bool) -> None:
         if fresh:

@@ -311,10 +311,9 @@ class Rounds:
             log.warning("account %s stopped: %s", name, account.why)
         finally:
             # The client has left (nothing writes the cache any more): a removed
-            # account's cache goes too. A fenced removal may look like a lost lease.
-            if fleet.has_cache and (account.removed or account.lost):
-                with anyio.CancelScope(shield=True):
-                    await self._purge_if_removed(account)
+            # account is reported as released and its cache goes too.
+            with anyio.CancelScope(shield=True):
+                await self._settle_removal(account)
             if self.accounts.get(name) is account:
                 del self.accounts[name]
             account.done.set()
@@ -326,20 +325,21 @@ class Rounds:
                 log.info("%s %s: %s", kind, name, account.why)
                 fleet.emit(kind, name, account.why)
 
-    async def _purge_if_removed(self, account: Account) -> None:
+    async def _settle_removal(self, account: Account) -> None:
         fleet = self.fleet
-        if not account.removed:
+        if account.lost and not account.removed:
             # A removal fences the client: its save or lease renewal may be refused
-            # before a round sees the row gone. Reported as the removal it is.
+            # (and the account look lost) before a round sees the row gone.
             try:
                 with anyio.fail_after(min(2.0, fleet.lease_ttl / 3)):
                     account.removed = not await fleet.db.exists(account.name)
-            except Exception as exc:  # noqa: BLE001 - kept: a cache is purged on removal only
+            except Exception as exc:  # noqa: BLE001 - reported as lost, the cache is kept
                 log.warning("could not tell whether %s was removed: %s", account.name, exc)
-            if account.removed:
-                account.why, account.lost = "removed from the fleet", False
         if account.removed:
-            await fleet.purge_cache(account.name)
+            # Whatever stopped it first (a refused save, a round), it was removed.
+            account.why, account.lost = "removed from the fleet", False
+            if fleet.has_cache:
+                await fleet.purge_cache(account.name)
 
     def _options(self, name: str, blob: bytes | None) -> dict[str, Any]:
         """The account's own settings (as the claim round read them) as client keyword
