@@ -384,3 +384,17 @@ async def bench_server(scenario: Scenario, **kwargs: Any) -> AsyncIterator[MTPro
             "server read its peer address (TypedAttributeLookupError in _handle_link), which "
             "ends its serving task group; figures after that point are unreliable."
         )
+
+
+async def drop_prefixed_tables(store: Any, tables: Sequence[str]) -> None:
+    """Drop a benchmark's ``<table_prefix><table>`` tables in the store's database."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(store._database.target.url)
+    try:
+        async with engine.begin() as conn:
+            for table in tables:
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {store.table_prefix}{table}"))
+    finally:
+        await engine.dispose()

@@ -26,7 +26,7 @@ import anyio
 
 from resilient_tg.stores import Entity, FileStore, SessionData, SessionStore, SQLStore, UpdateState
 
-from ._common import Config, Row, Scenario, percentile
+from ._common import Config, Row, Scenario, drop_prefixed_tables, percentile
 
 NAME = "stores"
 TITLE = "Session store saves"
@@ -122,19 +122,6 @@ def _outside_gc(probe: _LagProbe, gcs: _GcLog) -> list[tuple[float, float, float
         in_gc = gcs.inside(t, woke)
         out.append((woke, lag, max(0.0, lag - in_gc)))
     return out
-
-
-async def _drop(store: SQLStore) -> None:
-    import sqlalchemy as sa
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine(store._url)
-    try:
-        async with engine.begin() as conn:
-            for table in ("leases", "sessions", "schema"):
-                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {store.table_prefix}{table}"))
-    finally:
-        await engine.dispose()
 
 
 async def _measure(store: SessionStore, n: int) -> dict[str, Any]:
@@ -247,7 +234,7 @@ async def run(cfg: Config) -> Scenario:
                 await store.aclose()
                 if isinstance(store, SQLStore):
                     try:
-                        await _drop(store)
+                        await drop_prefixed_tables(store, ("leases", "sessions", "schema"))
                     except Exception as exc:  # noqa: BLE001 - best effort, reported
                         result.notes.append(f"{name}: tables not dropped ({exc!r}).")
             result.raw[name] = data

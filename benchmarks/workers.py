@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from resilient_tg.stores import SessionData, SQLStore
 from resilient_tg.testing import FleetHarness, MTProtoTestServer
 
-from ._common import OURS, Config, Row, Scenario, bench_server
+from ._common import OURS, Config, Row, Scenario, bench_server, drop_prefixed_tables
 
 NAME = "workers"
 TITLE = "Fleets: 3 worker processes over PostgreSQL"
@@ -225,13 +225,11 @@ async def _ensure_database() -> None:
 
 async def _drop(prefix: str) -> None:
     store = SQLStore(PG_URL, name="drop", table_prefix=prefix)
-    engine = create_async_engine(store._database.target.url)
+    tables = ("fleet_accounts", "fleet_workers", "leases", "sessions", "schema")
     try:
-        async with engine.begin() as conn:
-            for table in ("fleet_accounts", "fleet_workers", "leases", "sessions", "schema"):
-                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}{table}"))
+        await drop_prefixed_tables(store, tables)
     finally:
-        await engine.dispose()
+        await store.aclose()
 
 
 async def _xacts() -> int:

@@ -78,7 +78,10 @@ PASSWORD = "Pa55-w0rd-never-shown"
 
 def test_describe_and_repr_never_show_the_password() -> None:
     backend = SQLCacheBackend(f"postgresql://app:{PASSWORD}@db.example:5433/chat?sslmode=require")
-    assert backend.describe() == "postgresql://app@db.example:5433/chat#cache"
+    prefix = backend.table_prefix
+    assert backend.describe() == f"postgresql://app@db.example:5433/chat#{prefix}cache"
+    other = SQLCacheBackend("postgresql://app@db.example:5433/chat", table_prefix="b_")
+    assert other.describe() == "postgresql://app@db.example:5433/chat#b_cache"
     assert PASSWORD not in repr(backend)
     assert PASSWORD not in str(backend)
     assert backend._db.engine is None  # nothing connects before first use

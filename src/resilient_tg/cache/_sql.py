@@ -91,13 +91,15 @@ class SQLCacheBackend(SQLMessages, CacheBackend):
         self.table_prefix = database.tables.prefix
         self._t = add_cache_tables(database.tables)
         database.tables_added()
-        self._display = f"{database.display}#cache"
+        # Two caches in one database differ by their tables: the name says which.
+        self._display = f"{database.display}#{self.table_prefix}cache"
 
     def __repr__(self) -> str:
-        return f"<SQLCacheBackend {self._display} prefix={self.table_prefix!r}>"
+        return f"<SQLCacheBackend {self._display}>"
 
     def describe(self) -> str:
-        """The URL without password or query, then ``#cache``."""
+        """The URL without password or query, then ``#<table_prefix>cache`` (its tables
+        are ``<table_prefix>cache_*``)."""
         return self._display
 
     async def aclose(self) -> None:
