@@ -675,6 +675,41 @@ async def test_a_save_during_an_outage_is_kept_in_memory_and_lands_after_healing
         assert base64.b64encode(new_key).decode() not in text
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_pooled_connections_the_server_closed_are_replaced_without_a_retry(
+    backend: str,
+    tmp_path: Path,
+    make_store: Callable[..., SQLStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """PostgreSQL's pooled connections are not pinged (three round trips per checkout):
+    one the server closed is known locally and replaced at checkout, so the next
+    operation neither fails nor waits for a retry."""
+    url = server_url(backend, tmp_path)
+    parsed = sa.make_url(url)
+    assert parsed.host is not None
+    assert parsed.port is not None
+    async with FaultProxy(parsed.host, parsed.port) as proxy:
+        store = make_store("closed", url=via_proxy(url, proxy.port), retry=(5.0,), timeout=5)
+        engine = await store._database.ready()
+        pooled: list[Any] = []  # every connection the pool opens (asyncpg's)
+        sa.event.listen(
+            engine.sync_engine, "connect", lambda conn, _: pooled.append(conn.driver_connection)
+        )
+        await asyncio.gather(*(store.save(sample(i)) for i in range(3)))  # a few pooled
+        assert pooled
+        proxy.reset()  # the database side closes every pooled connection
+        await wait_until(lambda: all(c.is_closed() for c in pooled))
+        caplog.clear()
+        started = time.monotonic()
+        await store.save(sample(9))
+        assert time.monotonic() - started < 5.0  # no retry (its delay is 5 s)
+        assert "retrying" not in caplog.text
+        loaded = await store.load()
+        assert loaded is not None
+        assert loaded.port == 452
+
+
 @pytest.mark.parametrize("backend", NETWORK_BACKENDS)
 async def test_a_database_that_does_not_answer_fails_within_the_bound(
     backend: str, tmp_path: Path, make_store: Callable[..., SQLStore]

@@ -1,7 +1,7 @@
 """SQLStore's engine: made with the right driver options, and the errors worth a retry.
 
 The engine never shows parameters in errors or logs (they hold the session blob);
-pooled connections are pinged, so one that died in an outage is replaced. SQLite
+a pooled connection that died in an outage is replaced (checked at checkout). SQLite
 transactions take the write lock at BEGIN, so a read-check-write cannot interleave.
 """
 
@@ -38,7 +38,12 @@ def make_engine(
     try:
         engine = create_async_engine(
             target.url,
-            pool_pre_ping=True,  # a pooled connection that died in an outage is replaced
+            # A pooled connection that died in an outage is replaced. asyncpg's own ping
+            # costs three round trips per checkout (BEGIN, a statement, ROLLBACK); a
+            # connection the server closed is known locally, so it is checked for free
+            # (below) and one that died silently fails its first statement, which is
+            # retried on a new connection (`transient`).
+            pool_pre_ping=target.driver != "asyncpg",
             hide_parameters=True,  # SQL errors and logs must never show the session blob
             connect_args=connect_args,
             pool_size=pool_size,
@@ -49,6 +54,13 @@ def make_engine(
             f"SQLStore for {target.backend} needs its driver ({target.driver}): "
             f"pip install 'resilient-tg[{_EXTRAS[target.backend]}]'"
         ) from exc
+    if target.driver == "asyncpg":
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _drop_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            if dbapi_connection.driver_connection.is_closed():
+                raise sa.exc.DisconnectionError("the server closed this pooled connection")
+
     if target.backend == "sqlite":
         # Take the write lock at BEGIN, so a read-check-write cannot interleave.
         @event.listens_for(engine.sync_engine, "connect")
