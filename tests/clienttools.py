@@ -18,6 +18,7 @@ from resilient_tg import (
     ReconnectPolicy,
     ResilientClient,
     StateChange,
+    _compat,
 )
 from resilient_tg.stores import MemoryStore, SessionData, SessionStore
 from resilient_tg.testing import MTProtoTestServer, TestUser
@@ -89,7 +90,16 @@ class Recorder:
         return [c.new for c in self.changes]
 
     async def all_messages(self, texts: list[str], limit: float = STEP_TIMEOUT) -> None:
-        await self.until(lambda: all(self.messages[t] >= 1 for t in texts), limit)
+        try:
+            await self.until(lambda: all(self.messages[t] >= 1 for t in texts), limit)
+        except TimeoutError:
+            missing = [t for t in texts if self.messages[t] < 1]
+            raise AssertionError(
+                f"{len(missing)} of {len(texts)} messages not received within {limit}s: "
+                f"{missing}; received in order: {self.message_order}; "
+                f"client {self.client.state.value}, box pts "
+                f"{_compat.box_pts(self.client.telegram, None)}"
+            ) from None
 
 
 @contextlib.asynccontextmanager

@@ -207,14 +207,25 @@ class MessageCache:
             live = [record] if record is not None and not record.deleted else []
             decoded = await self._decode(account, live)
             return self._stale(decoded[0] if decoded else None, inside or record is not None)
-        settled = await self._settle()
-        span = (await self._backend.span(account, chat_id)).span if settled else None
-        if span is not None and (span.from_start or message_id >= span.low):
-            record = await self._backend.get_message(account, chat_id, message_id)
-            await self._touch(account, chat_id)
-            live = [record] if record is not None and not record.deleted else []
-            decoded = await self._decode(account, live)
-            return self._current(decoded[0] if decoded else None, Source.CACHE)
+        if await self._settle():
+            # One backend call, as for history: the span and the newest live message at
+            # or below the id (a tombstone or a gap is not returned: None when inside).
+            asked = self._hints.get(chat_id)
+            read = await self._backend.read_history(
+                account,
+                chat_id,
+                below=message_id + 1,
+                limit=1,
+                peers=asked,
+                touch=self._touch_due(chat_id),
+            )
+            span = read.state.span
+            if span is not None and (span.from_start or message_id >= span.low):
+                hit = attrs.evolve(read, messages=[m for m in read.messages if m.id == message_id])
+                found, _ = await load_read(
+                    self._backend, account, self._codec_(), hit, asked, self._client.telegram
+                )
+                return self._current(found[0] if found else None, Source.CACHE)
         found = await fetch_message(
             self._client.telegram, self._backend, account, self._codec_(), chat_id, message_id
         )
@@ -469,10 +480,6 @@ class MessageCache:
         return await load_messages(
             self._backend, account, self._codec_(), records, self._client.telegram
         )
-
-    async def _touch(self, account: str, chat_id: int) -> None:
-        if (when := self._touch_due(chat_id)) is not None:
-            await self._backend.touch(account, chat_id, when)
 
     def _touch_due(self, chat_id: int) -> float | None:
         """Now, when a read of the chat is to be recorded for the bounds (at most once a

@@ -22,6 +22,7 @@ import os
 import secrets
 import struct
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -249,11 +250,13 @@ class FileStore:
             for f in self.files.values()
         ]
 
-    def save_blobs(self, data_dir: Path) -> None:
-        """Write each file's bytes once (files never change), 0600, and drop stale ones."""
+    def save_blobs(self, data_dir: Path, files: Iterable[StoredFile] | None = None) -> None:
+        """Write each file's bytes once (files never change), 0600, and drop stale ones;
+        ``files`` (default: this store's) is a list taken earlier, for a thread."""
         folder = data_dir / FILES_DIR
         folder.mkdir(mode=0o700, exist_ok=True)
-        wanted = {_blob_name(f.id): f for f in self.files.values()}
+        listed = self.files.values() if files is None else files
+        wanted = {_blob_name(f.id): f for f in listed}
         for name, stored in wanted.items():
             path = folder / name
             if path.exists() and path.stat().st_size == stored.size:
@@ -264,12 +267,21 @@ class FileStore:
                 path.unlink(missing_ok=True)
 
     @classmethod
-    def from_json(cls, raw: list[dict[str, Any]], data_dir: Path | None) -> FileStore:
+    def from_json(
+        cls,
+        raw: list[dict[str, Any]],
+        data_dir: Path | None,
+        blobs: Mapping[int, bytes] | None = None,
+    ) -> FileStore:
+        """The files ``raw`` lists, their bytes from ``blobs`` (by file id) when given,
+        else from ``data_dir``."""
         store = cls()
         for item in raw:
             file_id = int(item["id"])
             data = b""
-            if data_dir is not None:
+            if blobs is not None:
+                data = blobs.get(file_id, b"")
+            elif data_dir is not None:
                 data = (data_dir / FILES_DIR / _blob_name(file_id)).read_bytes()
             if len(data) != int(item["size"]):
                 raise ValueError(f"stored file {file_id} has {len(data)} bytes, not {item['size']}")

@@ -158,8 +158,9 @@ class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl,
         try:
             await self._close_task_group()
         finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._save)
+            if self._data_dir is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._world.saver(), self._data_dir)
 
     async def _close_task_group(self) -> None:
         tg, self._tg = self._tg, None
@@ -182,11 +183,16 @@ class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl,
             raise RuntimeError("restart() needs a running server (use it inside 'async with')")
         for listener in self._dcs.values():
             await listener.stop()
-        await anyio.to_thread.run_sync(self._save)
         self._sessions.clear()
-        # Swap in the reloaded world at once: control calls made meanwhile (send_message
-        # during a restart) never see a half-loaded state.
-        self._world = await anyio.to_thread.run_sync(self._read_world)
+        # Read back what a save keeps, in one step on the event loop: a control call made
+        # during the restart (send_message from another task) lands either before it,
+        # and is kept, or after it, in the new world; none is lost in between. The
+        # state is written to data_dir afterwards, from a snapshot.
+        if self._data_dir is None:
+            self._world = World()
+        else:
+            self._world = self._world.reloaded()
+            await anyio.to_thread.run_sync(self._world.saver(), self._data_dir)
         self._exports.clear()
         for listener in self._dcs.values():
             await self._tg.start(listener.serve)
@@ -217,13 +223,6 @@ class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl,
             self._api_hash = secrets.token_hex(16)
             _write_private(hash_path, self._api_hash.encode())
         self._handshakes = Handshakes(self._key)
-
-    def _read_world(self) -> World:
-        return World.load(self._data_dir) if self._data_dir is not None else World()
-
-    def _save(self) -> None:
-        if self._data_dir is not None:
-            self._world.save(self._data_dir)
 
     # Public properties ------------------------------------------------------------
 

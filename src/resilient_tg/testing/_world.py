@@ -12,6 +12,7 @@ import re
 import secrets
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -252,7 +253,12 @@ class World:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], data_dir: Path | None = None) -> World:
+    def from_json(
+        cls,
+        data: dict[str, Any],
+        data_dir: Path | None = None,
+        blobs: Mapping[int, bytes] | None = None,
+    ) -> World:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported test server state version {data.get('version')!r}")
         from ._crypto import auth_key_id
@@ -276,24 +282,41 @@ class World:
             )
             world.auth_keys[record.key_id] = record
         # Older state files have no "files" key; file bytes are read from data_dir.
-        world.files = FileStore.from_json(data.get("files", []), data_dir)
+        world.files = FileStore.from_json(data.get("files", []), data_dir, blobs)
         return world
+
+    def reloaded(self) -> World:
+        """This world as a restart reads it back (only what `save` keeps), made at once
+        from memory: nothing can change it between the snapshot and its use."""
+        blobs = {f.id: f.data for f in self.files.files.values()}
+        return World.from_json(json.loads(json.dumps(self.to_json())), None, blobs)
 
     def save(self, data_dir: Path) -> None:
         """Write atomically: a crash mid-write leaves the previous state readable."""
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.files.save_blobs(data_dir)  # before the state that names them
+        self.saver()(data_dir)
+
+    def saver(self) -> Callable[[Path], None]:
+        """The world as it is now, as a function that writes it to a data_dir: call this
+        on the event loop, run what it returns in a thread while the world changes."""
         payload = json.dumps(self.to_json()).encode()
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".state-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, data_dir / STATE_FILE)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        files = list(self.files.files.values())
+        blobs = self.files
+
+        def write(data_dir: Path) -> None:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            blobs.save_blobs(data_dir, files)  # before the state that names them
+            fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".state-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, data_dir / STATE_FILE)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+        return write
 
     @classmethod
     def load(cls, data_dir: Path) -> World:
