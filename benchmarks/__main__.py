@@ -96,8 +96,12 @@ def _merge(
     scenarios = {name: d for name, d in old["scenarios"].items() if name in SCENARIOS}
     scenarios.update(document["scenarios"])
     order = [name for name in SCENARIOS if name in scenarios]
+    # The header (machine, seed, start) stays the full run's; each re-run scenario keeps
+    # the machine and time of its own run, which the docs name.
+    run = {"started_at": document.get("started_at"), "machine": document.get("machine")}
+    for name in fresh:
+        scenarios[name]["run"] = run
     merged = dict(old)
-    merged.update({k: v for k, v in document.items() if k != "scenarios"})
     merged["scenarios"] = {name: scenarios[name] for name in order}
     merged["elapsed_seconds"] = round(sum(d["elapsed_seconds"] for d in scenarios.values()), 1)
     merged["merged"] = sorted(set(old.get("merged", [])) | set(fresh))  # re-run with --only

@@ -183,6 +183,17 @@ def render_docs(document: dict[str, Any], results: list[Scenario], out: Path, do
         "times include their contention; the ratios are the point.",
         "",
     ]
+    reruns = [
+        f"{name} ({r['machine']['cpu']}, {r['machine']['cores']} cores, {r['started_at']})"
+        for name, d in document["scenarios"].items()
+        if (r := d.get("run")) and r.get("machine") and r["machine"]["cpu"] != m["cpu"]
+    ]
+    if reruns:
+        parts += [
+            "Re-run with `--only` on another host of this size (compare their ratios, not "
+            "their times, with the rest): " + "; ".join(reruns) + ".",
+            "",
+        ]
     from ._findings import FINDINGS, SUMMARY
 
     parts += [SUMMARY.strip(), ""]
