@@ -139,7 +139,11 @@ async def test_fifty_failed_attempts_then_heal_connects(
 ) -> None:
     """Never gives up: 50 refused attempts in a row, then the network is back."""
     alice = mtproto_server.create_user("+15550001", "Alice")
-    reconnect = ReconnectPolicy(initial_delay=0.005, max_delay=0.02, connect_timeout=3.0)
+    # Refused attempts are paced by probe_delay (0.5 s by default: 50 of them would take
+    # ~19 s); scaled down, as the backoff is.
+    reconnect = ReconnectPolicy(
+        initial_delay=0.005, max_delay=0.02, connect_timeout=3.0, probe_delay=0.04
+    )
     store = seeded_store(mtproto_server, fault_proxy.port, user=alice)
     async with running(store, mtproto_server, reconnect=reconnect) as (client, rec):
         await client.wait_connected(10)
