@@ -277,7 +277,10 @@ async def test_a_herd_in_one_process_is_spread_and_a_lone_client_is_not_delayed(
                 while len(attempted) < HERD:  # noqa: ASYNC110 - filled by 40 callbacks
                     await asyncio.sleep(0.01)
 
-            # The lone client, with the herd connected and idle in the same process.
+            # The lone client, with the herd connected and idle in the same process. (On a
+            # loaded machine the herd's storm can stall the loop past the lone client's
+            # keepalive: it then reconnects by itself first. Measure from CONNECTED.)
+            await lone.wait_connected(30)
             mark = len(lone_rec.changes)
             lone_reset = time.monotonic()
             lone_proxy.reset()

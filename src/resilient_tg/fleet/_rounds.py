@@ -30,6 +30,7 @@ from .._state import ConnectionState, StateChange
 from ..stores._encryption import Encryptor
 from ..stores._sql import sealing_key
 from ._accounts import AccountStatus, open_settings, proxy_for_telethon
+from ._admin import REMOVED_HOLDER
 from ._core import FleetCore
 from ._db import FleetView
 from ._plan import plan_round
@@ -327,9 +328,10 @@ class Rounds:
 
     async def _settle_removal(self, account: Account) -> None:
         fleet = self.fleet
-        if account.lost and not account.removed:
+        if account.lost and not account.removed and REMOVED_HOLDER in account.why:
             # A removal fences the client: its save or lease renewal may be refused
-            # (and the account look lost) before a round sees the row gone.
+            # (and the account look lost) before a round sees the row gone. Only then is
+            # the row looked up: a mass loss (a partition, a pause) makes no queries.
             try:
                 with anyio.fail_after(min(2.0, fleet.lease_ttl / 3)):
                     account.removed = not await fleet.db.exists(account.name)
