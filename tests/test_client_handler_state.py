@@ -126,3 +126,43 @@ async def test_an_update_its_update_loop_took_but_never_dispatched_is_handled_af
         await wait_until(lambda: "taken, never dispatched" in seen)
         await wait_until(lambda: _compat.handlers_idle(telegram))
     assert seen.count("taken, never dispatched") == 1
+
+
+async def test_a_handler_running_when_telethon_gives_the_link_up_finishes_and_runs_once(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """A transport flood (-429) is the one transport error Telethon does not reconnect
+    from by itself: it ends the link, and the client dials again with connect(). A
+    handler still running then finishes (it is not cancelled with the link), and its
+    update is not fetched and handled again on the new link (the stored update state,
+    still behind it, is not where the new link starts)."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    bob = mtproto_server.create_user("+15550002", "Bob")
+    store = seeded_store(mtproto_server, user=alice)
+    started, release = asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+    finished: list[str] = []
+    async with running(store, mtproto_server) as (client, recorder):
+
+        @client.on(events.NewMessage(incoming=True))
+        async def handler(event: events.NewMessage.Event) -> None:
+            calls.append(event.raw_text)
+            started.set()
+            await release.wait()
+            finished.append(event.raw_text)
+
+        await client.wait_connected(STEP_TIMEOUT)
+        await mtproto_server.send_message(bob.id, alice.id, "slow")
+        with anyio.fail_after(STEP_TIMEOUT):
+            await started.wait()
+        recorder.changes.clear()
+        assert mtproto_server.send_transport_error(-429) == 1
+        await recorder.until(lambda: ConnectionState.RECONNECTING in recorder.states())
+        await recorder.state(ConnectionState.CONNECTED)
+        assert any("429" in change.detail for change in recorder.changes), recorder.changes
+        await mtproto_server.send_message(bob.id, alice.id, "after")
+        await wait_until(lambda: "after" in calls)  # the new link's updates flow
+        release.set()
+        await wait_until(lambda: sorted(finished) == ["after", "slow"])
+        await wait_until(lambda: _compat.handlers_idle(client.telegram))
+    assert calls == ["slow", "after"]

@@ -7,6 +7,7 @@ import struct
 
 import anyio
 import pytest
+from telethon.errors import InvalidBufferError
 
 from resilient_tg.testing import MTProtoTestServer
 
@@ -34,3 +35,22 @@ async def test_a_storm_of_reset_links_leaves_the_server_serving(
         assert me.id == alice.id
     async with telethon_client(mtproto_server) as late:
         assert await late.is_user_authorized() is False
+
+
+async def test_a_transport_flood_ends_a_full_transport_link_as_telethon_expects_it(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    async with telethon_client(mtproto_server) as client:
+        await login(client, mtproto_server, alice)
+        (link,) = mtproto_server.connections
+        assert link.auth_key_id is not None
+        assert mtproto_server.send_transport_error(auth_key_id=link.auth_key_id ^ 1) == 0
+        with pytest.raises(ValueError, match="negative transport error code"):
+            mtproto_server.send_transport_error(429)
+        assert mtproto_server.send_transport_error(-429, auth_key_id=link.auth_key_id) == 1
+        with anyio.fail_after(10):
+            # Unframed on the full transport: Telethon gives the link up with the code.
+            with pytest.raises(InvalidBufferError) as ended:
+                await client.disconnected
+        assert ended.value.code == 429

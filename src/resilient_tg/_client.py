@@ -368,6 +368,7 @@ class ResilientClient:
             self._telegram = build_telegram(self, self._session)
             _compat.watch_dispatch(self._telegram)
             self._session.update_state_gate = partial(_compat.handlers_idle, self._telegram)
+            self._session.box_update_states = partial(_compat.box_update_states, self._telegram)
             if self.cache is not None:
                 await self.cache._start()
             self._link.start()

@@ -309,7 +309,9 @@ class LinkSupervisor(Link):
             if self._stopping():
                 return "stop"
             log.warning("Telethon dropped the link (%s); reconnecting", describe(exc))
-            await telegram.disconnect()
+            # Not telegram.disconnect(): that also cancels the event handlers still
+            # running (an update half handled would be lost) and closes the session.
+            await _compat.drop_main_link(telegram)
             self.schedule_retry(classify(exc), exc, f"link dropped: {describe(exc)}")
             return "again"
         if self._stopping():

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from telethon.tl import types
+
 from ._check import TelethonCompatError
 
 # The message box ------------------------------------------------------------------------
@@ -220,6 +222,26 @@ def box_state(client: Any) -> tuple[dict[str, Any], dict[int, int]] | None:
         return None
     state, channels = box.session_state()
     return dict(state), {int(k): int(v) for k, v in channels.items()}
+
+
+def box_update_states(client: Any) -> list[tuple[int, Any]] | None:
+    """The box's applied state in the shape of ``Session.get_update_states()`` (entity id
+    0 for the account, a channel id for each channel), for connect() to load; None while
+    the box is empty. (Telethon's connect(), telegrambaseclient.py, reads ``pts``,
+    ``qts``, ``date`` and ``seq`` of entry 0 and ``pts`` of the others.)"""
+    current = box_state(client)
+    if current is None:
+        return None
+    state, channels = current
+    date = state["date"]
+    states: list[tuple[int, Any]] = [
+        (0, types.updates.State(state["pts"], state["qts"], date, state["seq"], 0))
+    ]
+    states.extend(
+        (channel_id, types.updates.State(pts, 0, date, 0, 0))
+        for channel_id, pts in channels.items()
+    )
+    return states
 
 
 def is_box_channel_request(client: Any, request: Any) -> bool:

@@ -70,6 +70,13 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         #: Set by the client: update-state writes are taken only while this returns True
         #: (no event handler runs), so a stored pts never covers an unhandled update.
         self.update_state_gate: Callable[[], bool] | None = None
+        #: Set by the client: the state Telethon's message box has reached (None while it
+        #: has none). A connect() after the first in this process continues from it, not
+        #: from the stored state, which stays behind updates whose handlers still run:
+        #: else those updates would be fetched and handled a second time.
+        self.box_update_states: Callable[[], list[tuple[int, Any]] | None] | None = None
+        # Whether Telethon's box was loaded from this session since it was (re)loaded.
+        self._box_loaded = False
         #: The error of the last failed write (None once a write succeeds), for health.
         self.last_save_error: BaseException | None = None
         self.last_saved_at: float | None = None
@@ -239,6 +246,17 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
                 return False
         return True
 
+    def get_update_states(self) -> Any:
+        """What Telethon's connect() loads into its message box: the stored state the first
+        time (and after `reload`), the box's own state on every later connect."""
+        provider = self.box_update_states
+        if self._box_loaded and provider is not None:
+            states = provider()
+            if states is not None:
+                return states
+        self._box_loaded = True
+        return super().get_update_states()
+
     def process_entities(self, tlo: Any) -> None:
         changed = False
         for row in self._entities_to_rows(tlo):
@@ -309,6 +327,7 @@ class StoreSession(MemorySession):  # type: ignore[misc]  # Telethon is untyped
         writing."""
         if data is not None:
             self.apply(data)
+        self._box_loaded = False  # another holder may have moved on: the store wins
         self._saved_changes = self._changes
         self._urgent = False
         self._delete_requested = False

@@ -123,9 +123,13 @@ class FleetHarness:
         env = {**os.environ, "FLEET_WORKER_CONFIG": json.dumps(cfg)}
         log_dir = os.environ.get("RESILIENT_TG_TEST_FLEET_LOGS")  # for debugging: a file each
         stderr: Any = None if not log_dir else open(Path(log_dir) / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230
-        process = await anyio.open_process(
-            [sys.executable, "-m", WORKER_MODULE], env=env, stdin=-1, stdout=-1, stderr=stderr
-        )
+        try:
+            process = await anyio.open_process(
+                [sys.executable, "-m", WORKER_MODULE], env=env, stdin=-1, stdout=-1, stderr=stderr
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()  # the worker has its own copy of the descriptor
         worker = FleetProcess(name, process)
         self.workers[name] = worker
         self.group.start_soon(self._pump, worker)

@@ -46,7 +46,11 @@ def exit_with_parent() -> None:
 async def main() -> int:
     exit_with_parent()
     cfg = json.loads(os.environ["FLEET_WORKER_CONFIG"])
-    logging.basicConfig(level=cfg.get("log_level", "WARNING"), stream=sys.stderr)
+    logging.basicConfig(
+        level=cfg.get("log_level", "WARNING"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     trust_test_server(cfg["pem"])
     keepalive = cfg.get("keepalive", (5.0, 5.0))
     fleet = Fleet(

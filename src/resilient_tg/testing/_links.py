@@ -11,6 +11,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import struct
 import time
 from collections.abc import Mapping
 from typing import Protocol
@@ -53,7 +54,7 @@ class _LinkServer(Protocol):
 class _Out:
     """One item for a link's writer: an encrypted message, raw packet, or a close."""
 
-    kind: str  # "message" | "raw" | "close"
+    kind: str  # "message" | "raw" | "transport_error" | "close"
     session: _Session | None = None
     body: bytes = b""
     content_related: bool = True
@@ -160,6 +161,9 @@ class _Link:
                         break
                     if item.kind == "raw":
                         await self.framing.send(item.body)
+                    elif item.kind == "transport_error":
+                        code = struct.unpack("<i", item.body)[0]
+                        await self.framing.send_transport_error(code)
                     else:
                         assert item.session is not None
                         await self.framing.send(self.server._encrypt(item))

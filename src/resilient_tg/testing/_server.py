@@ -18,6 +18,7 @@ import collections
 import logging
 import os
 import secrets
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +38,7 @@ from ._files_control import FileControl
 from ._handshake import Handshakes
 from ._key_links import KeyLinkCount, KeyLinks
 from ._layers import LayerCheck
-from ._links import DcListener, _Link, _Session
+from ._links import DcListener, _Link, _Out, _Session
 from ._mtproto import MessageHandling, _key_id_int
 from ._records import ConnectionInfo, RequestRecord, TestBot, TestUser
 from ._trust import trusted_key
@@ -305,6 +306,29 @@ class MTProtoTestServer(MessageHandling, AccountControl, DcControl, ChatControl,
     def reset_link_record(self) -> None:
         """Start the record of links per key again from the links open now."""
         self._key_links.reset()
+
+    def send_transport_error(self, code: int = -429, *, auth_key_id: int | None = None) -> int:
+        """Send the transport error ``code`` on every open link (or on the links of one
+        auth key, by its 64-bit id as in `connections`), then close them; return how
+        many. Telegram sends -429 ("transport flood") to a client that opens too many
+        links or sends too fast. On the full transport it comes unframed (the code as
+        length, seq and body), and Telethon then gives the link up instead of
+        reconnecting by itself; on the others it is a 4-byte packet."""
+        if not -999 <= code <= -1:
+            raise ValueError(f"code must be a negative transport error code, got {code}")
+        body = struct.pack("<i", code)
+        sent = 0
+        for link in list(self._links):
+            if link.framing is None:
+                continue  # the transport is not known yet: nothing can be framed on it
+            if auth_key_id is not None and (
+                link.session is None or _key_id_int(link.session.record.key_id) != auth_key_id
+            ):
+                continue
+            link.push(_Out(kind="transport_error", body=body))
+            link.push(_Out(kind="close"))
+            sent += 1
+        return sent
 
     @property
     def requests(self) -> list[RequestRecord]:

@@ -114,6 +114,14 @@ class FullFraming(Framing):
         self._recv_seq += 1
         return body
 
+    async def send_transport_error(self, code: int) -> None:
+        """Unframed, as Telegram was seen sending a flood (-429) on this transport: the
+        code in the length, the seq and the body (Telethon's tcpfull.py reads it so)."""
+        data = struct.pack("<iii", code, code, code)
+        if self._out is not None:
+            data = self._out.apply(data)
+        await self._stream.send(data)
+
     def encode(self, payload: bytes) -> bytes:
         data = struct.pack("<ii", len(payload) + 12, self._send_seq) + payload
         self._send_seq += 1
