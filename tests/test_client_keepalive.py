@@ -172,3 +172,35 @@ async def test_keepalive_numbers_cover_the_current_link_and_attempts_are_attempt
     up = next(c for c in reversed(rec.changes) if c.new is S.CONNECTING)
     first_pong = min(at for at in pongs if at > up.at)
     assert first_pong - up.at <= keepalive.interval + slack
+
+
+async def test_a_link_is_covered_by_the_servers_timer_from_its_first_request(
+    mtproto_server: MTProtoTestServer,
+) -> None:
+    """The first message of every link asks the server to close it after the keepalive's
+    disconnect_delay of silence. A process paused or cut off after its first requests
+    but before its first regular ping (sent once connect() has finished) would otherwise
+    leave the link open on the server for as long as the pause lasts, while another
+    process takes the session over once the lease expires: two links with one key.
+
+    A fresh process's first message is refused for its salt (Telethon keeps none across
+    restarts) and sent again with initConnection one round trip later: the test pauses
+    the client right after the server took that initConnection."""
+    alice = mtproto_server.create_user("+15550001", "Alice")
+    async with FaultProxy(mtproto_server.host, mtproto_server.port) as proxy:
+        proxy.latency(1.0)  # each answer comes 2 s after its request
+        store = seeded_store(mtproto_server, proxy.port, user=alice)
+        mtproto_server.clear_requests()
+
+        def open_links() -> int:
+            return sum(c.open for c in mtproto_server.link_counts().values())
+
+        async with running(store, mtproto_server) as (client, _):
+            await wait_until(lambda: bool(mtproto_server.requests_for("help.getConfig")), 20)
+            assert open_links() == 1
+            assert client.state is not ConnectionState.CONNECTED  # no answer is back yet
+            proxy.blackhole()  # the client goes silent, as if paused
+            silenced = time.monotonic()
+            await wait_until(lambda: open_links() == 0, 20)
+            closed_after = time.monotonic() - silenced
+    assert closed_after <= client.keepalive_policy.disconnect_delay + 2.0, closed_after

@@ -49,6 +49,7 @@ class Keepalive:
 
     __slots__ = (
         "_deadline",
+        "_early",
         "_extended",
         "_fence",
         "_future",
@@ -80,6 +81,7 @@ class Keepalive:
         self._on_silent = on_silent
         self._fence = fence
         self._telegram: Any = None
+        self._early: Any = None  # the ping a new link carries first, until answered
         self._link = 0  # bumped for every link: callbacks of an older one are ignored
         self._next: Timer | None = None
         self._deadline: Timer | None = None
@@ -91,6 +93,28 @@ class Keepalive:
         self._stall_mark = 0.0
         self._extended = 0.0
         self._watching = False
+
+    def cover(self, telegram: Any) -> None:
+        """A link is up and nothing has gone out on it yet: make its first message a
+        ping_delay_disconnect, so that the server closes it after ``disconnect_delay``
+        of silence from its very first request. Otherwise a process paused (or cut off)
+        before the link's first regular ping (sent once connect() finished) would hold
+        it open on the server for as long as it is paused, while another process takes
+        the session over once the lease expires: two links with one key."""
+        if self._early is not None:
+            _compat.withdraw(telegram, self._early)  # a dead link's: never resent
+        ping = functions.PingDelayDisconnectRequest(
+            ping_id=secrets.randbits(63), disconnect_delay=self.policy.disconnect_delay
+        )
+        self._early = ping
+        future = _compat.send_first(telegram, ping)
+        future.add_done_callback(lambda done: self._early_done(ping, done))
+
+    def _early_done(self, ping: Any, future: Any) -> None:
+        if not future.cancelled():
+            future.exception()  # retrieved: a link that died before the pong is no news
+        if self._early is ping:
+            self._early = None
 
     def start(self, telegram: Any) -> None:
         """A link begins to carry requests: ping it now, then every ``interval``."""

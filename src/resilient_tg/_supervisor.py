@@ -163,6 +163,7 @@ class LinkSupervisor(Link):
             raise aborted
         if client._telegram is not None:
             _compat.start_link(client._telegram, conn)  # nothing stale goes out on it
+            client._keepalive.cover(client._telegram)  # the server's timer from the start
         self.conn = conn
         self.up = True
         generation = client._generation

@@ -60,12 +60,15 @@ def check(client: Any) -> None:
 
 
 def _request_internals(client: Any) -> list[tuple[str, bool]]:
-    """The internals `withdraw` and `start_link` rely on."""
+    """The internals `withdraw`, `start_link` and `send_first` rely on."""
     sender = getattr(client, "_sender", None)
     packer = getattr(sender, "_send_queue", None)
     slots = set(getattr(RequestState, "__slots__", ()))
     return [
-        ("MTProtoSender._send_queue._deque", hasattr(packer, "_deque")),
+        (
+            "MTProtoSender._send_queue._deque/_ready",
+            hasattr(packer, "_deque") and hasattr(packer, "_ready"),
+        ),
         ("MTProtoSender._pending_state", isinstance(getattr(sender, "_pending_state", None), dict)),
         ("MTProtoSender._connection", hasattr(sender, "_connection")),
         (

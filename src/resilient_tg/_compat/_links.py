@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from telethon.network.requeststate import RequestState
 from telethon.tl.tlobject import TLRequest
 
 # What `withdraw` found: the request waited in the send queue and was never given a
@@ -170,6 +171,17 @@ def start_link(client: Any, conn: Any) -> None:
     pending = sender._pending_state
     for msg_id in [k for k, state in pending.items() if state.future.done()]:
         del pending[msg_id]
+
+
+def send_first(client: Any, request: Any) -> Any:
+    """Put ``request`` at the head of the main sender's queue and return its future: the
+    first message a link that is just up carries, even while Telethon's connect() runs
+    (its send() refuses until connect() has finished)."""
+    state = RequestState(request)
+    packer = client._sender._send_queue
+    packer._deque.appendleft(state)
+    packer._ready.set()
+    return state.future
 
 
 def clear_stale_reconnect(client: Any) -> bool:
