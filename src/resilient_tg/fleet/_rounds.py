@@ -411,12 +411,25 @@ class Rounds:
         once no worker would claim it again (else another worker could take it in the
         gap and meet the same refusal)."""
         name = account.name
+        ttl = self.fleet.lease_ttl
+        # Tried again for up to a lease's time (a busy SQLite, a database blip): the rounds
+        # keep renewing the lease meanwhile, and an account stopped unparked would bounce
+        # to another worker, which meets the same refusal and parks it there.
+        give_up_at = anyio.current_time() + ttl
         try:
-            with anyio.fail_after(self.fleet.lease_ttl / 3):
-                await self.fleet.db.set_status(name, status, reason)
-            log.warning("account %s parked as %s: %s", name, status.value, reason)
-        except Exception as exc:  # noqa: BLE001 - logged; another worker will see it too
-            log.warning("could not park account %s as %s: %s", name, status.value, exc)
+            while True:
+                try:
+                    with anyio.fail_after(ttl / 3):
+                        await self.fleet.db.set_status(name, status, reason)
+                except Exception as exc:  # noqa: BLE001 - logged; another worker sees it too
+                    if self.draining or anyio.current_time() + ttl / 3 > give_up_at:
+                        log.warning("could not park account %s as %s: %s", name, status.value, exc)
+                        return
+                    log.info("parking %s as %s failed (%r); trying again", name, status.value, exc)
+                    await anyio.sleep(ttl / 12)
+                    continue
+                log.warning("account %s parked as %s: %s", name, status.value, reason)
+                return
         finally:
             account.stop(why, lost=True)
 
