@@ -18,6 +18,9 @@ pytestmark = pytest.mark.anyio
 FLEET = 100
 
 
+# It measures when 100 clients of one event loop make their attempts: a heavy test on the
+# other xdist worker (a loaded run once bunched 28 of them into 100 ms) is kept out.
+@pytest.mark.exclusive
 async def test_jitter_spreads_a_fleet_reconnecting_after_a_shared_outage(
     mtproto_server: MTProtoTestServer, fault_proxy: FaultProxy
 ) -> None:
