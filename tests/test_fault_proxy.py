@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import math
 import os
 import socket
@@ -359,6 +360,27 @@ async def test_heal_ends_refusal_early() -> None:
         proxy.heal()
         assert port_accepts(port)  # listening again before heal() returned
         await roundtrip(await connect(stack, proxy), b"at once")
+        assert proxy.port == port
+
+
+@pytest.mark.anyio
+async def test_a_refusal_keeps_the_port_from_other_listeners() -> None:
+    """With no link left to hold it, a refused port is still the proxy's: another
+    socket cannot bind it (CI once saw a bind(0) elsewhere take a refusing proxy's
+    port, so the client reached a stranger instead of being refused)."""
+    async with proxied() as (_, proxy), contextlib.AsyncExitStack() as stack:
+        port = proxy.port
+        await roundtrip(await connect(stack, proxy), b"a link")
+        proxy.refuse(math.inf)
+        proxy.reset()  # RSTs leave no TIME_WAIT behind to keep the port in use
+        await wait_until(lambda: proxy.links_open == 0)
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with stranger, pytest.raises(OSError, match="in use") as taken:
+            stranger.bind((HOST, port))
+        assert taken.value.errno == errno.EADDRINUSE
+        assert await connect_refused(port)
+        proxy.heal()
+        await roundtrip(await connect(stack, proxy), b"the same port again")
         assert proxy.port == port
 
 

@@ -94,6 +94,10 @@ class FaultProxy(_LinkForwarding):
         self._family = socket.AF_INET
         self._sockaddr: tuple[object, ...] = (host, port)
         self._listener: socket.socket | None = None
+        # While refusing, a bound socket that does not listen keeps the port ours: a
+        # connect is still refused, and no other process's bind(0) can take the port
+        # and answer our clients (seen once in CI, with a refuse() after a reset()).
+        self._hold: socket.socket | None = None
         self._tg: TaskGroup | None = None
         self._changed: anyio.Event | None = None  # set and replaced on every fault change
         self._links: dict[int, _Link] = {}
@@ -193,6 +197,7 @@ class FaultProxy(_LinkForwarding):
         assert tg is not None, "FaultProxy exited without being entered"
         self._closing = True
         self._close_listener()
+        self._release_port()
         for link in self._links.values():
             link.close(rst=False)
         tg.cancel_scope.cancel()
@@ -248,6 +253,7 @@ class FaultProxy(_LinkForwarding):
         seconds = _check_seconds("seconds", seconds, allow_inf=True)
         self._refused_until = anyio.current_time() + seconds
         self._close_listener()
+        self._hold_port()
         self._notify()
         _log.info("FaultProxy :%d: refusing connects for %s s", self._port, seconds)
 
@@ -323,20 +329,32 @@ class FaultProxy(_LinkForwarding):
 
     # ------------------------------------------------------------------ internals
 
-    def _bind(self) -> socket.socket:
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+    def _bind(self, *, listen: bool = True) -> socket.socket:
+        held, self._hold = self._hold, None
+        sock = held if held is not None else socket.socket(self._family, socket.SOCK_STREAM)
         try:
-            sock.setblocking(False)
-            if os.name != "nt":
-                # so refuse() can listen again on the port while links still use it
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            port = self._port if self._bound else self._sockaddr[1]
-            sock.bind((self._sockaddr[0], port, *self._sockaddr[2:]))
-            sock.listen(128)
+            if held is None:
+                sock.setblocking(False)
+                if os.name != "nt":
+                    # so refuse() can listen again on the port while links still use it
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                port = self._port if self._bound else self._sockaddr[1]
+                sock.bind((self._sockaddr[0], port, *self._sockaddr[2:]))
+            if listen:
+                sock.listen(128)
         except BaseException:
             sock.close()
             raise
         return sock
+
+    def _hold_port(self) -> None:
+        """Keep the port bound (not listening) while connects are refused."""
+        if self._hold is not None or self._closing:
+            return
+        try:
+            self._hold = self._bind(listen=False)
+        except OSError as exc:  # the next _try_listen reports and retries
+            _log.warning("FaultProxy :%d: cannot hold the port while refusing: %s", self._port, exc)
 
     def _try_listen(self) -> bool:
         """Listen again on the same port; False if that is not possible right now."""
@@ -356,6 +374,11 @@ class FaultProxy(_LinkForwarding):
         if sock is not None:
             anyio.notify_closing(sock)  # wakes the accept loop with ClosedResourceError
             sock.close()
+
+    def _release_port(self) -> None:
+        held, self._hold = self._hold, None
+        if held is not None:
+            held.close()
 
     async def _serve(self) -> None:
         """Accept loop; sits out refusal periods and re-listens on the same port."""
