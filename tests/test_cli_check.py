@@ -4,7 +4,6 @@ server running in this process (its key passed with --test-server-key)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from resilient_tg.stores import FileStore, SessionData, UpdateState
 from resilient_tg.testing import MTProtoTestServer
 
 from .clienttools import FAST_KEEPALIVE, FAST_RECONNECT
+from .porttools import refused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -147,31 +147,29 @@ async def test_check_of_a_session_leased_by_a_live_client_exits_3(tmp_path: Path
 
 
 async def test_check_of_an_unreachable_server_exits_5_within_the_timeout(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = int(sock.getsockname()[1])
-    async with MTProtoTestServer() as server:
-        alice = server.create_user("+15550001", "Alice")
-        path = await seed(
-            server,
-            tmp_path / "alice.session",
-            user_id=alice.id,
-            port=closed_port,
-            logged_in_before=True,
-        )
-        before = await FileStore(path).load()
-        started = time.monotonic()
-        result = await check(server, tmp_path, path.as_uri(), "--timeout", "2")
-        elapsed = time.monotonic() - started
-        assert result.returncode == 5, result.stderr
-        assert b"could not connect" in result.stderr
-        assert elapsed < 2 + 8  # the timeout, a bounded shutdown and interpreter start-up
-    # It never connected: the stored update state is exactly as it was (not pts 0).
-    after = await FileStore(path).load()
-    assert after is not None
-    assert before is not None
-    assert after.update_state == before.update_state
-    assert after.ever_authorized is True
+    with refused_port() as closed_port:
+        async with MTProtoTestServer() as server:
+            alice = server.create_user("+15550001", "Alice")
+            path = await seed(
+                server,
+                tmp_path / "alice.session",
+                user_id=alice.id,
+                port=closed_port,
+                logged_in_before=True,
+            )
+            before = await FileStore(path).load()
+            started = time.monotonic()
+            result = await check(server, tmp_path, path.as_uri(), "--timeout", "2")
+            elapsed = time.monotonic() - started
+            assert result.returncode == 5, result.stderr
+            assert b"could not connect" in result.stderr
+            assert elapsed < 2 + 8  # the timeout, a bounded shutdown and interpreter start-up
+        # It never connected: the stored update state is exactly as it was (not pts 0).
+        after = await FileStore(path).load()
+        assert after is not None
+        assert before is not None
+        assert after.update_state == before.update_state
+        assert after.ever_authorized is True
 
 
 async def test_check_of_a_corrupt_or_empty_store_exits_3(tmp_path: Path) -> None:

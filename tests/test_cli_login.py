@@ -9,7 +9,6 @@ import io
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from resilient_tg.stores import FileStore, SessionData
 from resilient_tg.testing import FaultProxy, MTProtoTestServer, trust_test_server
 
 from .conftest import wait_until
+from .porttools import refused_port
 from .test_cli_test_server import PROCESS_TIMEOUT, ServerProcess, cli_command
 
 ALICE = "+15550101"  # 2FA
@@ -234,32 +234,30 @@ def test_store_in_use_exits_3_naming_the_holder(server: ServerProcess, tmp_path:
 
 
 def test_unreachable_server_exits_5_after_timeout(server: ServerProcess, tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-    info = server.info
-    run = subprocess.run(
-        cli_command(
-            "login",
-            (tmp_path / "x.json").as_uri(),
-            "--test-server",
-            f"127.0.0.1:{closed_port}",
-            "--test-server-key",
-            info["public_key_file"],
-            "--phone",
-            DAVE,
-            "--timeout",
-            "1",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-        env={**os.environ, "TG_API_ID": "1", "TG_API_HASH": "secret-api-hash-value"},
-        check=False,
-    )
-    assert run.returncode == 5, run.stderr
-    assert f"could not connect to 127.0.0.1:{closed_port} within 1s" in run.stderr
-    assert "secret-api-hash-value" not in run.stderr + run.stdout
+    with refused_port() as closed_port:
+        info = server.info
+        run = subprocess.run(
+            cli_command(
+                "login",
+                (tmp_path / "x.json").as_uri(),
+                "--test-server",
+                f"127.0.0.1:{closed_port}",
+                "--test-server-key",
+                info["public_key_file"],
+                "--phone",
+                DAVE,
+                "--timeout",
+                "1",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+            env={**os.environ, "TG_API_ID": "1", "TG_API_HASH": "secret-api-hash-value"},
+            check=False,
+        )
+        assert run.returncode == 5, run.stderr
+        assert f"could not connect to 127.0.0.1:{closed_port} within 1s" in run.stderr
+        assert "secret-api-hash-value" not in run.stderr + run.stdout
 
 
 @pytest.mark.parametrize("wrong", ["api_id", "api_hash"])

@@ -16,6 +16,8 @@ from anyio.abc import SocketAttribute, SocketStream
 
 from resilient_tg.testing import FaultProxy
 
+from .porttools import refused_port
+
 HOST = "127.0.0.1"
 STEP = 5.0  # bound on every awaited step: a hang fails the test instead of blocking CI
 SILENCE = 0.3  # how long "nothing arrives" is watched for
@@ -521,14 +523,12 @@ async def test_exit_closes_listener_links_and_tasks() -> None:
 
 @pytest.mark.anyio
 async def test_upstream_down_resets_the_client() -> None:
-    with socket.socket() as placeholder:  # a port that nothing listens on
-        placeholder.bind((HOST, 0))
-        dead_port = placeholder.getsockname()[1]
-    async with FaultProxy(HOST, dead_port) as proxy, contextlib.AsyncExitStack() as stack:
-        client = await connect(stack, proxy)
-        assert await recv_until_closed(client) == b""
-        await wait_until(lambda: proxy.links_open == 0)
-        assert proxy.links_total == 1
+    with refused_port(HOST) as dead_port:
+        async with FaultProxy(HOST, dead_port) as proxy, contextlib.AsyncExitStack() as stack:
+            client = await connect(stack, proxy)
+            assert await recv_until_closed(client) == b""
+            await wait_until(lambda: proxy.links_open == 0)
+            assert proxy.links_total == 1
 
 
 # --------------------------------------------------------------------------- validation

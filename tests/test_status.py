@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from resilient_tg.testing import FaultProxy, MTProtoTestServer
 
 from .clienttools import FAST_KEEPALIVE, running, seeded_store
 from .conftest import wait_until
+from .porttools import refused_port
 
 pytestmark = pytest.mark.anyio
 
@@ -212,12 +214,9 @@ def test_status_cli_reports_a_refused_connection(unused_tcp_port: int) -> None:
 
 
 @pytest.fixture
-def unused_tcp_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def unused_tcp_port() -> Iterator[int]:
+    with refused_port() as port:
+        yield port
 
 
 def test_status_cli_live_mode_passes_while_reconnecting_and_fails_when_stopped(
