@@ -349,8 +349,8 @@ class FaultProxy(_LinkForwarding):
 
     def _hold_port(self) -> None:
         """Keep the port bound (not listening) while connects are refused."""
-        if self._hold is not None or self._closing:
-            return
+        if self._hold is not None or self._closing or not self._bound:
+            return  # before entering, __aenter__ binds; after exit, nothing is held
         try:
             self._hold = self._bind(listen=False)
         except OSError as exc:  # the next _try_listen reports and retries
