@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -37,6 +38,8 @@ from resilient_tg.stores import (
     UpdateState,
     open_store,
 )
+from resilient_tg.stores._sql_engine import idle_limit_ms, make_engine
+from resilient_tg.stores._sql_url import read_options, target
 from resilient_tg.testing import FaultProxy, MTProtoTestServer
 from resilient_tg.testing.store_contract import StoreContract
 
@@ -783,3 +786,40 @@ class TestSQLStoreContract(StoreContract):
     @pytest.fixture
     def store_secrets(self) -> list[bytes | str]:
         return [PASSWORD, CONTRACT_KEY]
+
+
+async def test_a_transaction_left_idle_by_a_stopped_process_stops_blocking_others() -> None:
+    """A worker paused (SIGSTOP) inside a transaction holds its row locks; PostgreSQL
+    ends its session after twice the store's timeout, so another writer of those rows
+    goes on instead of waiting for a process that may never run again."""
+    table = f"idle_tx_{RUN}"
+    paused_engine = make_engine(
+        target(read_options(PG_URL, name=None, table_prefix=None, key_env=None)), 0.5
+    )
+    other_engine = make_engine(
+        target(read_options(PG_URL, name=None, table_prefix=None, key_env=None)), 30.0
+    )
+    assert idle_limit_ms(0.5) == 1000
+    try:
+        async with other_engine.begin() as conn:
+            await conn.execute(sa.text(f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT)"))
+            await conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, 0)"))
+        paused = await paused_engine.connect()
+        await paused.begin()
+        await paused.execute(sa.text(f"UPDATE {table} SET v = 1 WHERE id = 1"))  # row locked
+        # ...and the process stops here: no COMMIT, no ROLLBACK, the socket stays open.
+        started = time.monotonic()
+        with anyio.fail_after(15):  # without the server's limit: blocked for good
+            async with other_engine.begin() as conn:
+                await conn.execute(sa.text(f"UPDATE {table} SET v = 2 WHERE id = 1"))
+        waited = time.monotonic() - started
+        assert waited >= 0.9, waited  # the lock was really held until the session ended
+        async with other_engine.connect() as conn:
+            assert await conn.scalar(sa.text(f"SELECT v FROM {table} WHERE id = 1")) == 2
+        with contextlib.suppress(Exception):
+            await paused.close()
+    finally:
+        async with other_engine.begin() as conn:
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        await paused_engine.dispose()
+        await other_engine.dispose()

@@ -32,7 +32,15 @@ def make_engine(
     if target.driver == "aiosqlite":
         connect_args["timeout"] = timeout  # how long to wait for a busy database
     elif target.driver == "asyncpg":
-        connect_args.update(timeout=timeout, command_timeout=timeout)
+        connect_args.update(
+            timeout=timeout,
+            command_timeout=timeout,
+            # Every transaction of ours ends within `timeout` (or is given up), so one idle
+            # for twice that belongs to a process that stopped (SIGSTOP, a frozen VM): the
+            # server ends it, and the row locks it held (a whole worker's leases) no longer
+            # block the workers taking those accounts over.
+            server_settings={"idle_in_transaction_session_timeout": str(idle_limit_ms(timeout))},
+        )
     elif target.driver in ("asyncmy", "aiomysql"):
         connect_args["connect_timeout"] = timeout
     try:
@@ -72,6 +80,11 @@ def make_engine(
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def idle_limit_ms(timeout: float) -> int:
+    """PostgreSQL's idle_in_transaction_session_timeout for a store's ``timeout``."""
+    return max(1000, round(2 * timeout * 1000))
 
 
 def prepare_sqlite_file(database: str | None) -> None:
